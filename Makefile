@@ -1,0 +1,43 @@
+# The two commands of the README: `make run` serves the default model, `make test` runs the tests.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast test-slow lint typecheck clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml requirements.lock | $(PY)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c requirements.lock -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/asr-serve
+
+lint: install
+	$(VENV)/bin/ruff check app tests bench train
+	$(VENV)/bin/ruff format --check app
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+# The CI suite: lint, types, then every test not marked slow, gpu or browser.
+test: install lint typecheck
+	$(PY) -m pytest -m "not slow and not gpu and not browser" -q
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not gpu and not browser and not e2e" -q -x
+
+test-slow: install
+	$(PY) -m pytest -m "slow" -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+-include mk/*.mk

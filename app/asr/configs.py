@@ -1,0 +1,158 @@
+"""Typed descriptions of a model bundle: frontend, network and vocabulary.
+
+These are the contents of a bundle's ``config.json``. They are validated on load so a
+broken bundle fails with a message that names the faulty field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BUNDLE_FORMAT_VERSION = 1
+
+
+class FrontendConfig(BaseModel):
+    """Log-mel feature frontend: how raw audio becomes the model's input frames."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["log_mel"] = "log_mel"
+    sample_rate: int = Field(16000, gt=0)
+    n_fft: int = Field(512, gt=0)
+    win_length: int = Field(400, gt=0)
+    hop_length: int = Field(160, gt=0)
+    n_mels: int = Field(80, gt=0)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = None
+    log_offset: float = Field(1e-6, gt=0)
+    normalization: Literal["none", "global"] = "none"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FrontendConfig:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length {self.win_length} exceeds n_fft {self.n_fft}")
+        if self.normalization == "global":
+            for name, stats in (("mean", self.mean), ("std", self.std)):
+                if stats is None or len(stats) != self.n_mels:
+                    got = "missing" if stats is None else f"{len(stats)} values"
+                    raise ValueError(f"global normalization needs {name} of n_mels={self.n_mels} values, got {got}")
+            if any(s <= 0 for s in self.std or []):
+                raise ValueError("std values must be positive")
+        return self
+
+
+class BlockConfig(BaseModel):
+    """One stage of the separable-convolution network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channels: int = Field(gt=0)
+    kernel: int = Field(gt=0)
+    repeat: int = Field(1, gt=0)
+    stride: int = Field(1, gt=0)
+    dilation: int = Field(1, gt=0)
+    residual: bool = True
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> BlockConfig:
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd to keep frames centred, got {self.kernel}")
+        return self
+
+
+class ModelConfig(BaseModel):
+    """Architecture of the CTC acoustic model (QuartzNet-style separable convolutions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["sepconv_ctc"] = "sepconv_ctc"
+    n_mels: int = Field(80, gt=0)
+    blocks: list[BlockConfig] = Field(min_length=1)
+    vocab_size: int = Field(gt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @property
+    def stride(self) -> int:
+        """Total time stride of the network (input frames per output frame)."""
+        total = 1
+        for block in self.blocks:
+            total *= block.stride
+        return total
+
+
+class BundleConfig(BaseModel):
+    """Everything needed to rebuild a model: the whole of ``config.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = BUNDLE_FORMAT_VERSION
+    name: str = Field(min_length=1)
+    trained: bool = False
+    frontend: FrontendConfig
+    model: ModelConfig
+    tokens: list[str] = Field(min_length=2)
+    blank_id: int = 0
+    word_delimiter: str = " "
+    frame_rate: float = Field(gt=0, description="output frames per second")
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> BundleConfig:
+        if self.format_version != BUNDLE_FORMAT_VERSION:
+            raise ValueError(
+                f"format_version {self.format_version} is not supported (expected {BUNDLE_FORMAT_VERSION})"
+            )
+        if len(self.tokens) != self.model.vocab_size:
+            raise ValueError(f"{len(self.tokens)} tokens but model.vocab_size is {self.model.vocab_size}")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise ValueError("tokens must be unique")
+        if not 0 <= self.blank_id < len(self.tokens):
+            raise ValueError(f"blank_id {self.blank_id} is outside the token list")
+        if self.word_delimiter not in self.tokens:
+            raise ValueError(f"word delimiter {self.word_delimiter!r} is not in the token list")
+        if self.frontend.n_mels != self.model.n_mels:
+            raise ValueError(f"frontend.n_mels {self.frontend.n_mels} != model.n_mels {self.model.n_mels}")
+        expected = self.frontend.sample_rate / self.frontend.hop_length / self.model.stride
+        if abs(expected - self.frame_rate) > 1e-6 * expected:
+            raise ValueError(f"frame_rate {self.frame_rate} disagrees with sample_rate/hop/stride = {expected}")
+        return self
+
+    @property
+    def sample_rate(self) -> int:
+        return self.frontend.sample_rate
+
+    @property
+    def frame_seconds(self) -> float:
+        """Duration of one output frame in seconds."""
+        return 1.0 / self.frame_rate
+
+
+ENGLISH_CHARS: list[str] = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+"""The default English character vocabulary: blank first, then word delimiter, apostrophe, a-z."""
+
+
+def default_config(name: str = "en-small", trained: bool = False) -> BundleConfig:
+    """The default English architecture: about 1 M parameters, stride 4 (25 frames per second)."""
+    frontend = FrontendConfig()
+    blocks = [
+        BlockConfig(channels=192, kernel=11, stride=2, residual=False),
+        BlockConfig(channels=192, kernel=13, repeat=3, stride=2),
+        BlockConfig(channels=192, kernel=17, repeat=3),
+        BlockConfig(channels=256, kernel=21, repeat=3),
+        BlockConfig(channels=256, kernel=25, repeat=3),
+        BlockConfig(channels=320, kernel=29, dilation=2, residual=False),
+        BlockConfig(channels=384, kernel=1, residual=False),
+    ]
+    model = ModelConfig(n_mels=frontend.n_mels, blocks=blocks, vocab_size=len(ENGLISH_CHARS))
+    return BundleConfig(
+        name=name,
+        trained=trained,
+        frontend=frontend,
+        model=model,
+        tokens=list(ENGLISH_CHARS),
+        frame_rate=frontend.sample_rate / frontend.hop_length / model.stride,
+    )

@@ -1,0 +1,138 @@
+"""CTC greedy decoding with word timings and confidences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class Word:
+    """A recognised word with its time span in seconds and a confidence in [0, 1]."""
+
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass
+class Hypothesis:
+    """One utterance's decoding: text, emitted token ids, their frames, and words."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    token_frames: list[int] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
+
+
+def greedy_decode(
+    log_probs: Tensor,
+    lengths: Tensor,
+    tokens: list[str],
+    blank_id: int,
+    frame_seconds: float,
+    word_delimiter: str = " ",
+    time_offset: float = 0.0,
+) -> list[Hypothesis]:
+    """Best-path CTC decoding of a batch.
+
+    Args:
+        log_probs: (batch, frames, vocab) log-probabilities.
+        lengths: (batch,) valid frames per row.
+        tokens: id -> token string; ``word_delimiter`` separates words.
+        blank_id: the CTC blank's id.
+        frame_seconds: seconds per output frame, for word times.
+        time_offset: seconds added to every time (for chunks of a longer recording).
+
+    Returns:
+        One :class:`Hypothesis` per row. A word's start is its first token's first frame, its
+        end the frame after its last token's last frame; its confidence is the mean of its
+        tokens' best-path probabilities.
+    """
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be (batch, frames, vocab), got {tuple(log_probs.shape)}")
+    if log_probs.shape[-1] != len(tokens):
+        raise ValueError(f"log_probs has {log_probs.shape[-1]} classes but there are {len(tokens)} tokens")
+    best_logp, best = log_probs.float().max(dim=-1)
+    best_prob = best_logp.exp()
+    delimiter_id = tokens.index(word_delimiter)
+    results = []
+    for row in range(best.shape[0]):
+        n = int(lengths[row])
+        results.append(
+            _decode_row(
+                best[row, :n].tolist(),
+                best_prob[row, :n].tolist(),
+                tokens,
+                blank_id,
+                delimiter_id,
+                frame_seconds,
+                time_offset,
+            )
+        )
+    return results
+
+
+def _decode_row(
+    path: list[int],
+    probs: list[float],
+    tokens: list[str],
+    blank_id: int,
+    delimiter_id: int,
+    frame_seconds: float,
+    time_offset: float,
+) -> Hypothesis:
+    hyp = Hypothesis(text="")
+    # Collapse the best path into emitted tokens: (id, first frame, last frame, probability).
+    spans: list[list[float]] = []
+    previous = -1
+    for frame, (token, prob) in enumerate(zip(path, probs, strict=True)):
+        if token != previous and token != blank_id:
+            spans.append([token, frame, frame, prob])
+        elif token == previous and token != blank_id:
+            spans[-1][2] = frame
+            spans[-1][3] = max(spans[-1][3], prob)
+        previous = token
+    current: list[list[float]] = []
+    for span in [*spans, [delimiter_id, len(path), len(path), 1.0]]:
+        token = int(span[0])
+        if token == delimiter_id:
+            if current:
+                hyp.words.append(_word(current, tokens, frame_seconds, time_offset))
+                current = []
+        else:
+            current.append(span)
+            hyp.token_ids.append(token)
+            hyp.token_frames.append(int(span[1]))
+    hyp.text = " ".join(w.word for w in hyp.words)
+    return hyp
+
+
+def _word(spans: list[list[float]], tokens: list[str], frame_seconds: float, offset: float) -> Word:
+    text = "".join(tokens[int(s[0])] for s in spans)
+    start = offset + spans[0][1] * frame_seconds
+    end = offset + (spans[-1][2] + 1) * frame_seconds
+    confidence = sum(s[3] for s in spans) / len(spans)
+    return Word(word=text, start=round(start, 3), end=round(end, 3), confidence=round(confidence, 4))
+
+
+def ctc_collapse(ids: list[int], blank_id: int) -> list[int]:
+    """Merge repeats and drop blanks from a frame-level id path."""
+    out = []
+    previous = -1
+    for token in ids:
+        if token != previous and token != blank_id:
+            out.append(token)
+        previous = token
+    return out
+
+
+def text_to_ids(text: str, tokens: list[str]) -> list[int]:
+    """Map normalised text to token ids; raise ValueError on a character outside the vocabulary."""
+    index = {t: i for i, t in enumerate(tokens)}
+    try:
+        return [index[ch] for ch in text]
+    except KeyError as exc:
+        raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from exc

@@ -1,0 +1,79 @@
+"""Log-mel feature frontend shared by training and serving."""
+
+from __future__ import annotations
+
+import torch
+import torchaudio
+from torch import Tensor, nn
+
+from app.asr.configs import FrontendConfig
+
+
+def num_frames(num_samples: Tensor, config: FrontendConfig) -> Tensor:
+    """Frames produced for ``num_samples`` samples (no centring; audio shorter than n_fft is padded)."""
+    padded = torch.clamp(num_samples, min=config.n_fft)
+    return torch.div(padded - config.n_fft, config.hop_length, rounding_mode="floor") + 1
+
+
+class LogMelFrontend(nn.Module):
+    """Waveforms to normalised log-mel frames.
+
+    Frames are not centred, so the first ``n`` frames of an utterance are the same whether it is
+    computed alone or padded inside a batch; frames past an utterance's length are zeroed.
+    """
+
+    def __init__(self, config: FrontendConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=config.sample_rate,
+            n_fft=config.n_fft,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            f_min=config.f_min,
+            f_max=config.f_max,
+            n_mels=config.n_mels,
+            center=False,
+            power=2.0,
+        )
+        if config.normalization == "global":
+            mean = torch.tensor(config.mean, dtype=torch.float32)
+            std = torch.tensor(config.std, dtype=torch.float32)
+        else:
+            mean = torch.zeros(config.n_mels)
+            std = torch.ones(config.n_mels)
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", mean.view(1, -1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, -1, 1), persistent=False)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Compute features.
+
+        Args:
+            waveforms: (batch, samples) float audio at ``config.sample_rate``, zero-padded.
+            lengths: (batch,) number of valid samples per row.
+
+        Returns:
+            features (batch, n_mels, frames) and frame lengths (batch,).
+        """
+        if waveforms.dim() != 2:
+            raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
+        if waveforms.shape[1] < self.config.n_fft:
+            waveforms = nn.functional.pad(waveforms, (0, self.config.n_fft - waveforms.shape[1]))
+        frame_lengths = num_frames(lengths, self.config)
+        with torch.autocast(device_type=waveforms.device.type, enabled=False):
+            mel = self.mel(waveforms.float())  # (batch, n_mels, frames)
+        feats = (torch.log(mel + self.config.log_offset) - self.mean) / self.std
+        mask = torch.arange(feats.shape[-1], device=feats.device)[None, :] < frame_lengths[:, None]
+        return feats * mask[:, None, :], frame_lengths
+
+    def stats(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-mel sum and sum of squares of the un-normalised log-mel over valid frames."""
+        mel = self.mel(waveforms.float())
+        logmel = torch.log(mel + self.config.log_offset)
+        frame_lengths = num_frames(lengths, self.config)
+        mask = (torch.arange(logmel.shape[-1])[None, :] < frame_lengths[:, None]).to(logmel.dtype)
+        total = (logmel * mask[:, None, :]).sum(dim=(0, 2))
+        squares = (logmel.square() * mask[:, None, :]).sum(dim=(0, 2))
+        return total, squares

@@ -1,0 +1,51 @@
+"""Service settings: one class, read from ``ASR_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "en-small"
+
+
+class Settings(BaseSettings):
+    """All tunables of the server. Every field can be set as ``ASR_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="ASR_", env_file=None, extra="ignore", protected_namespaces=())
+
+    # Model
+    model_path: Path = Field(DEFAULT_MODEL_PATH, description="Folder of the model bundle to serve.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs; auto picks CUDA if present."
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
+        "auto", description="Numeric precision; auto is fp16 on CUDA and fp32 on CPU."
+    )
+    num_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 uses all cores.")
+    warmup: bool = Field(True, description="Run dummy batches at start so the first request is not slow.")
+
+    # HTTP server
+    host: str = Field("0.0.0.0", description="Address to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
+    log_json: bool = Field(True, description="Log one JSON object per line (false: plain text).")
+    shutdown_grace_s: float = Field(30.0, gt=0, description="Seconds to finish in-flight work after SIGTERM.")
+
+    # Input limits
+    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest accepted request body in bytes.")
+    max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="Longest accepted audio in seconds.")
+
+    # Dynamic batching
+    max_batch_size: int = Field(16, ge=1, description="Most utterances in one model batch.")
+    max_wait_ms: float = Field(5.0, ge=0, description="How long the first item of a batch waits for company.")
+    max_batch_audio_seconds: float = Field(
+        240.0, gt=0, description="Padded audio seconds per batch (batch size x longest item)."
+    )
+    max_queue_audio_seconds: float = Field(
+        3600.0, gt=0, description="Audio seconds allowed to wait in the queue before answering 429."
+    )
+    request_timeout_s: float = Field(120.0, gt=0, description="Deadline for one request's inference (504 after it).")
+    chunk_seconds: float = Field(20.0, gt=1, description="Long audio is cut into pieces of about this length.")

@@ -1,0 +1,18 @@
+"""FastAPI dependencies: the settings and the engine of the running app."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from app.config import Settings
+from app.engine.engine import Engine
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine

@@ -1,0 +1,1 @@
+"""Scheduling: the dynamic batcher, the model runner thread, and the engine that ties them."""

@@ -1,0 +1,218 @@
+"""The dynamic batcher: groups concurrent utterances into model batches.
+
+Items wait in a queue bounded by audio seconds (past it, :class:`QueueFull`). A single
+consumer task forms a batch as soon as ``max_batch_size`` items wait or the oldest item has
+waited ``max_wait_s``; it starts from the oldest item (no starvation) and adds the waiting
+items closest to it in length while the padded size stays within ``max_batch_samples``.
+Each item has its own future; cancelled items are dropped before they cost model time. The
+batch runs through ``run_batch`` (which executes off the event loop); an exception fails only
+that batch's items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+class QueueFull(Exception):
+    """The queue holds as much audio as it may; the caller should retry later."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"the server is at capacity; retry in {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(eq=False)
+class _Item(Generic[R]):
+    audio: np.ndarray
+    future: asyncio.Future[R]
+    enqueued: float = field(default_factory=time.monotonic)
+
+    @property
+    def samples(self) -> int:
+        return int(self.audio.shape[0])
+
+
+@dataclass
+class BatchLimits:
+    """How batches are formed and how much may wait."""
+
+    max_batch_size: int = 16
+    max_wait_s: float = 0.005
+    max_batch_samples: int = 240 * 16000
+    max_queue_samples: int = 3600 * 16000
+
+
+class Batcher(Generic[R]):
+    """Collects items into batches and runs them with ``run_batch``."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[np.ndarray]], Awaitable[list[R]]],
+        limits: BatchLimits,
+        sample_rate: int,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self.limits = limits
+        self.sample_rate = sample_rate
+        self._metrics = metrics
+        self._pending: list[_Item[R]] = []
+        self._queued_samples = 0
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._seconds_per_sample_run = 0.0  # running estimate, for Retry-After
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def queued_seconds(self) -> float:
+        return self._queued_samples / self.sample_rate
+
+    def start(self) -> None:
+        if not self.running:
+            self._task = asyncio.create_task(self._consume(), name="batcher")
+
+    async def stop(self) -> None:
+        """Finish queued and running work, then stop the consumer."""
+        await self.drain()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def drain(self) -> None:
+        """Wait until nothing is queued or running."""
+        if self.running:
+            await self._idle.wait()
+
+    def submit(self, audio: np.ndarray) -> asyncio.Future[R]:
+        """Queue one utterance; returns its future. Raises :class:`QueueFull` past the limit."""
+        samples = int(audio.shape[0])
+        if self._queued_samples + samples > self.limits.max_queue_samples and self._pending:
+            raise QueueFull(self._retry_after())
+        item: _Item[R] = _Item(audio, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        self._queued_samples += samples
+        self._idle.clear()
+        self._update_depth()
+        self._wakeup.set()
+        return item.future
+
+    async def _consume(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            if batch:
+                await self._execute(batch)
+            if not self._pending:
+                self._idle.set()
+
+    async def _next_batch(self) -> list[_Item[R]]:
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        deadline = self._pending[0].enqueued + self.limits.max_wait_s
+        while len(self._live()) < self.limits.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                break
+        return self._select()
+
+    def _live(self) -> list[_Item[R]]:
+        """Pending items whose caller still waits; cancelled ones are dropped here."""
+        live = [item for item in self._pending if not item.future.done()]
+        if len(live) != len(self._pending):
+            dropped = [item for item in self._pending if item.future.done()]
+            self._queued_samples -= sum(item.samples for item in dropped)
+            if self._metrics is not None:
+                self._metrics.rejected.labels(reason="cancelled").inc(len(dropped))
+            self._pending = live
+            self._update_depth()
+        return live
+
+    def _select(self) -> list[_Item[R]]:
+        live = self._live()
+        if not live:
+            return []
+        first = live[0]
+        others = sorted(live[1:], key=lambda item: abs(item.samples - first.samples))
+        batch = [first]
+        longest = first.samples
+        for item in others:
+            if len(batch) >= self.limits.max_batch_size:
+                break
+            padded = max(longest, item.samples) * (len(batch) + 1)
+            if padded > self.limits.max_batch_samples:
+                continue
+            batch.append(item)
+            longest = max(longest, item.samples)
+        chosen = set(map(id, batch))
+        self._pending = [item for item in live if id(item) not in chosen]
+        self._queued_samples -= sum(item.samples for item in batch)
+        self._update_depth()
+        return batch
+
+    async def _execute(self, batch: list[_Item[R]]) -> None:
+        started = time.monotonic()
+        audio_samples = sum(item.samples for item in batch)
+        try:
+            results = await self._run_batch([item.audio for item in batch])
+        except Exception as exc:  # one failing batch fails only its own items
+            logger.exception("batch of %d items failed", len(batch))
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        elapsed = time.monotonic() - started
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)
+        self._seconds_per_sample_run = elapsed / max(1, audio_samples)
+        self._observe(batch, started, elapsed, audio_samples)
+
+    def _observe(self, batch: list[_Item[R]], started: float, elapsed: float, audio_samples: int) -> None:
+        if self._metrics is None:
+            return
+        m = self._metrics
+        audio_seconds = audio_samples / self.sample_rate
+        for item in batch:
+            m.queue_wait.observe(started - item.enqueued)
+        m.batch_size.observe(len(batch))
+        m.batch_fill.observe(audio_samples / (max(item.samples for item in batch) * len(batch)))
+        m.inference_duration.observe(elapsed)
+        m.real_time_factor.observe(elapsed / max(audio_seconds, 1e-9))
+        m.audio_processed.inc(audio_seconds)
+
+    def _update_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_items.set(len(self._pending))
+            self._metrics.queue_audio.set(self.queued_seconds)
+
+    def _retry_after(self) -> float:
+        """Seconds until the queue should have room, from the measured processing speed."""
+        estimate = self._queued_samples * self._seconds_per_sample_run
+        return max(1.0, min(60.0, estimate))

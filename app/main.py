@@ -1,0 +1,116 @@
+"""The app factory, its lifespan, and the ``asr-serve`` entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from app import __version__
+from app.config import Settings
+from app.engine.engine import Engine, EngineState, RecognizerFactory, load_recognizer
+from app.errors import install_error_handlers
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.middleware import RequestContextMiddleware
+from app.routers import health, models, transcribe
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load and warm the model in the background (readiness says when), drain on shutdown."""
+    engine: Engine = app.state.engine
+    loading = asyncio.create_task(engine.start(), name="model-load")
+    loading.add_done_callback(lambda task: _on_loaded(app, task))
+    app.state.loading = loading
+    try:
+        yield
+    finally:
+        engine.begin_drain()
+        if not loading.done():
+            loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+        await engine.stop()
+        logger.info("shut down cleanly")
+
+
+def _on_loaded(app: FastAPI, task: asyncio.Task[None]) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    on_fatal = getattr(app.state, "on_fatal", None)
+    if on_fatal is not None:
+        on_fatal()
+
+
+def create_app(settings: Settings | None = None, recognizer_factory: RecognizerFactory = load_recognizer) -> FastAPI:
+    """Build the service: routers, error handlers, middleware, and the engine it will start."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="ASR server",
+        version=__version__,
+        description="Speech-to-text over HTTP: upload audio, get a transcript with word times.",
+        lifespan=lifespan,
+    )
+    metrics = Metrics()
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.engine = Engine(settings, metrics, recognizer_factory)
+    app.state.started_at = time.time()
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    for router in (transcribe.router, models.router, health.router):
+        app.include_router(router)
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but SIGTERM first turns readiness off and refuses new work."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+        self.failed = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._app.state.engine.begin_drain()
+        super().handle_exit(sig, frame)
+        # A graceful stop is the expected end: exit 0 instead of re-raising the signal afterwards.
+        self._captured_signals.clear()
+
+    def fatal(self) -> None:
+        logger.error("model failed to load; exiting")
+        self.failed = True
+        self.should_exit = True
+
+
+def serve(settings: Settings | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; returns the process exit code."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        ws_max_size=16 * 1024 * 1024,
+    )
+    server = _Server(config, app)
+    app.state.on_fatal = server.fatal
+    server.run()
+    engine: Engine = app.state.engine
+    return 1 if server.failed or engine.state is EngineState.FAILED else 0
+
+
+def main() -> None:
+    raise SystemExit(serve())

@@ -1,0 +1,92 @@
+"""ASGI middleware: request ids, per-route metrics, and the last-resort 500 handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import error_body
+from app.logs import request_id_var
+from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives each HTTP request an id (``X-Request-ID``), records its metrics, and turns an
+    unhandled exception into a JSON 500 that carries an error id also written to the log."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = _incoming_id(scope) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            error_id = uuid.uuid4().hex[:16]
+            logger.exception("unhandled error %s", error_id)
+            self.metrics.errors.labels(type="server_error").inc()
+            if scope["type"] == "http" and not status["sent"]:
+                await _send_500(send_with_id, error_id)
+            elif scope["type"] == "http":
+                raise
+        finally:
+            if scope["type"] == "http":
+                self._observe(scope, status["code"], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = _route_label(scope)
+        self.metrics.requests.labels(route=route, method=scope["method"], status=str(status)).inc()
+        self.metrics.request_duration.labels(route=route).observe(seconds)
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if _VALID_ID.match(text) else None
+    return None
+
+
+def _route_label(scope: Scope) -> str:
+    """The matched route's path template; unmatched paths share one label (bounded cardinality)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+async def _send_500(send: Send, error_id: str) -> None:
+    message = f"internal error; quote error id {error_id} when reporting it"
+    body = json.dumps(error_body("server_error", message, "internal_error", id=error_id)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket surfaces, one module per API."""

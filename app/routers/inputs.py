@@ -1,0 +1,134 @@
+"""Reading audio out of an HTTP request: multipart upload or raw body, within the limits."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from app.asr.audio import PcmFormat, decode_audio, decode_pcm
+from app.config import Settings
+from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+PCM_TYPES = {"audio/pcm": "s16le", "audio/l16": "s16le", "audio/x-raw": "s16le", "audio/pcm-f32le": "f32le"}
+
+# The OpenAPI description of the request body: a multipart upload or raw audio bytes.
+AUDIO_BODY_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary", "description": "The audio file."}},
+                }
+            },
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "audio/pcm": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "Raw 16-bit little-endian mono PCM; give its rate as `;rate=16000` or `?sample_rate=`.",
+            },
+        },
+    }
+}
+
+
+@dataclass
+class AudioUpload:
+    """Raw audio bytes from a request and how to interpret them."""
+
+    data: bytes
+    pcm: PcmFormat | None = None
+    form: dict[str, str] | None = None
+
+
+async def read_upload(request: Request, settings: Settings, sample_rate: int | None) -> AudioUpload:
+    """Take the audio from a multipart field ``file`` or from an ``audio/*`` body."""
+    _check_declared_length(request, settings)
+    content_type = request.headers.get("content-type", "")
+    media_type, params = _parse_content_type(content_type)
+    if media_type == "multipart/form-data":
+        return await _read_multipart(request, settings)
+    if not media_type.startswith("audio/") and media_type != "application/octet-stream":
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' field, "
+            "or the audio itself with an audio/* Content-Type",
+            code="unsupported_content_type",
+        )
+    data = await _read_body(request, settings.max_upload_bytes)
+    if media_type in PCM_TYPES:
+        rate = sample_rate or _int_param(params.get("rate"))
+        if rate is None:
+            raise InvalidRequest(
+                f"{media_type} needs its sample rate: add ';rate=16000' to the Content-Type or '?sample_rate=16000'",
+                code="missing_sample_rate",
+            )
+        channels = _int_param(params.get("channels")) or 1
+        return AudioUpload(data, PcmFormat(sample_rate=rate, encoding=PCM_TYPES[media_type], channels=channels))
+    return AudioUpload(data)
+
+
+async def decode_upload(upload: AudioUpload, target_rate: int, settings: Settings) -> np.ndarray:
+    """Decode on a worker thread (large files must not stall the event loop)."""
+    if upload.pcm is not None:
+        return await asyncio.to_thread(decode_pcm, upload.data, upload.pcm, target_rate, settings.max_audio_seconds)
+    return await asyncio.to_thread(decode_audio, upload.data, target_rate, settings.max_audio_seconds)
+
+
+async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:
+    form = await request.form(max_files=1, max_fields=32)
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("the multipart form needs an audio file in the field 'file'", code="missing_file")
+        data = await upload.read(settings.max_upload_bytes + 1)
+        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    finally:
+        await form.close()
+    if len(data) > settings.max_upload_bytes:
+        raise _too_large(settings)
+    return AudioUpload(data, form=fields)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes", code="body_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_declared_length(request: Request, settings: Settings) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise _too_large(settings)
+
+
+def _too_large(settings: Settings) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the request body exceeds the limit of {settings.max_upload_bytes} bytes", code="body_too_large"
+    )
+
+
+def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+    media_type, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        key, _, val = item.partition("=")
+        params[key.strip().lower()] = val.strip().strip('"')
+    return media_type.strip().lower(), params
+
+
+def _int_param(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise InvalidRequest(f"expected a positive integer, got {value!r}", code="invalid_parameter")
+    return int(value)

@@ -1,0 +1,57 @@
+"""POST /transcribe: one audio file in, its transcript with word times out."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from app.config import Settings
+from app.dependencies import get_engine, get_settings
+from app.engine.engine import Engine
+from app.routers.inputs import AUDIO_BODY_OPENAPI, decode_upload, read_upload
+from app.schemas import ErrorResponse, TranscriptionResponse, WordOut
+
+router = APIRouter(tags=["transcription"])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Empty, corrupt or zero-length audio, or a missing parameter.",
+        413: "Body larger than the upload limit, or audio longer than the duration limit.",
+        415: "Not an audio format the server reads.",
+        422: "Invalid query parameter.",
+        429: "The server is at capacity; retry after the Retry-After header's seconds.",
+        503: "The model is not ready yet, or the server is shutting down.",
+        504: "Transcription did not finish within the request deadline.",
+    }.items()
+}
+
+
+@router.post("/transcribe", response_model=TranscriptionResponse, responses=ERRORS, openapi_extra=AUDIO_BODY_OPENAPI)
+async def transcribe(
+    request: Request,
+    sample_rate: int | None = Query(None, ge=1000, le=384000, description="Sample rate of raw PCM bodies, in Hz."),
+    engine: Engine = Depends(get_engine),
+    settings: Settings = Depends(get_settings),
+) -> TranscriptionResponse:
+    """Transcribe one recording.
+
+    Send the audio either as `multipart/form-data` with the field `file`, or as the raw request
+    body with its `audio/*` Content-Type. WAV, FLAC, Ogg (Vorbis, Opus), MP3, WebM/Opus and M4A/AAC
+    are read; raw 16-bit little-endian PCM is sent as `audio/pcm` or `audio/l16` with its rate
+    (`audio/pcm;rate=16000` or `?sample_rate=16000`). Any sample rate and channel count is accepted.
+    """
+    started = time.perf_counter()
+    config = engine.model_config()
+    upload = await read_upload(request, settings, sample_rate)
+    audio = await decode_upload(upload, config.sample_rate, settings)
+    result = await engine.transcribe(audio)
+    hyp = result.hypothesis
+    return TranscriptionResponse(
+        text=hyp.text,
+        duration=round(result.duration, 3),
+        words=[WordOut(word=w.word, start=w.start, end=w.end, confidence=w.confidence) for w in hyp.words],
+        model=config.name,
+        processing_ms=round((time.perf_counter() - started) * 1000, 2),
+    )

@@ -1,0 +1,49 @@
+"""Response bodies of the HTTP API (they become the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class WordOut(BaseModel):
+    word: str
+    start: float = Field(description="Start time in seconds from the beginning of the audio.")
+    end: float = Field(description="End time in seconds.")
+    confidence: float = Field(ge=0, le=1, description="Mean per-character probability of the word.")
+
+
+class TranscriptionResponse(BaseModel):
+    text: str = Field(description="The transcript, lower-case words separated by single spaces.")
+    duration: float = Field(description="Seconds of audio received.")
+    words: list[WordOut]
+    model: str = Field(description="Name of the model that transcribed the audio.")
+    processing_ms: float = Field(description="Server time spent on the request, in milliseconds.")
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    code: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "asr-server"
+    vocab_size: int
+    sample_rate: int
+    parameters: int
+    precision: str
+    device: str
+    trained: bool
+    frame_rate: float
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelCard]

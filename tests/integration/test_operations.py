@@ -1,0 +1,103 @@
+"""Probes, metrics, model listing, and the backpressure and deadline answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import wait_ready
+from tests.support import FakeFactory, tone, wav_bytes
+
+GOOD = {"file": ("a.wav", wav_bytes(tone()))}
+
+
+def test_readyz_is_503_until_the_model_is_loaded() -> None:
+    fake = FakeFactory(load_delay_s=30)
+    with TestClient(create_app(Settings(warmup=False), recognizer_factory=fake)) as client:
+        assert client.get("/healthz").status_code == 200
+        not_ready = client.get("/readyz")
+        assert not_ready.status_code == 503 and not_ready.json()["status"] == "loading"
+        early = client.post("/transcribe", files=GOOD)
+        assert early.status_code == 503 and early.json()["error"]["code"] == "not_ready"
+        assert early.headers["retry-after"]
+        assert "asr_model_ready 0.0" in client.get("/metrics").text
+        fake.release.set()
+        wait_ready(client)
+        assert client.get("/readyz").json() == {"status": "ready"}
+        assert client.post("/transcribe", files=GOOD).status_code == 200
+
+
+def test_failed_model_load_keeps_readyz_503() -> None:
+    def broken(settings: Settings):
+        raise RuntimeError("no such model")
+
+    with TestClient(create_app(Settings(warmup=False), recognizer_factory=broken)) as client:
+        deadline = time.monotonic() + 5
+        while client.get("/readyz").json()["status"] != "failed" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        response = client.get("/readyz")
+        assert response.status_code == 503 and response.json()["status"] == "failed"
+        assert "no such model" not in response.text
+
+
+def test_metrics_after_a_request(client: TestClient) -> None:
+    assert client.post("/transcribe", files=GOOD).status_code == 200
+    text = client.get("/metrics").text
+    for series in (
+        'asr_http_requests_total{method="POST",route="/transcribe",status="200"} 1.0',
+        'asr_http_request_duration_seconds_count{route="/transcribe"} 1.0',
+        "asr_audio_processed_seconds_total 2.0",
+        "asr_inference_duration_seconds_count 1.0",
+        "asr_batch_size_count 1.0",
+        "asr_queue_wait_seconds_count 1.0",
+        "asr_model_ready 1.0",
+    ):
+        assert series in text, series
+
+
+def test_v1_models_describes_the_loaded_model(client: TestClient) -> None:
+    body = client.get("/v1/models").json()
+    assert body["object"] == "list"
+    (model,) = body["data"]
+    assert model["id"] == "fake-model" and model["object"] == "model"
+    assert model["vocab_size"] == 29 and model["sample_rate"] == 16000
+    assert model["precision"] == "fp32" and model["device"] == "cpu"
+    assert model["frame_rate"] == 25.0
+
+
+def test_full_queue_answers_429_with_retry_after(fake: FakeFactory) -> None:
+    settings = Settings(warmup=False, max_queue_audio_seconds=3.0, max_batch_size=1, max_wait_ms=0)
+    gate = threading.Event()
+    fake.model.gate = gate
+    with TestClient(create_app(settings, recognizer_factory=fake), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        with ThreadPoolExecutor(4) as pool:
+            running = pool.submit(client.post, "/transcribe", files=GOOD)  # holds the model
+            time.sleep(0.3)
+            queued = pool.submit(client.post, "/transcribe", files=GOOD)  # waits in the queue: 2 s
+            time.sleep(0.3)
+            rejected = client.post("/transcribe", files=GOOD)  # 2 + 2 > 3 s
+            gate.set()
+            assert running.result().status_code == 200 and queued.result().status_code == 200
+        assert rejected.status_code == 429
+        assert rejected.json()["error"]["code"] == "queue_full"
+        assert int(rejected.headers["retry-after"]) >= 1
+        assert 'asr_rejected_requests_total{reason="queue_full"} 1.0' in client.get("/metrics").text
+        assert client.post("/transcribe", files=GOOD).status_code == 200
+
+
+def test_deadline_answers_504_and_server_recovers(fake: FakeFactory) -> None:
+    settings = Settings(warmup=False, request_timeout_s=0.2)
+    fake.model.delay_s = 0.6
+    with TestClient(create_app(settings, recognizer_factory=fake), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        response = client.post("/transcribe", files=GOOD)
+        assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
+        fake.model.delay_s = 0.0
+        time.sleep(0.6)  # the timed-out batch still holds the model until it finishes
+        assert client.post("/transcribe", files=GOOD).status_code == 200

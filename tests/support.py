@@ -1,0 +1,137 @@
+"""Test helpers: a scripted fake acoustic model behind the real recognizer, and audio encoders."""
+
+from __future__ import annotations
+
+import io
+import math
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor, nn
+
+from app.asr.bundle import Bundle, build_model, save_bundle
+from app.asr.configs import BundleConfig, default_config
+from app.asr.features import LogMelFrontend
+from app.asr.model import strided_lengths
+from app.asr.recognizer import TorchRecognizer
+from app.config import Settings
+
+SCRIPT = "hello world"
+FIRST_FRAME = 10  # the fake emits SCRIPT's characters at frames 10, 12, 14, ...
+RATE = 16000
+
+
+class FakeAcousticModel(nn.Module):
+    """Emits ``SCRIPT`` one character every other frame from frame 10, blank elsewhere.
+
+    With 25 output frames per second, "hello" spans 0.40-0.76 s and "world" 0.88-1.24 s.
+    It records every batch size it sees, and can be told to fail or to stall.
+    """
+
+    def __init__(self, config: BundleConfig, script: str = SCRIPT) -> None:
+        super().__init__()
+        self.config = config
+        self.ids = [config.tokens.index(ch) for ch in script]
+        self.batch_sizes: list[int] = []
+        self.fail_next = False
+        self.delay_s = 0.0
+        self.gate: threading.Event | None = None
+
+    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        self.batch_sizes.append(features.shape[0])
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("simulated failure inside the model")
+        out_lengths = strided_lengths(lengths, self.config.model.stride)
+        frames = int(out_lengths.max())
+        probs = torch.full((features.shape[0], frames, len(self.config.tokens)), 1e-4)
+        probs[..., self.config.blank_id] = 1.0
+        for i, token in enumerate(self.ids):
+            frame = FIRST_FRAME + 2 * i
+            if frame < frames:
+                probs[:, frame, :] = 1e-4
+                probs[:, frame, token] = 0.9
+        return torch.log(probs / probs.sum(-1, keepdim=True)), out_lengths
+
+    def num_parameters(self) -> int:
+        return 0
+
+
+class FakeFactory:
+    """A recognizer factory for ``create_app`` that serves the fake model."""
+
+    def __init__(self, load_delay_s: float = 0.0) -> None:
+        self.config = default_config("fake-model")
+        self.model = FakeAcousticModel(self.config)
+        self.load_delay_s = load_delay_s
+        self.release = threading.Event()
+        if not load_delay_s:
+            self.release.set()
+
+    def __call__(self, settings: Settings) -> TorchRecognizer:
+        self.release.wait(self.load_delay_s or None)
+        bundle = Bundle(Path("fake"), self.config, LogMelFrontend(self.config.frontend), self.model)  # type: ignore[arg-type]
+        return TorchRecognizer(bundle, device="cpu", precision="fp32")
+
+
+def tone(seconds: float = 2.0, rate: int = RATE, freq: float = 220.0, channels: int = 1) -> np.ndarray:
+    """A quiet sine tone, (samples,) or (samples, channels) float32."""
+    t = np.arange(int(seconds * rate)) / rate
+    wave = (0.3 * np.sin(2 * math.pi * freq * t)).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+FORMATS = {  # name: (container, codec, sample rate)
+    "wav": ("wav", "pcm_s16le", 16000),
+    "flac": ("flac", "flac", 44100),
+    "mp3": ("mp3", "libmp3lame", 44100),
+    "ogg_opus": ("ogg", "libopus", 48000),
+    "webm_opus": ("webm", "libopus", 48000),
+    "m4a_aac": ("ipod", "aac", 44100),
+}
+
+
+def encode(name: str, seconds: float = 2.0, channels: int = 2) -> bytes:
+    """Encode a tone in one of ``FORMATS`` (or ``ogg_vorbis``) at that format's native rate."""
+    if name == "ogg_vorbis":
+        buf = io.BytesIO()
+        sf.write(buf, tone(seconds, 44100, channels=channels), 44100, format="OGG", subtype="VORBIS")
+        return buf.getvalue()
+    container, codec, rate = FORMATS[name]
+    wave = tone(seconds, rate, channels=1)
+    planar = np.ascontiguousarray(np.stack([wave] * channels))
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.layout = "stereo" if channels == 2 else "mono"
+        frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=stream.layout.name)
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def wav_bytes(wave: np.ndarray, rate: int = RATE) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def make_random_bundle(path: Path, name: str = "tiny") -> Path:
+    """Save a small randomly initialised bundle (for tests that need the real model code)."""
+    torch.manual_seed(0)
+    config = default_config(name)
+    config.model.blocks = config.model.blocks[:2] + config.model.blocks[-1:]
+    _, model = build_model(config)
+    return save_bundle(path, config, model, f"# {name}\n\nRandomly initialised test bundle.\n")
