@@ -21,7 +21,7 @@ run: install
 	$(VENV)/bin/asr-serve
 
 lint: install
-	$(VENV)/bin/ruff check app tests bench train
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check app
 
 typecheck: install

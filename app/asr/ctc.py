@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from torch import Tensor
 
 
@@ -136,3 +137,29 @@ def text_to_ids(text: str, tokens: list[str]) -> list[int]:
         return [index[ch] for ch in text]
     except KeyError as exc:
         raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from exc
+
+
+class GreedyDecoder:
+    """Best-path decoding of one utterance's log-probabilities, configured for a vocabulary."""
+
+    def __init__(self, tokens: list[str], blank_id: int, frame_seconds: float, word_delimiter: str = " ") -> None:
+        self.tokens = tokens
+        self.blank_id = blank_id
+        self.frame_seconds = frame_seconds
+        self.delimiter_id = tokens.index(word_delimiter)
+
+    def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Hypothesis:
+        """log_probs: (frames, vocab) for one utterance (no padding)."""
+        if log_probs.ndim != 2 or log_probs.shape[1] != len(self.tokens):
+            raise ValueError(f"log_probs must be (frames, {len(self.tokens)}), got {log_probs.shape}")
+        best = log_probs.argmax(axis=1)
+        probs = np.exp(log_probs[np.arange(best.shape[0]), best])
+        return _decode_row(
+            best.tolist(),
+            probs.tolist(),
+            self.tokens,
+            self.blank_id,
+            self.delimiter_id,
+            self.frame_seconds,
+            time_offset,
+        )

@@ -1,7 +1,8 @@
-"""The recognizer: a batch of waveforms in, one hypothesis per waveform out.
+"""The recognizer: a batch of waveforms in, per-utterance CTC log-probabilities out.
 
-It glues the feature frontend, the acoustic model and the CTC decoder, and owns device and
-precision choices. It is not thread-safe: the engine calls it from one thread.
+It glues the feature frontend and the acoustic model, and owns device and precision choices.
+Decoding the log-probabilities into text is the decoders' job (``app.asr.ctc``), so it can run
+in parallel with the next batch. It is not thread-safe: the engine calls it from one thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from torch import Tensor
 
 from app.asr.bundle import Bundle
 from app.asr.configs import BundleConfig
-from app.asr.ctc import Hypothesis, greedy_decode
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,8 @@ class Recognizer(Protocol):
     device: str
     precision: str
 
-    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
-        """Transcribe mono float32 waveforms at ``config.sample_rate``."""
+    def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per-utterance (frames, vocab) float32 log-probs of mono waveforms at ``config.sample_rate``."""
         ...
 
     def num_parameters(self) -> int:
@@ -73,19 +73,13 @@ class TorchRecognizer:
         return self.bundle.num_parameters()
 
     @torch.inference_mode()
-    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
+    def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
         if not waveforms:
             return []
         batch, lengths = pad_batch(waveforms, self.device)
         log_probs, out_lengths = self.forward(batch, lengths)
-        return greedy_decode(
-            log_probs.cpu(),
-            out_lengths.cpu(),
-            self.config.tokens,
-            self.config.blank_id,
-            self.config.frame_seconds,
-            self.config.word_delimiter,
-        )
+        log_probs_np = log_probs.float().cpu().numpy()
+        return [log_probs_np[row, :n] for row, n in enumerate(out_lengths.tolist())]
 
     def forward(self, batch: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(batch, samples) audio -> (batch, frames, vocab) log-probs and frame lengths."""

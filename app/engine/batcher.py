@@ -2,8 +2,9 @@
 
 Items wait in a queue bounded by audio seconds (past it, :class:`QueueFull`). A single
 consumer task forms a batch as soon as ``max_batch_size`` items wait or the oldest item has
-waited ``max_wait_s``; it starts from the oldest item (no starvation) and adds the waiting
-items closest to it in length while the padded size stays within ``max_batch_samples``.
+waited ``max_wait_s``; it starts from the oldest item of the highest priority and adds the
+waiting items of highest priority, then closest to it in length, while the padded size stays
+within ``max_batch_samples``.
 Each item has its own future; cancelled items are dropped before they cost model time. The
 batch runs through ``run_batch`` (which executes off the event loop); an exception fails only
 that batch's items.
@@ -40,6 +41,7 @@ class QueueFull(Exception):
 class _Item(Generic[R]):
     audio: np.ndarray
     future: asyncio.Future[R]
+    priority: int = 0
     enqueued: float = field(default_factory=time.monotonic)
 
     @property
@@ -105,12 +107,15 @@ class Batcher(Generic[R]):
         if self.running:
             await self._idle.wait()
 
-    def submit(self, audio: np.ndarray) -> asyncio.Future[R]:
-        """Queue one utterance; returns its future. Raises :class:`QueueFull` past the limit."""
+    def submit(self, audio: np.ndarray, priority: int = 0) -> asyncio.Future[R]:
+        """Queue one utterance; returns its future. Raises :class:`QueueFull` past the limit.
+
+        Items of higher ``priority`` (live streams' chunks) lead the next batch.
+        """
         samples = int(audio.shape[0])
         if self._queued_samples + samples > self.limits.max_queue_samples and self._pending:
             raise QueueFull(self._retry_after())
-        item: _Item[R] = _Item(audio, asyncio.get_running_loop().create_future())
+        item: _Item[R] = _Item(audio, asyncio.get_running_loop().create_future(), priority)
         self._pending.append(item)
         self._queued_samples += samples
         self._idle.clear()
@@ -158,8 +163,12 @@ class Batcher(Generic[R]):
         live = self._live()
         if not live:
             return []
-        first = live[0]
-        others = sorted(live[1:], key=lambda item: abs(item.samples - first.samples))
+        top = max(item.priority for item in live)
+        first = next(item for item in live if item.priority == top)  # the oldest of the most urgent
+        others = sorted(
+            (item for item in live if item is not first),
+            key=lambda item: (-item.priority, abs(item.samples - first.samples)),
+        )
         batch = [first]
         longest = first.samples
         for item in others:

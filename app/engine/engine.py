@@ -17,7 +17,7 @@ import numpy as np
 
 from app.asr.bundle import load_bundle
 from app.asr.configs import BundleConfig
-from app.asr.ctc import Hypothesis
+from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.recognizer import Recognizer, TorchRecognizer
 from app.asr.segment import split_points, stitch
 from app.config import Settings
@@ -74,12 +74,18 @@ class Engine:
         self.state = EngineState.LOADING
         self.recognizer: Recognizer | None = None
         self._runner: ModelRunner | None = None
-        self._batcher: Batcher[Hypothesis] | None = None
+        self._batcher: Batcher[np.ndarray] | None = None
+        self._decoder: GreedyDecoder | None = None
         self.error: str | None = None
 
     @property
     def ready(self) -> bool:
         return self.state is EngineState.READY
+
+    async def _decode(self, log_probs: list[np.ndarray]) -> list[Hypothesis]:
+        assert self._runner is not None and self._decoder is not None
+        decoder = self._decoder
+        return await self._runner.decode(lambda: [decoder.decode(lp) for lp in log_probs])
 
     def model_config(self) -> BundleConfig:
         """The served model's config; raises :class:`EngineUnavailable` unless taking work now."""
@@ -88,7 +94,7 @@ class Engine:
         return self.recognizer.config
 
     @property
-    def batcher(self) -> Batcher[Hypothesis]:
+    def batcher(self) -> Batcher[np.ndarray]:
         if self._batcher is None:
             raise EngineUnavailable("the model is not loaded yet")
         return self._batcher
@@ -107,8 +113,10 @@ class Engine:
             logger.exception("model failed to load from %s", self.settings.model_path)
             raise
         self.recognizer, self._runner = recognizer, runner
+        config = recognizer.config
+        self._decoder = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
         self._batcher = Batcher(
-            runner.transcribe, self._limits(recognizer.config.sample_rate), recognizer.config.sample_rate, self.metrics
+            runner.infer, self._limits(recognizer.config.sample_rate), recognizer.config.sample_rate, self.metrics
         )
         self._batcher.start()
         if self.state is EngineState.LOADING:
@@ -157,12 +165,13 @@ class Engine:
         rate = self.model_config().sample_rate
         starts = split_points(audio, rate, self.settings.chunk_seconds)
         bounds = [*starts[1:], audio.shape[0]]
-        futures: list[asyncio.Future[Hypothesis]] = []
+        futures: list[asyncio.Future[np.ndarray]] = []
         try:
             for start, end in zip(starts, bounds, strict=True):
                 futures.append(self.batcher.submit(audio[start:end]))
             async with asyncio.timeout(self.settings.request_timeout_s):
-                pieces = await asyncio.gather(*futures)
+                log_probs = await asyncio.gather(*futures)
+                pieces = await self._decode(list(log_probs))
         except TimeoutError as exc:
             for future in futures:
                 future.cancel()

@@ -1,31 +1,40 @@
-"""The model runner: one dedicated thread owns the recognizer and runs every batch."""
+"""The model runner: one thread owns the recognizer; a small pool decodes its outputs."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 
-from app.asr.ctc import Hypothesis
 from app.asr.recognizer import Recognizer
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class ModelRunner:
-    """Runs recognizer calls on a single worker thread, off the event loop."""
+    """Runs model batches on a single worker thread and decoding on ``decode_threads`` others,
+    so decoding one batch overlaps the network's work on the next, all off the event loop."""
 
-    def __init__(self, recognizer: Recognizer) -> None:
+    def __init__(self, recognizer: Recognizer, decode_threads: int = 1) -> None:
         self.recognizer = recognizer
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._decode = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
-    async def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Hypothesis]:
-        """Transcribe a batch on the model thread."""
+    async def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(frames, vocab) log-probs per waveform, computed on the model thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.recognizer.transcribe, list(waveforms))
+        return await loop.run_in_executor(self._model, self.recognizer.infer, list(waveforms))
+
+    async def decode(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a decoding function on the decode pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode, fn, *args)
 
     def warmup(
         self, sample_rate: int, batch_sizes: Sequence[int] = (1, 4), seconds: Sequence[float] = (1.0, 5.0)
@@ -35,7 +44,8 @@ class ModelRunner:
         for size in batch_sizes:
             for duration in seconds:
                 batch = [0.01 * rng.standard_normal(int(duration * sample_rate)).astype(np.float32)] * size
-                self._executor.submit(self.recognizer.transcribe, batch).result()
+                self._model.submit(self.recognizer.infer, batch).result()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._model.shutdown(wait=True)
+        self._decode.shutdown(wait=True)
