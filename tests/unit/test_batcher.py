@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,8 +31,8 @@ def audio(n: int) -> np.ndarray:
     return np.zeros(n, np.float32)
 
 
-def run(coro):  # noqa: ANN001, ANN201
-    return asyncio.run(coro)
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(coro)
 
 
 def test_concurrent_items_form_one_batch_and_results_map_back() -> None:
