@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,13 @@ from app.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 RecognizerFactory = Callable[[Settings], Recognizer]
+T = TypeVar("T")
+
+
+class Decoder(Protocol):
+    """Turns one piece's (frames, vocab) log-probs into a hypothesis."""
+
+    def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Hypothesis: ...
 
 
 class EngineState(enum.StrEnum):
@@ -82,10 +90,23 @@ class Engine:
     def ready(self) -> bool:
         return self.state is EngineState.READY
 
-    async def _decode(self, log_probs: list[np.ndarray]) -> list[Hypothesis]:
-        assert self._runner is not None and self._decoder is not None
-        decoder = self._decoder
-        return await self._runner.decode(lambda: [decoder.decode(lp) for lp in log_probs])
+    @property
+    def greedy_decoder(self) -> GreedyDecoder:
+        """The default decoder for the loaded model."""
+        if self._decoder is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        return self._decoder
+
+    async def run_decoder(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a (CPU-heavy) decoding function on the decode pool, off the event loop."""
+        if self._runner is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        return await self._runner.decode(fn, *args)
+
+    async def infer(self, audio: np.ndarray, priority: int = 0) -> np.ndarray:
+        """Log-probs (frames, vocab) of one piece of audio through the batcher (no cutting)."""
+        self.model_config()
+        return await self.batcher.submit(audio, priority)
 
     def model_config(self) -> BundleConfig:
         """The served model's config; raises :class:`EngineUnavailable` unless taking work now."""
@@ -156,8 +177,10 @@ class Engine:
         self.state = EngineState.STOPPED
         self.metrics.model_ready.set(0)
 
-    async def transcribe(self, audio: np.ndarray) -> Transcript:
+    async def transcribe(self, audio: np.ndarray, decoder: Decoder | None = None) -> Transcript:
         """Transcribe mono float32 audio at the model's rate; long audio is cut and stitched.
+
+        ``decoder`` turns each piece's log-probs into a hypothesis (default: greedy).
 
         Raises :class:`EngineUnavailable` unless ready, ``QueueFull`` past the queue limit and
         :class:`RequestTimeout` past ``request_timeout_s``.
@@ -171,7 +194,8 @@ class Engine:
                 futures.append(self.batcher.submit(audio[start:end]))
             async with asyncio.timeout(self.settings.request_timeout_s):
                 log_probs = await asyncio.gather(*futures)
-                pieces = await self._decode(list(log_probs))
+                chosen = decoder or self.greedy_decoder
+                pieces = await self.run_decoder(lambda: [chosen.decode(lp) for lp in log_probs])
         except TimeoutError as exc:
             for future in futures:
                 future.cancel()
