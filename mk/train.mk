@@ -1,0 +1,45 @@
+# Training recipe for the default English model (see train/ and models/en-small/README.md).
+# Included by the main Makefile, which defines PY (the virtualenv's python).
+
+SPEECHOCEAN ?= ../shared/data/speechocean762
+DATA_DIR ?= data
+RUN_DIR ?= runs/en-small
+MODEL_DIR ?= models/en-small
+TRAIN_HOURS ?= 1.08
+TRAIN_DEVICE ?= auto
+TRAIN_UTTS ?= 16000
+AUGMENT_STRENGTH ?= 0.4
+TRAIN_FLAGS ?=
+MODEL_NOTES ?= train/notes/en-small.md
+MANIFESTS = $(DATA_DIR)/manifests
+
+TRAIN_SETS = $(MANIFESTS)/synth_train.jsonl $(MANIFESTS)/so762_train.jsonl:3
+DEV_SETS = $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl
+EVAL_SETS = --set synth_test=$(MANIFESTS)/synth_test.jsonl --set so762_test=$(MANIFESTS)/so762_test.jsonl \
+	--unseen so762_test --train-manifests $(MANIFESTS)/synth_train.jsonl $(MANIFESTS)/so762_train.jsonl
+
+.PHONY: tts data train train-resume eval export test-train
+
+tts: ## install the Debian TTS engines and text corpora (needs root or sudo)
+	scripts/install-tts.sh
+
+data: tts ## synthesise speech and write manifests under $(DATA_DIR) (15-30 minutes on 2 cores)
+	$(PY) -m train.data.prepare --out $(DATA_DIR) --speechocean $(SPEECHOCEAN) --train-utts $(TRAIN_UTTS) --seed 1234
+
+train: ## train $(RUN_DIR) from scratch for TRAIN_HOURS of wall clock (checkpoints every 5 minutes)
+	$(PY) -m train.train --train $(TRAIN_SETS) --dev $(DEV_SETS) --out $(RUN_DIR) \
+		--max-hours $(TRAIN_HOURS) --device $(TRAIN_DEVICE) --augment-strength $(AUGMENT_STRENGTH) $(TRAIN_FLAGS)
+
+train-resume: ## continue $(RUN_DIR) until TRAIN_HOURS in total (other flags: TRAIN_FLAGS=...)
+	$(PY) -m train.train --resume --out $(RUN_DIR) --max-hours $(TRAIN_HOURS) --device $(TRAIN_DEVICE) $(TRAIN_FLAGS)
+
+eval: ## WER/CER of the best checkpoint, fp32 and int8, per test set
+	$(PY) -m train.evaluate --checkpoint $(RUN_DIR)/best.pt $(EVAL_SETS) --int8 \
+		--json $(RUN_DIR)/eval.json --markdown $(RUN_DIR)/eval.md
+
+export: ## the best checkpoint as the bundle $(MODEL_DIR), with its model card and convergence plot
+	$(PY) -m train.export --checkpoint $(RUN_DIR)/best.pt --out $(MODEL_DIR) --eval $(RUN_DIR)/eval.json \
+		--log $(RUN_DIR)/log.jsonl --data-summary $(DATA_DIR)/summary.json --notes $(MODEL_NOTES)
+
+test-train: tts ## the training recipe's end-to-end tests
+	$(PY) -m pytest -q tests/integration/test_training.py

@@ -1,0 +1,78 @@
+"""The shipped default model transcribes held-out synthetic speech through POST /transcribe.
+
+The voice (espeak-ng's en-gb-x-gbcwmd accent) and the sentences are not in the training data.
+The threshold follows the model card's measured accuracy (raise the bar as the model improves).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import jiwer
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from app.config import Settings
+from app.main import create_app
+from tests.conftest import wait_ready
+
+SENTENCES = [
+    "please open the door for me",
+    "my sister lives in a small house",
+    "she has three children and a dog",
+    "i would like to buy a new book",
+    "turn off the radio in the kitchen",
+]
+MAX_WER = 0.75
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing: run scripts/install-tts.sh")
+def test_shipped_model_transcribes_held_out_speech(tmp_path: Path) -> None:
+    settings = Settings(decoder="greedy")
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client, timeout_s=120)
+        model = client.get("/v1/models").json()["data"][0]
+        assert model["id"] == "en-small" and model["trained"] is True
+        hypotheses = []
+        for i, sentence in enumerate(SENTENCES):
+            wav = tmp_path / f"{i}.wav"
+            subprocess.run(["espeak-ng", "-v", "en-gb-x-gbcwmd", "-s", "150", "-w", str(wav), sentence], check=True)
+            response = client.post("/transcribe", files={"file": (wav.name, wav.read_bytes(), "audio/wav")})
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["model"] == "en-small" and body["duration"] > 1.0
+            hypotheses.append(body["text"])
+    wer = jiwer.wer(SENTENCES, hypotheses)
+    assert wer <= MAX_WER, list(zip(SENTENCES, hypotheses, strict=True))
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing: run scripts/install-tts.sh")
+def test_stream_finals_match_offline_with_the_default_decoder(tmp_path: Path) -> None:
+    import json
+
+    import soundfile as sf
+
+    wav = tmp_path / "s.wav"
+    subprocess.run(["espeak-ng", "-v", "en-gb-x-gbcwmd", "-s", "150", "-w", str(wav), SENTENCES[0]], check=True)
+    audio, rate = sf.read(wav, dtype="int16")
+    with TestClient(create_app(Settings())) as client:  # decoder auto: beam with the shipped LM
+        wait_ready(client, timeout_s=120)
+        offline = client.post("/transcribe", files={"file": ("s.wav", wav.read_bytes(), "audio/wav")}).json()["text"]
+        finals = []
+        with client.websocket_connect("/stream") as ws:
+            config = {"type": "config", "sample_rate": rate, "encoding": "pcm_s16le", "interim_results": False,
+                      "endpointing": {"silence_ms": 5000, "max_utterance_s": 60}}
+            ws.send_text(json.dumps(config))
+            for start in range(0, audio.shape[0], rate // 5):
+                ws.send_bytes(audio[start : start + rate // 5].tobytes())
+            ws.send_text('{"type": "eof"}')
+            with pytest.raises(WebSocketDisconnect) as closed:  # after eof: finals, then close 1000
+                while True:
+                    message = json.loads(ws.receive_text())
+                    if message["type"] == "final":
+                        finals.append(message["text"])
+            assert closed.value.code == 1000
+    assert " ".join(finals).split() == offline.split()

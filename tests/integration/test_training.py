@@ -1,0 +1,142 @@
+"""End-to-end training recipe on a handful of synthetic utterances: train, export, load, fine-tune."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.asr.bundle import load_bundle
+from train import export, train
+from train.data.audio_io import read_audio, write_flac, write_manifest
+from train.data.augment import AugmentConfig, augment_waveform
+from train.data.dataset import BucketBatchSampler
+from train.data.numbers import number_to_words, ordinal_to_words, year_to_words
+
+SENTENCES = [
+    "turn on the lights",
+    "the number is forty two",
+    "call john smith",
+    "open the window please",
+    "it is raining today",
+    "see you on monday",
+    "my name is alice",
+    "the code is one two three",
+]
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight espeak-ng utterances at 16 kHz with a JSONL manifest."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/install-tts.sh installs it)")
+    folder = tmp_path_factory.mktemp("speech")
+    rows = []
+    for i, text in enumerate(SENTENCES):
+        wav = folder / f"{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), text], check=True)
+        flac = folder / f"{i}.flac"
+        audio = read_audio(wav)
+        write_flac(flac, audio)
+        rows.append({"audio": flac.name, "text": text, "duration": audio.size / 16000, "source": "espeak:en-us"})
+    write_manifest(folder / "tiny.jsonl", rows)
+    return folder / "tiny.jsonl"
+
+
+def tiny_args(manifest: Path, out: Path, steps: int) -> list[str]:
+    """A few CPU steps on the tiny set: no augmentation, one thread, dev evaluation only at the end."""
+    options = {
+        "--train": manifest, "--dev": manifest, "--out": out, "--max-steps": steps, "--batch-seconds": 12,
+        "--workers": 0, "--threads": 1, "--lr": 3e-3, "--warmup-steps": 5, "--log-steps": 5,
+        "--stats-utterances": 8, "--eval-minutes": 60, "--device": "cpu", "--seed": 1,
+    }  # fmt: skip
+    return [*(str(x) for item in options.items() for x in item), "--no-augment"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    train.run(tiny_args(manifest, out, steps=30))
+    return out
+
+
+def test_loss_decreases(trained_run: Path) -> None:
+    entries = [json.loads(line) for line in (trained_run / "log.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in entries if e["kind"] == "train"]
+    assert len(losses) >= 4
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert (trained_run / "best.pt").exists() and (trained_run / "last.pt").exists()
+
+
+def test_export_loads_in_server_format(trained_run: Path, tmp_path: Path) -> None:
+    bundle_dir = export.run(
+        [
+            "--checkpoint",
+            str(trained_run / "best.pt"),
+            "--out",
+            str(tmp_path / "tiny"),
+            "--log",
+            str(trained_run / "log.jsonl"),
+        ]
+    )
+    bundle = load_bundle(bundle_dir)
+    assert bundle.config.trained
+    assert bundle.config.frontend.normalization == "global"
+    assert (bundle_dir / "convergence.png").stat().st_size > 0
+    assert "Parameters" in (bundle_dir / "README.md").read_text()
+    wave = torch.randn(1, 16000) * 0.1
+    feats, lengths = bundle.frontend(wave, torch.tensor([16000]))
+    log_probs, _ = bundle.model(feats, lengths)
+    assert log_probs.shape[-1] == len(bundle.config.tokens)
+
+
+def test_resume_continues_from_checkpoint(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train.run(tiny_args(manifest, out, steps=6))
+    state = train.run(["--resume", "--out", str(out), "--max-steps", "10", "--workers", "0"])
+    assert state.step == 10
+
+
+def test_finetune_from_bundle_changes_weights(manifest: Path, trained_run: Path, tmp_path: Path) -> None:
+    base = export.run(["--checkpoint", str(trained_run / "best.pt"), "--out", str(tmp_path / "base")])
+    out = tmp_path / "finetune"
+    args = tiny_args(manifest, out, steps=3)
+    train.run([*args, "--init", str(base), "--name", "tiny-ft"])
+    tuned = export.run(["--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "tuned")])
+    before, after = load_bundle(base).model.state_dict(), load_bundle(tuned).model.state_dict()
+    assert load_bundle(tuned).config.name == "tiny-ft"
+    assert load_bundle(tuned).config.frontend == load_bundle(base).config.frontend
+    changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+    assert len(changed) > len(before) // 2
+
+
+def test_numbers_are_spelled_in_vocabulary_words() -> None:
+    assert number_to_words(1042) == "one thousand and forty two"
+    assert ordinal_to_words(21) == "twenty first"
+    assert year_to_words(1987) == "nineteen eighty seven"
+    assert year_to_words(2005) == "two thousand and five"
+
+
+def test_first_epoch_is_a_curriculum_of_short_utterances() -> None:
+    seconds = [float(s) for s in (5, 1, 3, 2, 4, 6, 1.5, 2.5)]
+    sampler = BucketBatchSampler(seconds, [1] * len(seconds), batch_seconds=6.0, seed=0)
+    first = [seconds[i] for batch in sampler.batches(0) for i in batch]
+    assert first == sorted(first)
+    later = sorted(i for batch in sampler.batches(1) for i in batch)
+    assert later == list(range(len(seconds)))
+
+
+def test_waveform_augmentation_keeps_audio_usable() -> None:
+    rng = random.Random(0)
+    audio = (np.sin(np.arange(16000) / 8.0) * 0.3).astype(np.float32)
+    always = AugmentConfig(p_speed=1, p_gain=1, p_noise=1, p_babble=1, p_reverb=1, p_telephone=0, p_codec=1)
+    for _ in range(5):
+        out = augment_waveform(audio, always, rng, babble=lambda: audio[::-1].copy())
+        assert out.dtype == np.float32 and 0.85 * audio.size < out.size < 1.15 * audio.size
+        assert np.isfinite(out).all() and np.abs(out).max() <= 1.0

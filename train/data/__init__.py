@@ -1,0 +1,1 @@
+"""Data recipe: text corpus, speech synthesis, real-speech manifests and augmentation."""
