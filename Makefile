@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast test-slow lint typecheck clean
+.PHONY: install run test test-fast test-slow lint typecheck bench-runtimes clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml requirements.lock | $(PY)
-	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c requirements.lock -e ".[test]"
+	$(PIP) install --quiet pip==26.3
+	$(PIP) install --quiet -c requirements.lock -e ".[test,train,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,8 +27,8 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-# The CI suite: lint, types, then every test not marked slow, gpu or browser.
-test: install lint typecheck
+# The CI suite: lint, types, deployment checks, then every test not marked slow, gpu or browser.
+test: install lint typecheck check-deploy
 	$(PY) -m pytest -m "not slow and not gpu and not browser" -q
 
 test-fast: install
@@ -36,6 +36,9 @@ test-fast: install
 
 test-slow: install
 	$(PY) -m pytest -m "slow" -q
+
+bench-runtimes: install  ## single-stream speed of each runtime (eager, folded, compile, ONNX fp32/int8)
+	$(PY) -m bench.runtimes
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

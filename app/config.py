@@ -22,7 +22,10 @@ class Settings(BaseSettings):
         "auto", description="Where the model runs; auto picks CUDA if present."
     )
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
-        "auto", description="Numeric precision; auto is fp16 on CUDA and fp32 on CPU."
+        "auto", description="Numeric precision; auto is fp16 on CUDA and fp32 on CPU (int8 needs runtime onnx)."
+    )
+    runtime: Literal["auto", "torch", "compile", "onnx"] = Field(
+        "auto", description="How the network runs; auto is onnx on CPU and torch on CUDA (see docs/benchmarks.md)."
     )
     num_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 uses all cores.")
     warmup: bool = Field(True, description="Run dummy batches at start so the first request is not slow.")
@@ -49,3 +52,30 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline for one request's inference (504 after it).")
     chunk_seconds: float = Field(20.0, gt=1, description="Long audio is cut into pieces of about this length.")
+
+    # Decoding
+    decoder: Literal["auto", "greedy", "beam"] = Field(
+        "auto", description="Default decoder of requests; auto is beam search when the bundle has a language model."
+    )
+    lm_path: Path | None = Field(
+        None, description="Folder of the beam search LM (lm.bin, lexicon.txt); default: the bundle's lm/ folder."
+    )
+
+    # Streaming (WS /stream)
+    max_streams: int = Field(200, ge=1, description="Most concurrent WebSocket streams; beyond it, close 1013.")
+    stream_max_message_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest WebSocket message a stream may send, in bytes (close 1009)."
+    )
+    stream_idle_timeout_s: float = Field(30.0, gt=0, description="Close a stream that sends nothing for this long.")
+    stream_max_session_s: float = Field(3 * 3600.0, gt=0, description="Longest a stream may stay open, in seconds.")
+    stream_silence_ms: int = Field(600, ge=100, description="Default silence that ends an utterance, in ms.")
+    stream_max_silence_ms: int = Field(5000, ge=100, description="Largest silence_ms a client may ask for.")
+    stream_max_utterance_s: float = Field(15.0, gt=1, description="Default longest utterance before a forced final.")
+    stream_max_utterance_limit_s: float = Field(60.0, gt=1, description="Largest max_utterance_s a client may ask.")
+    stream_partial_interval_s: float = Field(
+        0.5, gt=0, description="New audio, in seconds, between a stream's model steps (and partials)."
+    )
+    stream_silence_db: float = Field(-45.0, le=0, description="Frame energy (dBFS) below which audio is silence.")
+    stream_max_context_s: float = Field(
+        0.0, ge=0, description="Cap on a stream window's context per side (s); 0 keeps the whole receptive field."
+    )

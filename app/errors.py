@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.asr import audio
+from app.asr.beam import BeamOptionsError
 from app.engine.batcher import QueueFull
-from app.engine.engine import EngineUnavailable, RequestTimeout
+from app.engine.engine import EngineUnavailable, NoLanguageModel, RequestTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,17 @@ class InvalidRequest(ServiceError):
     type = "invalid_request_error"
 
 
+class InvalidParameter(ServiceError):
+    """A request option has a value outside its range or an unknown choice (``param`` names it)."""
+
+    status = 422
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, code: str = "invalid_parameter", param: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.param = param
+
+
 class PayloadTooLarge(ServiceError):
     status = 413
     type = "payload_too_large"
@@ -58,6 +70,14 @@ class Overloaded(ServiceError):
 class NotReady(ServiceError):
     status = 503
     type = "service_unavailable"
+
+
+class ClientDisconnected(ServiceError):
+    """The client closed the connection while its request was being processed (nobody reads
+    the answer; 499 is the status proxies log for it)."""
+
+    status = 499
+    type = "client_closed_request"
 
 
 class DeadlineExceeded(ServiceError):
@@ -92,11 +112,21 @@ def install_error_handlers(app: FastAPI) -> None:
         _count(request, exc.type)
         log = logger.warning if exc.status < 500 else logger.error
         log("request failed: %s %s (%s)", exc.status, exc.code, exc.message)
-        return JSONResponse(error_body(exc.type, exc.message, exc.code), status_code=exc.status, headers=exc.headers)
+        extra = {"param": exc.param} if isinstance(exc, InvalidParameter) else {}
+        body = error_body(exc.type, exc.message, exc.code, **extra)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(audio.AudioError)
     async def _audio_error(request: Request, exc: audio.AudioError) -> JSONResponse:
         return await _service_error(request, from_audio_error(exc))
+
+    @app.exception_handler(BeamOptionsError)
+    async def _beam_options(request: Request, exc: BeamOptionsError) -> JSONResponse:
+        return await _service_error(request, InvalidParameter(str(exc)))
+
+    @app.exception_handler(NoLanguageModel)
+    async def _no_lm(request: Request, exc: NoLanguageModel) -> JSONResponse:
+        return await _service_error(request, InvalidRequest(str(exc), code="no_language_model"))
 
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:
@@ -113,6 +143,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _timeout(request: Request, exc: RequestTimeout) -> JSONResponse:
         _reject(request, "deadline")
         return await _service_error(request, DeadlineExceeded(str(exc), code="deadline_exceeded"))
+
+    @app.exception_handler(ClientDisconnected)
+    async def _disconnected(request: Request, exc: ClientDisconnected) -> JSONResponse:
+        _reject(request, "client_disconnected")
+        logger.info("client disconnected; its queued work was dropped")
+        return JSONResponse(error_body(exc.type, exc.message, "client_disconnected"), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,11 +15,12 @@ from fastapi import FastAPI
 from app import __version__
 from app.config import Settings
 from app.engine.engine import Engine, EngineState, RecognizerFactory, load_recognizer
+from app.engine.streaming import StreamRegistry
 from app.errors import install_error_handlers
 from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import RequestContextMiddleware
-from app.routers import health, models, transcribe
+from app.routers import demo, health, models, openai, stream, transcribe
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         engine.begin_drain()
+        await app.state.streams.drain(shutdown_time_left(app))  # finals, then close 1001
         if not loading.done():
             loading.cancel()
         await asyncio.gather(loading, return_exceptions=True)
-        await engine.stop()
-        logger.info("shut down cleanly")
+        try:
+            await asyncio.wait_for(engine.stop(), max(1.0, shutdown_time_left(app)))
+            logger.info("shut down cleanly")
+        except TimeoutError:
+            logger.error("grace period over with work still queued; stopping anyway")
+
+
+def shutdown_time_left(app: FastAPI) -> float:
+    """Seconds left of the grace period, which starts at the first shutdown signal (or now)."""
+    if getattr(app.state, "shutdown_deadline", None) is None:
+        app.state.shutdown_deadline = time.monotonic() + app.state.settings.shutdown_grace_s
+    return max(0.0, float(app.state.shutdown_deadline) - time.monotonic())
 
 
 def _on_loaded(app: FastAPI, task: asyncio.Task[None]) -> None:
@@ -63,11 +75,13 @@ def create_app(settings: Settings | None = None, recognizer_factory: RecognizerF
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.engine = Engine(settings, metrics, recognizer_factory)
+    app.state.streams = StreamRegistry(settings.max_streams, metrics)
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
-    for router in (transcribe.router, models.router, health.router):
+    for router in (transcribe.router, openai.router, stream.router, models.router, health.router, demo.router):
         app.include_router(router)
+    demo.mount_static(app)
     return app
 
 
@@ -81,6 +95,13 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._app.state.engine.begin_drain()
+        # Live streams first get their finals and a 1001 close (uvicorn would close them with 1012);
+        # a second signal during that exits at once.
+        streams: StreamRegistry = self._app.state.streams
+        left = shutdown_time_left(self._app)  # the whole shutdown shares one grace period
+        if not self.should_exit and streams.drain_soon(lambda: self.handle_exit(sig, frame), left):
+            return
+        self.config.timeout_graceful_shutdown = max(1, int(shutdown_time_left(self._app)))
         super().handle_exit(sig, frame)
         # A graceful stop is the expected end: exit 0 instead of re-raising the signal afterwards.
         self._captured_signals.clear()

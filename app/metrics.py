@@ -51,4 +51,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.stream_partial_latency = Histogram(
+            "asr_stream_partial_latency_seconds",
+            "Audio chunk that made a partial due, received, to that partial sent.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.stream_finals = Counter("asr_stream_finals", "Utterance finals sent on streams.", registry=r)
+        self.stream_closes = Counter(
+            "asr_stream_closes", "Stream closes by WebSocket close code.", ["code"], registry=r
+        )
         self.model_ready = Gauge("asr_model_ready", "1 when the model is loaded, warm and serving.", registry=r)

@@ -12,12 +12,20 @@ class WordOut(BaseModel):
     confidence: float = Field(ge=0, le=1, description="Mean per-character probability of the word.")
 
 
+class AlternativeOut(BaseModel):
+    text: str
+    score: float = Field(description="Total log-score of the hypothesis (acoustic + weighted LM + word scores).")
+
+
 class TranscriptionResponse(BaseModel):
     text: str = Field(description="The transcript, lower-case words separated by single spaces.")
     duration: float = Field(description="Seconds of audio received.")
     words: list[WordOut]
     model: str = Field(description="Name of the model that transcribed the audio.")
     processing_ms: float = Field(description="Server time spent on the request, in milliseconds.")
+    alternatives: list[AlternativeOut] | None = Field(
+        None, description="With `alternatives=N` (beam search): the N best transcripts, best first."
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -40,6 +48,7 @@ class ModelCard(BaseModel):
     parameters: int
     precision: str
     device: str
+    runtime: str
     trained: bool
     frame_rate: float
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+import soundfile as sf
 import torch
 import torchaudio
 
@@ -85,6 +86,9 @@ def decode_audio(data: bytes, target_rate: int, max_seconds: float | None = None
     """
     if not data:
         raise EmptyAudioError("the request body is empty")
+    fast = _decode_with_libsndfile(data, target_rate, max_seconds)
+    if fast is not None:
+        return fast
     known = _looks_like_container(data)
     try:
         container = av.open(io.BytesIO(data), mode="r")
@@ -99,6 +103,28 @@ def decode_audio(data: bytes, target_rate: int, max_seconds: float | None = None
         if not container.streams.audio:
             raise UnsupportedFormatError("the file holds no audio stream")
         return _decode_stream(container, target_rate, max_seconds)
+
+
+def _decode_with_libsndfile(data: bytes, target_rate: int, max_seconds: float | None) -> np.ndarray | None:
+    """WAV, FLAC and Ogg Vorbis through libsndfile, many times faster than FFmpeg for WAV.
+
+    Returns None for anything libsndfile does not read, and PyAV takes over.
+    """
+    if data[:4] not in (b"RIFF", b"fLaC", b"OggS"):
+        return None
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as source:
+            if source.frames <= 0:
+                return None  # unknown length or empty: PyAV reports it precisely
+            if max_seconds is not None and source.frames > max_seconds * source.samplerate:
+                raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
+            samples = source.read(dtype="float32", always_2d=True)
+            rate = source.samplerate
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        return None
+    if samples.shape[0] == 0:
+        return None
+    return resample(samples.mean(axis=1), rate, target_rate)
 
 
 def _decode_stream(container: av.container.InputContainer, target_rate: int, max_seconds: float | None) -> np.ndarray:

@@ -19,13 +19,27 @@ class Word:
 
 
 @dataclass
+class Alternative:
+    """One of the N best transcripts of a beam search, with its total log-score (higher is better)."""
+
+    text: str
+    score: float
+
+
+@dataclass
 class Hypothesis:
-    """One utterance's decoding: text, emitted token ids, their frames, and words."""
+    """One utterance's decoding: text, emitted token ids, their frames, and words.
+
+    Beam search also sets ``score`` (the best path's total log-score) and ``alternatives``
+    (the N best transcripts, best first; empty unless asked for).
+    """
 
     text: str
     token_ids: list[int] = field(default_factory=list)
     token_frames: list[int] = field(default_factory=list)
     words: list[Word] = field(default_factory=list)
+    score: float | None = None
+    alternatives: list[Alternative] = field(default_factory=list)
 
 
 def greedy_decode(
@@ -74,6 +88,23 @@ def greedy_decode(
             )
         )
     return results
+
+
+def decode_path(
+    path: list[int],
+    probs: list[float],
+    tokens: list[str],
+    blank_id: int,
+    delimiter_id: int,
+    frame_seconds: float,
+    time_offset: float = 0.0,
+) -> Hypothesis:
+    """A hypothesis from one frame-level token path (e.g. a beam search's best path).
+
+    ``path`` holds a token id per frame, ``probs`` that token's probability at that frame; words
+    get times and confidences as in :func:`greedy_decode`.
+    """
+    return _decode_row(path, probs, tokens, blank_id, delimiter_id, frame_seconds, time_offset)
 
 
 def _decode_row(

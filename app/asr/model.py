@@ -27,8 +27,8 @@ class SeparableConv(nn.Module):
         self.depthwise = nn.Conv1d(
             c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False
         )
-        self.pointwise = nn.Conv1d(c_in, c_out, 1, bias=False)
-        self.norm = nn.BatchNorm1d(c_out)
+        self.pointwise: nn.Module = nn.Conv1d(c_in, c_out, 1, bias=False)
+        self.norm: nn.Module = nn.BatchNorm1d(c_out)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.pointwise(self.depthwise(x)))
@@ -113,6 +113,22 @@ class SepConvCTC(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def receptive_field(config: ModelConfig) -> int:
+    """Half-width, in input feature frames, of what one output frame sees.
+
+    Output frame ``j`` depends only on feature frames ``stride*j - r .. stride*j + r`` (zero
+    outside the utterance), where ``r`` is the returned radius: each layer's padding, scaled by the
+    strides before it. Windowed inference (``app.asr.incremental``) relies on this.
+    """
+    radius, scale = 0, 1
+    for block in config.blocks:
+        for i in range(block.repeat):
+            radius += block.dilation * (block.kernel - 1) // 2 * scale
+            if i == 0:
+                scale *= block.stride
+    return radius
 
 
 def time_mask(lengths: Tensor, frames: int) -> Tensor:

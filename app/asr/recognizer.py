@@ -8,7 +8,7 @@ in parallel with the next batch. It is not thread-safe: the engine calls it from
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from torch import Tensor
 
 from app.asr.bundle import Bundle
 from app.asr.configs import BundleConfig
+from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Recognizer(Protocol):
     config: BundleConfig
     device: str
     precision: str
+    runtime: str
 
     def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Per-utterance (frames, vocab) float32 log-probs of mono waveforms at ``config.sample_rate``."""
@@ -50,24 +52,80 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is fp16 on CUDA and fp32 on CPU; half precisions need CUDA."""
+    """``auto`` is fp16 on CUDA and fp32 on CPU; half precisions need CUDA, int8 the CPU."""
     if precision == "auto":
         return "fp16" if device == "cuda" else "fp32"
     if precision in _DTYPES and device != "cuda":
-        raise RuntimeError(f"precision {precision} needs a CUDA device; use fp32 on CPU")
+        raise RuntimeError(f"precision {precision} needs a CUDA device; use fp32 or int8 on CPU")
+    if precision == "int8" and device != "cpu":
+        raise RuntimeError("precision int8 runs on the CPU (ONNX Runtime); use fp16 on CUDA")
     return precision
 
 
-class TorchRecognizer:
-    """Eager PyTorch inference of a loaded :class:`Bundle`."""
+def resolve_runtime(runtime: str, device: str, precision: str) -> str:
+    """``auto`` is ONNX Runtime on CPU (measured fastest, docs/benchmarks.md) and PyTorch on CUDA.
 
-    def __init__(self, bundle: Bundle, device: str = "auto", precision: str = "auto") -> None:
+    int8 exists only as an ONNX Runtime model.
+    """
+    if runtime == "auto":
+        return "onnx" if device == "cpu" else "torch"
+    if runtime == "onnx" and device != "cpu":
+        raise RuntimeError("the onnx runtime runs on the CPU here; use torch or compile on CUDA")
+    if precision == "int8" and runtime != "onnx":
+        raise RuntimeError(f"precision int8 needs the onnx runtime, not {runtime}")
+    return runtime
+
+
+def build_recognizer(
+    bundle: Bundle, runtime: str = "auto", device: str = "auto", precision: str = "auto", num_threads: int = 0
+) -> TorchRecognizer:
+    """A recognizer for ``bundle`` on the chosen runtime, device and precision.
+
+    ``torch``: eager PyTorch with batch norms folded; ``compile``: the same through
+    ``torch.compile``; ``onnx``: the network exported to ONNX and run by ONNX Runtime (``int8``
+    quantizes its weights dynamically).
+    """
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    runtime = resolve_runtime(runtime, device, precision)
+    network: Network
+    if runtime == "onnx":
+        onnx_model = export_onnx(bundle.model)
+        if precision == "int8":
+            onnx_model = quantize_onnx_int8(onnx_model)
+        network = OnnxNetwork(onnx_model, num_threads)
+    else:
+        folded = fold_batchnorm(bundle.model).to(device)
+        network = torch.compile(folded, dynamic=True) if runtime == "compile" else folded
+    logger.info("recognizer: runtime=%s device=%s precision=%s", runtime, device, precision)
+    return TorchRecognizer(bundle, device, precision, network=network, runtime=runtime)
+
+
+Network = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class TorchRecognizer:
+    """Inference of a loaded :class:`Bundle`: the PyTorch frontend, then ``network``.
+
+    ``network`` defaults to the bundle's own eager model; :func:`build_recognizer` passes a
+    batch-norm-folded, compiled or ONNX Runtime network instead.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        device: str = "auto",
+        precision: str = "auto",
+        network: Network | None = None,
+        runtime: str = "torch",
+    ) -> None:
         self.bundle = bundle
         self.config = bundle.config
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        self.runtime = runtime
         self.frontend = bundle.frontend.to(self.device).eval()
-        self.model = bundle.model.to(self.device).eval()
+        self.model: Network = network if network is not None else bundle.model.to(self.device).eval()
 
     def num_parameters(self) -> int:
         return self.bundle.num_parameters()

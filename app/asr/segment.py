@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.asr.ctc import Hypothesis, Word
+from app.asr.ctc import Alternative, Hypothesis, Word
 
 
 def split_points(audio: np.ndarray, sample_rate: int, chunk_seconds: float, search_seconds: float = 2.0) -> list[int]:
@@ -30,9 +30,28 @@ def split_points(audio: np.ndarray, sample_rate: int, chunk_seconds: float, sear
 
 
 def stitch(pieces: list[Hypothesis], offsets_seconds: list[float]) -> Hypothesis:
-    """Join per-piece hypotheses into one, shifting word times by each piece's offset."""
+    """Join per-piece hypotheses into one, shifting word times by each piece's offset.
+
+    Scores add up. The k-th alternative joins each piece's k-th alternative (or its last one,
+    for a piece with fewer), so a one-piece recording keeps its N-best list as it is.
+    """
     words: list[Word] = []
     for hyp, offset in zip(pieces, offsets_seconds, strict=True):
         for w in hyp.words:
             words.append(Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.confidence))
-    return Hypothesis(text=" ".join(w.word for w in words), words=words)
+    scores = [hyp.score for hyp in pieces]
+    score = sum(s for s in scores if s is not None) if pieces and None not in scores else None
+    return Hypothesis(
+        text=" ".join(w.word for w in words), words=words, score=score, alternatives=_join_alternatives(pieces)
+    )
+
+
+def _join_alternatives(pieces: list[Hypothesis]) -> list[Alternative]:
+    if len(pieces) == 1 or not pieces or any(not hyp.alternatives for hyp in pieces):
+        return list(pieces[0].alternatives) if len(pieces) == 1 else []
+    joined = []
+    for k in range(max(len(hyp.alternatives) for hyp in pieces)):
+        chosen = [hyp.alternatives[min(k, len(hyp.alternatives) - 1)] for hyp in pieces]
+        text = " ".join(alt.text for alt in chosen if alt.text)
+        joined.append(Alternative(text=text, score=round(sum(alt.score for alt in chosen), 4)))
+    return joined

@@ -7,19 +7,22 @@ call :meth:`Engine.transcribe` and read :attr:`Engine.state`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
 
+from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
 from app.asr.configs import BundleConfig
 from app.asr.ctc import GreedyDecoder, Hypothesis
-from app.asr.recognizer import Recognizer, TorchRecognizer
+from app.asr.recognizer import Recognizer, build_recognizer
 from app.asr.segment import split_points, stitch
 from app.config import Settings
 from app.engine.batcher import Batcher, BatchLimits
@@ -54,14 +57,18 @@ class RequestTimeout(Exception):
     """A request's inference did not finish within its deadline."""
 
 
+class NoLanguageModel(Exception):
+    """Beam search was asked for, but the served bundle has no language model."""
+
+
 def load_recognizer(settings: Settings) -> Recognizer:
-    """The default factory: load the bundle at ``settings.model_path`` for PyTorch inference."""
+    """The default factory: load the bundle at ``settings.model_path`` on the configured runtime."""
     import torch
 
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     bundle = load_bundle(settings.model_path)
-    return TorchRecognizer(bundle, device=settings.device, precision=settings.precision)
+    return build_recognizer(bundle, settings.runtime, settings.device, settings.precision, settings.num_threads)
 
 
 @dataclass
@@ -84,6 +91,7 @@ class Engine:
         self._runner: ModelRunner | None = None
         self._batcher: Batcher[np.ndarray] | None = None
         self._decoder: GreedyDecoder | None = None
+        self.lm: LexiconLM | None = None
         self.error: str | None = None
 
     @property
@@ -103,14 +111,23 @@ class Engine:
             raise EngineUnavailable("the model is not loaded yet")
         return await self._runner.decode(fn, *args)
 
-    async def infer(self, audio: np.ndarray, priority: int = 0) -> np.ndarray:
-        """Log-probs (frames, vocab) of one piece of audio through the batcher (no cutting)."""
-        self.model_config()
+    async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray:
+        """Log-probs (frames, vocab) of one piece of audio through the batcher (no cutting).
+
+        ``accepted`` marks work of a session taken on before a drain began (a live stream's last
+        windows): it still runs while draining, as accepted requests do.
+        """
+        self.model_config(accepted)
         return await self.batcher.submit(audio, priority)
 
-    def model_config(self) -> BundleConfig:
-        """The served model's config; raises :class:`EngineUnavailable` unless taking work now."""
-        if not self.ready or self.recognizer is None:
+    def model_config(self, accepted: bool = False) -> BundleConfig:
+        """The served model's config; raises :class:`EngineUnavailable` unless taking work now.
+
+        ``accepted`` marks work admitted before a drain began (a request whose upload was under
+        way, a live stream's last windows): it still runs while draining.
+        """
+        taking = self.ready or (accepted and self.state is EngineState.DRAINING)
+        if not taking or self.recognizer is None:
             raise EngineUnavailable(f"the service is {self.state.value}")
         return self.recognizer.config
 
@@ -126,6 +143,7 @@ class Engine:
         try:
             recognizer = await asyncio.to_thread(self._factory, self.settings)
             runner = ModelRunner(recognizer)
+            lm = await asyncio.to_thread(self._load_lm, recognizer)
             if self.settings.warmup:
                 await asyncio.to_thread(runner.warmup, recognizer.config.sample_rate)
         except Exception as exc:
@@ -133,7 +151,7 @@ class Engine:
             self.error = str(exc)
             logger.exception("model failed to load from %s", self.settings.model_path)
             raise
-        self.recognizer, self._runner = recognizer, runner
+        self.recognizer, self._runner, self.lm = recognizer, runner, lm
         config = recognizer.config
         self._decoder = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
         self._batcher = Batcher(
@@ -150,6 +168,32 @@ class Engine:
             recognizer.precision,
             time.monotonic() - started,
         )
+
+    def _load_lm(self, recognizer: Recognizer) -> LexiconLM | None:
+        """The beam search LM: ``ASR_LM_PATH``, else the served bundle's ``lm/`` folder, if present."""
+        bundle_path = getattr(getattr(recognizer, "bundle", None), "path", None)
+        folder = self.settings.lm_path or (Path(bundle_path) / "lm" if bundle_path is not None else None)
+        if folder is None or self.settings.decoder == "greedy":
+            return None
+        config = recognizer.config
+        return load_lexicon_lm(folder, config.tokens, config.blank_id, config.word_delimiter)
+
+    def decoder(self, kind: str | None = None, options: BeamOptions | None = None) -> Decoder:
+        """A decoder for one request: ``greedy``, ``beam`` (with ``options``, default: the LM's tuned
+        ones), or None for the server's default (``ASR_DECODER``; auto is beam when an LM is loaded).
+
+        Raises :class:`NoLanguageModel` for ``beam`` without an LM. (Whether the engine takes
+        work now is :meth:`transcribe`'s decision, not this one's.)
+        """
+        if self.recognizer is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        config = self.recognizer.config
+        kind = kind or (self.settings.decoder if self.settings.decoder != "auto" else "beam" if self.lm else "greedy")
+        if kind == "greedy":
+            return self.greedy_decoder
+        if self.lm is None:
+            raise NoLanguageModel(f"beam search needs a language model, and model {config.name} has none")
+        return BeamDecoder(self.lm, options or self.lm.defaults, config.frame_seconds)
 
     def _limits(self, sample_rate: int) -> BatchLimits:
         s = self.settings
@@ -185,24 +229,41 @@ class Engine:
         Raises :class:`EngineUnavailable` unless ready, ``QueueFull`` past the queue limit and
         :class:`RequestTimeout` past ``request_timeout_s``.
         """
-        rate = self.model_config().sample_rate
+        rate = self.model_config(accepted=True).sample_rate
+        async with contextlib.aclosing(self.transcribe_pieces(audio, decoder)) as results:
+            pieces = [hyp async for hyp in results]
+        hypothesis = stitch(pieces, [0.0] * len(pieces))  # piece times are already absolute
+        return Transcript(hypothesis=hypothesis, duration=audio.shape[0] / rate)
+
+    async def transcribe_pieces(
+        self, audio: np.ndarray, decoder: Decoder | None = None
+    ) -> AsyncGenerator[Hypothesis, None]:
+        """Yield each piece's hypothesis (times on the recording's timeline) in order, as soon as
+        it is decoded.
+
+        At most ``max_batch_size`` pieces of one recording wait in the batcher at a time, so an
+        hour-long file fills batches without taking the whole queue, and its memory beyond the
+        decoded audio stays bounded.
+        """
+        rate = self.model_config(accepted=True).sample_rate  # callers admit requests on arrival
+        chosen = decoder or self.greedy_decoder
         starts = split_points(audio, rate, self.settings.chunk_seconds)
         bounds = [*starts[1:], audio.shape[0]]
+        window = max(2, self.settings.max_batch_size)
+        deadline = time.monotonic() + self.settings.request_timeout_s
         futures: list[asyncio.Future[np.ndarray]] = []
         try:
-            for start, end in zip(starts, bounds, strict=True):
-                futures.append(self.batcher.submit(audio[start:end]))
-            async with asyncio.timeout(self.settings.request_timeout_s):
-                log_probs = await asyncio.gather(*futures)
-                chosen = decoder or self.greedy_decoder
-                pieces = await self.run_decoder(lambda: [chosen.decode(lp) for lp in log_probs])
-        except TimeoutError as exc:
+            for index, start in enumerate(starts):
+                while len(futures) < min(len(starts), index + window):
+                    piece = len(futures)
+                    futures.append(self.batcher.submit(audio[starts[piece] : bounds[piece]]))
+                remaining = deadline - time.monotonic()
+                try:
+                    log_probs = await asyncio.wait_for(futures[index], max(remaining, 0.001))
+                    yield await asyncio.wait_for(self.run_decoder(chosen.decode, log_probs, start / rate), remaining)
+                except TimeoutError as exc:
+                    limit = self.settings.request_timeout_s
+                    raise RequestTimeout(f"transcription did not finish within {limit:g} s") from exc
+        finally:
             for future in futures:
                 future.cancel()
-            raise RequestTimeout(f"transcription did not finish within {self.settings.request_timeout_s:g} s") from exc
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        hypothesis = stitch(list(pieces), [s / rate for s in starts])
-        return Transcript(hypothesis=hypothesis, duration=audio.shape[0] / rate)

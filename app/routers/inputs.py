@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import Request
@@ -44,6 +44,7 @@ class AudioUpload:
     data: bytes
     pcm: PcmFormat | None = None
     form: dict[str, str] | None = None
+    form_items: list[tuple[str, str]] = field(default_factory=list)  # every text field, repeats kept
 
 
 async def read_upload(request: Request, settings: Settings, sample_rate: int | None) -> AudioUpload:
@@ -86,12 +87,12 @@ async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("the multipart form needs an audio file in the field 'file'", code="missing_file")
         data = await upload.read(settings.max_upload_bytes + 1)
-        fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+        items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     finally:
         await form.close()
     if len(data) > settings.max_upload_bytes:
         raise _too_large(settings)
-    return AudioUpload(data, form=fields)
+    return AudioUpload(data, form=dict(items), form_items=items)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -26,6 +26,7 @@ async def list_models(request: Request, engine: Engine = Depends(get_engine)) ->
         parameters=recognizer.num_parameters(),
         precision=recognizer.precision,
         device=recognizer.device,
+        runtime=recognizer.runtime,
         trained=config.trained,
         frame_rate=config.frame_rate,
     )

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -101,3 +102,15 @@ def test_deadline_answers_504_and_server_recovers(fake: FakeFactory) -> None:
         fake.model.delay_s = 0.0
         time.sleep(0.6)  # the timed-out batch still holds the model until it finishes
         assert client.post("/transcribe", files=GOOD).status_code == 200
+
+
+def test_recording_longer_than_the_queue_is_fed_piece_by_piece(fake: FakeFactory) -> None:
+    settings = Settings(warmup=False, max_queue_audio_seconds=60.0, max_batch_size=2, chunk_seconds=10.0)
+    with TestClient(create_app(settings, recognizer_factory=fake), raise_server_exceptions=False) as client:
+        wait_ready(client)
+        long_wave = np.concatenate([tone(2.0), np.zeros(16000 * 8, np.float32)] * 12)  # 120 s, 12 pieces
+        response = client.post("/transcribe", files={"file": ("long.wav", wav_bytes(long_wave))})
+        assert response.status_code == 200, response.text
+        words = response.json()["text"].split()
+        assert len(words) >= 24 and set(words) == {"hello", "world"}  # the fake speaks once per piece
+        assert max(fake.model.batch_sizes) <= 2 and sum(fake.model.batch_sizes) == len(words) // 2

@@ -1,0 +1,347 @@
+"""CTC beam search with a KenLM word language model, a lexicon, and per-request hotwords.
+
+The search is Flashlight's lexicon decoder (``flashlight-text``, the engine behind torchaudio's
+``ctc_decoder``): hypotheses walk a trie of the lexicon's spellings, and every finished word is
+scored by the n-gram model. Total score = acoustic log-prob + ``lm_weight`` x LM log10-prob +
+``word_score`` per word (+ a hotword's ``boost`` per hotword word).
+
+Sharing: a :class:`LexiconLM` (the KenLM model, word list and lexicon trie) is loaded once and
+only read afterwards, so any thread may use it. Each :meth:`BeamDecoder.decode` builds its own
+Flashlight decoder (cheap) whose search state lives only for that call.
+
+Hotwords: each word of a hotword phrase gets ``boost`` added whenever a hypothesis ends it (the
+LM is scored through a small Python wrapper that adds it, which costs some speed; requests
+without hotwords run entirely in C++). A hotword set also needs its own lexicon trie: one whose
+look-ahead scores carry the boost, so that a rare hotword's first letters are not pruned before
+the word ends, and which spells the hotwords the lexicon lacks. It is built on the first request
+with that set (about half a second) and kept in a small cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flashlight.lib.text.decoder import (
+    LM,
+    CriterionType,
+    LexiconDecoder,
+    LexiconDecoderOptions,
+    LMState,
+    SmearingMode,
+    Trie,
+)
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary
+
+from app.asr.ctc import Alternative, Hypothesis, decode_path
+from app.asr.text import normalize_text
+
+logger = logging.getLogger(__name__)
+
+LM_FILE = "lm.bin"
+LEXICON_FILE = "lexicon.txt"
+DEFAULTS_FILE = "decoder.json"
+UNK = "<unk>"
+STEP_FRAMES = 100  # frames per decode_step call: the GIL is released between steps
+
+TRIE_CACHE = 8  # hotword tries kept for repeated hotword sets
+MAX_BEAM_SIZE = 256
+MAX_ALTERNATIVES = 10
+MAX_HOTWORDS = 100
+MAX_HOTWORD_CHARS = 64
+MAX_BOOST = 30.0
+
+
+class BeamOptionsError(ValueError):
+    """A beam search option is out of range or malformed (the message says which)."""
+
+
+@dataclass(frozen=True)
+class Hotword:
+    """A word or phrase to favour, and the log-score added per word of it."""
+
+    words: tuple[str, ...]
+    boost: float
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    """Search settings of one request; defaults come from the LM folder's ``decoder.json``."""
+
+    beam_size: int = 32
+    beam_size_token: int = 12
+    beam_threshold: float = 20.0
+    lm_weight: float = 1.0
+    word_score: float = 1.0
+    alternatives: int = 1
+    hotwords: tuple[Hotword, ...] = ()
+
+    def validated(self) -> BeamOptions:
+        """Return self, or raise :class:`BeamOptionsError` naming the first bad option."""
+        checks = [
+            (1 <= self.beam_size <= MAX_BEAM_SIZE, f"beam_size must be between 1 and {MAX_BEAM_SIZE}"),
+            (self.beam_size_token >= 1, "beam_size_token must be at least 1"),
+            (self.beam_threshold > 0, "beam_threshold must be positive"),
+            (0 <= self.lm_weight <= 10, "lm_weight must be between 0 and 10"),
+            (-20 <= self.word_score <= 20, "word_score must be between -20 and 20"),
+            (1 <= self.alternatives <= MAX_ALTERNATIVES, f"alternatives must be between 1 and {MAX_ALTERNATIVES}"),
+            (len(self.hotwords) <= MAX_HOTWORDS, f"at most {MAX_HOTWORDS} hotwords are allowed"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BeamOptionsError(message)
+        return self
+
+
+def parse_hotwords(items: list[str], default_boost: float) -> tuple[Hotword, ...]:
+    """Hotwords from ``"phrase"`` or ``"phrase:boost"`` items (each may hold several, comma-separated)."""
+    parsed: list[Hotword] = []
+    for item in (part for raw in items for part in raw.split(",")):
+        if not item.strip():
+            continue
+        phrase, sep, boost_text = item.rpartition(":")
+        if not sep:
+            phrase, boost_text = item, ""
+        try:
+            boost = float(boost_text) if boost_text.strip() else default_boost
+        except ValueError:
+            raise BeamOptionsError(f"hotword {item.strip()!r}: the boost after ':' must be a number") from None
+        if not 0 <= boost <= MAX_BOOST:
+            raise BeamOptionsError(f"hotword {item.strip()!r}: boost must be between 0 and {MAX_BOOST:g}")
+        text = normalize_text(phrase)
+        if not text or len(text) > MAX_HOTWORD_CHARS:
+            raise BeamOptionsError(f"hotword {phrase.strip()!r} must have 1 to {MAX_HOTWORD_CHARS} letters")
+        parsed.append(Hotword(tuple(text.split()), boost))
+        if len(parsed) > MAX_HOTWORDS:
+            raise BeamOptionsError(f"at most {MAX_HOTWORDS} hotwords are allowed")
+    return tuple(parsed)
+
+
+class _BoostedLM(LM):
+    """KenLM scores times ``scale``, plus a bonus for hotword ids; ids past the LM's words score as <unk>."""
+
+    def __init__(self, base: Any, lm_words: int, unk: int, scale: float, bonus: dict[int, float]) -> None:
+        LM.__init__(self)
+        self.base, self.lm_words, self.unk, self.scale, self.bonus = base, lm_words, unk, scale, bonus
+
+    def start(self, start_with_nothing: bool) -> LMState:
+        return self.base.start(start_with_nothing)
+
+    def score(self, state: LMState, word: int) -> tuple[LMState, float]:
+        next_state, score = self.base.score(state, word if word < self.lm_words else self.unk)
+        return next_state, self.scale * score + self.bonus.get(word, 0.0)
+
+    def finish(self, state: LMState) -> tuple[LMState, float]:
+        next_state, score = self.base.finish(state)
+        return next_state, self.scale * score
+
+
+@dataclass
+class _Search:
+    """What one decode needs: a trie, an LM, the decoder's LM weight and the id -> word map."""
+
+    trie: Any
+    lm: Any
+    lm_weight: float
+    words: list[str]
+    keep: list[object] = field(default_factory=list)  # Python objects the C++ side points to
+
+
+class LexiconLM:
+    """A KenLM model with its lexicon, loaded once and shared read-only by every decoder.
+
+    Args:
+        folder: holds ``lm.bin`` (KenLM binary or ARPA), ``lexicon.txt`` (``word<TAB>c h a r s``)
+            and optionally ``decoder.json`` (default :class:`BeamOptions` fields).
+        tokens: the acoustic model's token list; ``delimiter`` separates words, ``blank_id`` is CTC's blank.
+    """
+
+    def __init__(self, folder: Path, tokens: list[str], blank_id: int, delimiter: str = " ") -> None:
+        self.folder = folder
+        self.tokens = tokens
+        self.blank_id = blank_id
+        self.delimiter_id = tokens.index(delimiter)
+        index = {t: i for i, t in enumerate(tokens)}
+        self.words, self.spellings = _read_lexicon(folder / LEXICON_FILE, index, self.delimiter_id)
+        self.word_index = {w: i for i, w in enumerate(self.words)}
+        self.unk = len(self.words)
+        self.kenlm = KenLM(str(folder / LM_FILE), Dictionary([*self.words, UNK]))
+        start = self.kenlm.start(False)
+        self.unigrams = [self.kenlm.score(start, i)[1] for i in range(len(self.words))]
+        self.unk_unigram = self.kenlm.score(start, self.unk)[1]
+        self.defaults = _read_defaults(folder / DEFAULTS_FILE)
+        self.base_trie = self._trie(1.0, {}, [])
+        self._cache: OrderedDict[tuple[object, ...], Any] = OrderedDict()  # hotword tries
+        self._lock = threading.Lock()
+        logger.info("language model %s: %d lexicon words", folder, len(self.words))
+
+    def spell(self, word: str) -> list[int] | None:
+        """Token ids of ``word`` followed by the delimiter, or None if a letter is not a token."""
+        index = {t: i for i, t in enumerate(self.tokens)}
+        ids = [index.get(ch) for ch in word]
+        return None if None in ids else [*(i for i in ids if i is not None), self.delimiter_id]
+
+    def search_for(self, options: BeamOptions) -> _Search:
+        """The trie and LM for ``options``: the shared ones, or for hotwords a boosting LM wrapper
+        and a trie with the hotwords' boost in its look-ahead (built once per hotword set)."""
+        if not options.hotwords:
+            return _Search(self.base_trie, self.kenlm, options.lm_weight, self.words)
+        # The decoder multiplies LM scores by its weight; bonuses are divided by it to stay as asked.
+        scale, weight = (1.0, options.lm_weight) if options.lm_weight > 0 else (0.0, 1.0)
+        bonus, extra = self._hotword_ids(options.hotwords, weight)
+        lm = _BoostedLM(self.kenlm, self.unk + 1, self.unk, scale, bonus)
+        words = [*self.words, UNK, *(w for w, _ in extra)]
+        trie = self._cached_trie(scale, bonus, extra)
+        return _Search(trie, lm, weight, words, keep=[lm])
+
+    def _hotword_ids(
+        self, hotwords: tuple[Hotword, ...], weight: float
+    ) -> tuple[dict[int, float], list[tuple[str, list[int]]]]:
+        """Bonus (in LM units) per word id, and the hotword words missing from the lexicon."""
+        bonus: dict[int, float] = {}
+        extra: list[tuple[str, list[int]]] = []
+        for hotword in hotwords:
+            for word in hotword.words:
+                idx = self.word_index.get(word)
+                if idx is None:
+                    known = [i for i, (w, _) in enumerate(extra) if w == word]
+                    spelling = self.spell(word)
+                    if spelling is None:
+                        continue
+                    idx = len(self.words) + 1 + (known[0] if known else len(extra))  # ids after <unk>
+                    if not known:
+                        extra.append((word, spelling))
+                bonus[idx] = max(bonus.get(idx, 0.0), hotword.boost / weight)
+        return bonus, extra
+
+    def _cached_trie(self, scale: float, bonus: dict[int, float], extra: list[tuple[str, list[int]]]) -> Any:
+        key = (scale, tuple(sorted(bonus.items())), tuple(w for w, _ in extra))
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        ids = [(len(self.words) + 1 + i, spelling) for i, (_, spelling) in enumerate(extra)]
+        trie = self._trie(scale, bonus, ids)
+        with self._lock:
+            self._cache[key] = trie
+            while len(self._cache) > TRIE_CACHE:
+                self._cache.popitem(last=False)
+        return trie
+
+    def _trie(self, weight: float, bonus: dict[int, float], extra: list[tuple[int, list[int]]]) -> Any:
+        """The lexicon trie; look-ahead scores are ``weight`` x unigram (+ bonus) in LM units."""
+        trie = Trie(len(self.tokens), self.delimiter_id)
+        for idx, (spelling, unigram) in enumerate(zip(self.spellings, self.unigrams, strict=True)):
+            trie.insert(spelling, idx, weight * unigram + bonus.get(idx, 0.0))
+        for idx, spelling in extra:
+            trie.insert(spelling, idx, weight * self.unk_unigram + bonus.get(idx, 0.0))
+        trie.smear(SmearingMode.MAX)
+        return trie
+
+
+def _read_lexicon(path: Path, index: dict[str, int], delimiter: int) -> tuple[list[str], list[list[int]]]:
+    words, spellings = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        word, _, spelled = line.partition("\t")
+        ids = [index.get(ch) for ch in spelled.split()]
+        if word and ids and None not in ids:
+            words.append(word)
+            spellings.append([*(i for i in ids if i is not None), delimiter])
+    if not words:
+        raise ValueError(f"{path}: no usable lexicon entries")
+    return words, spellings
+
+
+def _read_defaults(path: Path) -> BeamOptions:
+    if not path.is_file():
+        return BeamOptions()
+    raw = json.loads(path.read_text())
+    names = ("beam_size", "beam_size_token", "beam_threshold", "lm_weight", "word_score")
+    known = {k: raw[k] for k in names if k in raw}
+    return replace(BeamOptions(), **known).validated()
+
+
+def load_lexicon_lm(folder: Path, tokens: list[str], blank_id: int, delimiter: str = " ") -> LexiconLM | None:
+    """The LM in ``folder``, or None when the folder has no ``lm.bin`` and ``lexicon.txt``."""
+    if not ((folder / LM_FILE).is_file() and (folder / LEXICON_FILE).is_file()):
+        return None
+    return LexiconLM(folder, tokens, blank_id, delimiter)
+
+
+class BeamDecoder:
+    """Beam search over one utterance's (frames, vocab) log-probs with a :class:`LexiconLM`."""
+
+    def __init__(self, lm: LexiconLM, options: BeamOptions, frame_seconds: float) -> None:
+        self.lm = lm
+        self.options = options.validated()
+        self.frame_seconds = frame_seconds
+
+    def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Hypothesis:
+        """log_probs: (frames, vocab) float log-probabilities of one utterance (no padding)."""
+        vocab = len(self.lm.tokens)
+        if log_probs.ndim != 2 or log_probs.shape[1] != vocab:
+            raise ValueError(f"log_probs must be (frames, {vocab}), got {log_probs.shape}")
+        emissions = np.ascontiguousarray(log_probs, dtype=np.float32)
+        frames = emissions.shape[0]
+        if frames == 0:
+            return Hypothesis(text="", score=0.0)
+        search = self.lm.search_for(self.options)
+        results = self._search(search, emissions)
+        if not results:
+            return Hypothesis(text="", score=0.0)
+        best = results[0]
+        path = list(best.tokens)[1 : frames + 1]  # the decoder pads one silence frame at each end
+        probs = np.exp(emissions[np.arange(frames), path]).tolist()
+        lm = self.lm
+        hyp = decode_path(path, probs, lm.tokens, lm.blank_id, lm.delimiter_id, self.frame_seconds, time_offset)
+        hyp.score = round(float(best.score), 4)
+        if self.options.alternatives > 1:
+            hyp.alternatives = _alternatives(results, search.words, self.options.alternatives)
+        return hyp
+
+    def _search(self, search: _Search, emissions: np.ndarray) -> list[Any]:
+        o = self.options
+        options = LexiconDecoderOptions(
+            beam_size=o.beam_size,
+            beam_size_token=min(o.beam_size_token, emissions.shape[1]),
+            beam_threshold=o.beam_threshold,
+            lm_weight=search.lm_weight,
+            word_score=o.word_score,
+            unk_score=float("-inf"),
+            sil_score=0.0,
+            log_add=False,
+            criterion_type=CriterionType.CTC,
+        )
+        lm = self.lm
+        decoder = LexiconDecoder(options, search.trie, search.lm, lm.delimiter_id, lm.blank_id, lm.unk, [], False)
+        frames, vocab = emissions.shape
+        base = emissions.ctypes.data
+        decoder.decode_begin()
+        for start in range(0, frames, STEP_FRAMES):
+            decoder.decode_step(base + start * vocab * 4, min(STEP_FRAMES, frames - start), vocab)
+        decoder.decode_end()
+        return list(decoder.get_all_final_hypothesis())
+
+
+def _alternatives(results: list[Any], words: list[str], limit: int) -> list[Alternative]:
+    seen: set[str] = set()
+    out = []
+    for result in results:
+        text = " ".join(words[i] for i in result.words if 0 <= i < len(words))
+        if text not in seen:
+            seen.add(text)
+            out.append(Alternative(text=text, score=round(float(result.score), 4)))
+        if len(out) == limit:
+            break
+    return out

@@ -1,0 +1,240 @@
+"""Windowed inference for live audio: which audio to run, and which output frames are final.
+
+The acoustic model is convolutional with 'same' padding and masks padding, and the features are
+not centred, so a window of audio that starts on the model's frame grid (``hop * stride``
+samples) gives the same output frames as the whole utterance wherever the window holds each
+frame's receptive field (``app.asr.model.receptive_field``). An :class:`Utterance` therefore runs
+windows that keep enough left context, and *commits* an output frame once its right context lies
+inside the window; the frames after it are provisional (computed as if the audio ended there).
+The utterance's last window is treated like the end of an offline utterance, so the committed
+frames equal the offline log-probs of the same audio, at a cost per window of the context plus
+the new audio, not of the whole utterance.
+
+Shapes: audio is ``(samples,)`` float32 at the model's rate; log-probs are ``(frames, vocab)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import av
+import numpy as np
+
+from app.asr.configs import BundleConfig
+from app.asr.model import receptive_field
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """Sample and frame arithmetic of one model for windowed inference."""
+
+    hop: int  # samples per feature frame
+    n_fft: int  # samples per feature window
+    stride: int  # feature frames per output frame
+    radius: int  # receptive-field half-width, in feature frames
+
+    @classmethod
+    def for_model(cls, config: BundleConfig, max_context_s: float = 0.0) -> FrameGrid:
+        """The grid of a bundle's frontend and network.
+
+        ``max_context_s`` > 0 caps the context kept on each side below the receptive field: less
+        work per window, but frames are then committed before all they depend on is known.
+        """
+        frontend = config.frontend
+        radius = receptive_field(config.model)
+        if max_context_s > 0:
+            radius = min(radius, round(max_context_s * frontend.sample_rate / frontend.hop_length))
+        return cls(frontend.hop_length, frontend.n_fft, config.model.stride, radius)
+
+    @property
+    def frame_samples(self) -> int:
+        """Samples per output frame; windows start at multiples of it."""
+        return self.hop * self.stride
+
+    @property
+    def left_frames(self) -> int:
+        """Output frames of left context a window keeps before its first uncommitted frame."""
+        return -(-self.radius // self.stride)
+
+    def exact_features(self, samples: int) -> int:
+        """Feature frames of a window made from its samples only (a window under n_fft is padded)."""
+        return 0 if samples < self.n_fft else (samples - self.n_fft) // self.hop + 1
+
+    def stable_frames(self, samples: int) -> int:
+        """Output frames, from a window's start, whose receptive field lies inside its ``samples``."""
+        last = self.exact_features(samples) - 1 - self.radius
+        return 0 if last < 0 else last // self.stride + 1
+
+
+@dataclass(frozen=True)
+class Window:
+    """Audio to run through the model, starting at output frame ``first_frame`` of its utterance."""
+
+    first_frame: int
+    audio: np.ndarray  # (samples,)
+    end: int  # utterance sample just past the window
+    final: bool
+
+
+class Utterance:
+    """The audio and committed log-probs of one utterance of a live stream.
+
+    ``start`` is the utterance's first sample in the stream. Only the audio still needed as
+    context is kept. Call :meth:`window`, run its audio through the model, then :meth:`accept`
+    the log-probs before taking the next window.
+    """
+
+    def __init__(self, grid: FrameGrid, start: int = 0) -> None:
+        self.grid = grid
+        self.start = start
+        self.samples = 0  # samples appended so far
+        self.committed_frames = 0
+        self._audio = _EMPTY  # the kept audio, from utterance sample ``_kept_from``
+        self._kept_from = 0
+        self._committed: list[np.ndarray] = []
+        self._window_end = 0
+
+    @property
+    def new_samples(self) -> int:
+        """Samples appended since the last accepted window ended."""
+        return self.samples - self._window_end
+
+    @property
+    def audio(self) -> np.ndarray:
+        """The kept audio (the context still needed, then everything newer)."""
+        return self._audio
+
+    def append(self, samples: np.ndarray) -> None:
+        self._audio = np.concatenate([self._audio, samples]) if self._audio.size else samples
+        self.samples += int(samples.shape[0])
+
+    def split(self, at: int) -> np.ndarray:
+        """End the utterance at utterance sample ``at`` (not before its committed frames); return the rest."""
+        if at < self.committed_frames * self.grid.frame_samples:
+            raise ValueError(f"cannot cut at sample {at}: frames up to {self.committed_frames} are committed")
+        offset = at - self._kept_from
+        rest = self._audio[offset:]
+        self._audio = self._audio[:offset]
+        self.samples = self._kept_from + offset
+        return rest
+
+    def window(self, final: bool = False) -> Window:
+        """The audio from the left context of the first uncommitted frame to the end."""
+        first = max(0, self.committed_frames - self.grid.left_frames)
+        offset = first * self.grid.frame_samples - self._kept_from
+        return Window(first, self._audio[offset:], self.samples, final)
+
+    def accept(self, window: Window, log_probs: np.ndarray) -> np.ndarray:
+        """Commit the frames of ``window``'s (frames, vocab) log-probs that are final.
+
+        Returns the provisional frames after them (none for a final window).
+        """
+        frames = int(log_probs.shape[0])
+        stable = frames if window.final else min(frames, self.grid.stable_frames(int(window.audio.shape[0])))
+        begin = self.committed_frames - window.first_frame
+        if stable > begin:
+            self._committed.append(log_probs[begin:stable])
+            self.committed_frames = window.first_frame + stable
+        self._window_end = window.end
+        keep_from = max(0, self.committed_frames - self.grid.left_frames) * self.grid.frame_samples
+        if keep_from > self._kept_from:
+            self._audio = self._audio[keep_from - self._kept_from :]
+            self._kept_from = keep_from
+        return log_probs[max(begin, stable) :]
+
+    def log_probs(self, vocab: int) -> np.ndarray:
+        """The committed (frames, vocab) log-probs."""
+        if not self._committed:
+            return np.zeros((0, vocab), dtype=np.float32)
+        if len(self._committed) > 1:
+            self._committed = [np.concatenate(self._committed)]
+        return self._committed[0]
+
+
+class EnergyGate:
+    """Speech or silence by the energy of 20 ms frames: was speech heard, how long since."""
+
+    def __init__(self, sample_rate: int, threshold_db: float, frame_ms: int = 20) -> None:
+        self.frame = max(1, sample_rate * frame_ms // 1000)
+        self.threshold = 10.0 ** (threshold_db / 10.0)  # mean power of a full-scale-1.0 signal
+        self.heard_speech = False
+        self.trailing_silence = 0  # samples since the last speech frame (or since the start)
+        self._rest = _EMPTY
+
+    def feed(self, samples: np.ndarray) -> None:
+        data = np.concatenate([self._rest, samples]) if self._rest.size else samples
+        n = data.shape[0] // self.frame
+        self._rest = data[n * self.frame :]
+        if n == 0:
+            return
+        power = np.square(data[: n * self.frame].reshape(n, self.frame)).mean(axis=1)
+        loud = np.flatnonzero(power > self.threshold)
+        if loud.size:
+            self.heard_speech = True
+            self.trailing_silence = (n - 1 - int(loud[-1])) * self.frame
+        else:
+            self.trailing_silence += n * self.frame
+
+
+def quietest_point(audio: np.ndarray, window: int) -> int:
+    """Offset of the start of the quietest ``window``-sample stretch of ``audio`` (0 if shorter)."""
+    n = audio.shape[0] // window
+    if n == 0:
+        return 0
+    energy = np.square(audio[: n * window].reshape(n, window)).mean(axis=1)
+    return int(np.argmin(energy)) * window
+
+
+class PcmStream:
+    """Raw mono PCM arriving in pieces of any size, to float32 at the model's rate.
+
+    A piece may end inside a sample; the bytes left over wait for the next piece. Resampling
+    keeps its filter state between pieces, so pieces join without clicks.
+    """
+
+    WIDTHS: ClassVar[dict[str, int]] = {"pcm_s16le": 2, "pcm_f32le": 4}
+
+    def __init__(self, encoding: str, source_rate: int, target_rate: int) -> None:
+        if encoding not in self.WIDTHS:
+            raise ValueError(f"unsupported encoding {encoding!r}; use one of {sorted(self.WIDTHS)}")
+        self.encoding = encoding
+        self.width = self.WIDTHS[encoding]
+        self.source_rate = source_rate
+        self.target_rate = target_rate
+        self._rest = b""
+        self._resampler: av.AudioResampler | None = None
+        if source_rate != target_rate:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """The samples of ``data`` (plus any bytes left over before it)."""
+        data = self._rest + data
+        usable = len(data) - len(data) % self.width
+        self._rest = data[usable:]
+        if self.encoding == "pcm_s16le":
+            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+        else:
+            samples = np.frombuffer(data[:usable], dtype="<f4").astype(np.float32)
+        return self._resample(samples) if samples.size else _EMPTY
+
+    def flush(self) -> np.ndarray:
+        """The samples the resampler still holds (call once, at the end)."""
+        if self._resampler is None:
+            return _EMPTY
+        return self._collect(self._resampler.resample(None))
+
+    def _resample(self, samples: np.ndarray) -> np.ndarray:
+        if self._resampler is None:
+            return samples
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+        frame.sample_rate = self.source_rate
+        return self._collect(self._resampler.resample(frame))
+
+    @staticmethod
+    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
+        if not frames:
+            return _EMPTY
+        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)

@@ -1,0 +1,116 @@
+"""Inference runtimes for the acoustic model: batch-norm folding, ONNX export, ONNX Runtime.
+
+The feature frontend always runs in PyTorch; these only change how the network runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from app.asr.model import Block, SeparableConv, SepConvCTC
+
+logger = logging.getLogger(__name__)
+
+ONNX_OPSET = 17
+
+
+def _fold(conv: nn.Module, norm: nn.Module) -> nn.Conv1d:
+    """A convolution equal to ``norm(conv(x))`` in eval mode."""
+    if not isinstance(conv, nn.Conv1d) or not isinstance(norm, nn.BatchNorm1d):
+        raise TypeError(f"cannot fold {type(norm).__name__} into {type(conv).__name__}")
+    assert norm.running_mean is not None and norm.running_var is not None
+    scale = norm.weight.detach() / torch.sqrt(norm.running_var + norm.eps)
+    fused = nn.Conv1d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size[0],
+        stride=conv.stride[0],
+        padding=conv.padding[0],
+        dilation=conv.dilation[0],
+        groups=conv.groups,
+        bias=True,
+    )
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(norm.running_mean)
+    fused.weight = nn.Parameter(conv.weight.detach() * scale[:, None, None])
+    fused.bias = nn.Parameter((bias - norm.running_mean) * scale + norm.bias.detach())
+    return fused
+
+
+def fold_batchnorm(model: SepConvCTC) -> SepConvCTC:
+    """A copy of ``model`` (eval mode) with every batch norm folded into the conv before it."""
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, SeparableConv):
+            module.pointwise = _fold(module.pointwise, module.norm)
+            module.norm = nn.Identity()
+        elif isinstance(module, Block) and isinstance(module.residual, nn.Sequential):
+            module.residual = _fold(module.residual[0], module.residual[1])
+    return fused
+
+
+def export_onnx(model: SepConvCTC, example_frames: int = 200) -> bytes:
+    """Serialise the (folded) network to ONNX with dynamic batch and time axes.
+
+    Inputs: ``features`` (batch, n_mels, frames) float32 and ``lengths`` (batch,) int64.
+    Outputs: ``log_probs`` (batch, frames_out, vocab) and ``out_lengths`` (batch,).
+    """
+    model = fold_batchnorm(model)
+    features = torch.zeros(1, model.config.n_mels, example_frames)
+    lengths = torch.tensor([example_frames])
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        model,
+        (features, lengths),
+        buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects
+        input_names=["features", "lengths"],
+        output_names=["log_probs", "out_lengths"],
+        dynamic_axes={
+            "features": {0: "batch", 2: "frames"},
+            "lengths": {0: "batch"},
+            "log_probs": {0: "batch", 1: "frames_out"},
+            "out_lengths": {0: "batch"},
+        },
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+    return buffer.getvalue()
+
+
+def quantize_onnx_int8(onnx_model: bytes) -> bytes:
+    """Dynamic int8 quantization of the ONNX network's weights (activations stay float)."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        source.write_bytes(onnx_model)
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+        return target.read_bytes()
+
+
+class OnnxNetwork:
+    """The acoustic network in an ONNX Runtime session, called like the torch module."""
+
+    def __init__(self, onnx_model: bytes, num_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self.size_bytes = len(onnx_model)
+
+    def __call__(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        log_probs, out_lengths = self.session.run(
+            None, {"features": features.numpy().astype(np.float32, copy=False), "lengths": lengths.numpy()}
+        )
+        return torch.from_numpy(log_probs), torch.from_numpy(out_lengths)

@@ -1,0 +1,122 @@
+"""A small client of the service's public API: ``POST /transcribe`` and ``WS /stream``.
+
+It needs only httpx, websockets and PyAV (to read audio files), never the server's internals::
+
+    client = AsrClient("http://127.0.0.1:8000")
+    print(client.transcribe("talk.wav")["text"])
+    finals = asyncio.run(client.stream_file("talk.wav", realtime=True))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import av
+import httpx
+import websockets
+
+STREAM_RATE = 16000
+Message = dict[str, Any]
+
+
+class StreamError(Exception):
+    """The server ended a stream with an error (its close code and message)."""
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(f"stream closed with code {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def read_pcm(path: str | Path, rate: int = STREAM_RATE) -> bytes:
+    """Decode an audio file to mono 16-bit little-endian PCM at ``rate``."""
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    out = bytearray()
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            for converted in resampler.resample(frame):
+                out += converted.to_ndarray().tobytes()
+        for converted in resampler.resample(None):
+            out += converted.to_ndarray().tobytes()
+    return bytes(out)
+
+
+class AsrClient:
+    """Talks to one server at ``base_url`` (``http://`` or ``https://``)."""
+
+    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 300.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    @property
+    def stream_url(self) -> str:
+        scheme, rest = self.base_url.split("://", 1)
+        return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/stream"
+
+    def transcribe(self, path: str | Path) -> Message:
+        """Upload a file to ``POST /transcribe``; the response body. Raises ``httpx.HTTPStatusError``."""
+        with open(path, "rb") as audio:
+            response = httpx.post(
+                f"{self.base_url}/transcribe", files={"file": (Path(path).name, audio)}, timeout=self.timeout_s
+            )
+        response.raise_for_status()
+        body: Message = response.json()
+        return body
+
+    async def stream_file(
+        self,
+        path: str | Path,
+        realtime: bool = False,
+        chunk_ms: int = 100,
+        on_message: Callable[[Message], None] | None = None,
+        config: Message | None = None,
+    ) -> list[Message]:
+        """Stream a file over ``WS /stream``; the finals. ``realtime`` paces it like a live source."""
+        pcm = await asyncio.to_thread(read_pcm, path)
+        return await self.stream_pcm(pcm, realtime, chunk_ms, on_message, config)
+
+    async def stream_pcm(
+        self,
+        pcm: bytes,
+        realtime: bool = False,
+        chunk_ms: int = 100,
+        on_message: Callable[[Message], None] | None = None,
+        config: Message | None = None,
+    ) -> list[Message]:
+        """Stream 16 kHz s16le PCM; every message goes to ``on_message``; returns the finals."""
+        finals: list[Message] = []
+        error = ""
+        async with websockets.connect(self.stream_url, max_size=2**22) as ws:
+            await ws.send(json.dumps({"type": "config", "sample_rate": STREAM_RATE, **(config or {})}))
+            sender = asyncio.create_task(_send_audio(ws, pcm, chunk_ms, realtime))
+            try:
+                async for raw in ws:
+                    message: Message = json.loads(raw)
+                    if on_message is not None:
+                        on_message(message)
+                    if message["type"] == "final":
+                        finals.append(message)
+                    elif message["type"] == "error":
+                        error = str(message.get("message", ""))
+            finally:
+                sender.cancel()
+            code = ws.close_code
+        if code != 1000:
+            raise StreamError(code, error or (ws.close_reason or "connection closed"))
+        return finals
+
+
+async def _send_audio(ws: websockets.ClientConnection, pcm: bytes, chunk_ms: int, realtime: bool) -> None:
+    """Send ``pcm`` in chunks (at the pace of the audio when ``realtime``), then eof."""
+    size = STREAM_RATE * 2 * chunk_ms // 1000
+    started = time.monotonic()
+    for index, offset in enumerate(range(0, len(pcm), size)):
+        if realtime:
+            await asyncio.sleep(max(0.0, started + index * chunk_ms / 1000 - time.monotonic()))
+        await ws.send(pcm[offset : offset + size])
+    await ws.send(json.dumps({"type": "eof"}))

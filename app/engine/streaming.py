@@ -1,0 +1,337 @@
+"""Live stream sessions: buffered audio, windowed inference, endpointing and utterance finals.
+
+A :class:`StreamSession` takes raw PCM pieces (:meth:`~StreamSession.push`) and runs one
+processing task (:meth:`~StreamSession.run`) that turns them into ``partial`` and ``final``
+messages through ``emit``. Its windows go through the engine's batcher at stream priority, so
+the chunks of all live streams share model batches ahead of offline requests; while a window
+is in flight new audio gathers, so a loaded server takes larger steps instead of falling behind.
+
+An utterance ends (its final is sent and the state resets) after ``silence_ms`` of silence once
+speech was heard, judged by frame energy or by a run of CTC blanks in the latest window; at
+``max_utterance_s`` it is cut at the quietest point of its last second. The
+:class:`StreamRegistry` bounds how many sessions run and drains them on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.asr.ctc import Hypothesis
+from app.asr.incremental import EnergyGate, FrameGrid, PcmStream, Utterance, quietest_point
+from app.engine.batcher import QueueFull
+from app.engine.engine import Engine
+from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+STREAM_PRIORITY = 1
+BLANK_PROBABILITY = 0.95  # a frame counts as silence for endpointing above this blank probability
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """One connection's settings (its config message, or the server defaults)."""
+
+    sample_rate: int = 16000
+    encoding: str = "pcm_s16le"
+    interim_results: bool = True
+    word_timestamps: bool = True
+    silence_ms: int = 600
+    max_utterance_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class StreamTuning:
+    """Server-side knobs shared by all sessions."""
+
+    partial_interval_s: float = 0.5
+    silence_db: float = -45.0
+    preroll_s: float = 0.3
+    max_context_s: float = 0.0  # 0: the model's whole receptive field (finals equal offline)
+
+
+class StreamSession:
+    """The state of one live stream and the task that turns its audio into results."""
+
+    def __init__(
+        self, engine: Engine, options: StreamOptions, emit: Emit, metrics: Metrics, tuning: StreamTuning
+    ) -> None:
+        config = engine.model_config()  # raises EngineUnavailable unless serving
+        self.engine = engine
+        self.metrics = metrics
+        self.tuning = tuning
+        self.rate = config.sample_rate
+        self.grid = FrameGrid.for_model(config, tuning.max_context_s)
+        self.vocab = len(config.tokens)
+        self.blank_id = config.blank_id
+        self._emit = emit
+        self._inbox: deque[tuple[np.ndarray, float]] = deque()
+        self._wakeup = asyncio.Event()
+        self.ending: str | None = None
+        self.audio_received = False
+        self.configure(options)
+        self._utt = Utterance(self.grid)
+        self._gate = EnergyGate(self.rate, tuning.silence_db)
+        self._due_since: float | None = None
+        self._blank_endpoint = False
+        self._last_partial = ""
+        self._first_audio_at: float | None = None
+        self._partial_sent = False
+
+    def configure(self, options: StreamOptions) -> None:
+        """Apply a connection's settings; only before any audio arrived."""
+        if self.audio_received:
+            raise RuntimeError("a stream's config must come before its audio")
+        self.options = options
+        self._pcm = PcmStream(options.encoding, options.sample_rate, self.rate)
+
+    def push(self, data: bytes) -> None:
+        """Queue a piece of raw PCM (any size) for the processing task."""
+        now = time.perf_counter()
+        self.audio_received = True
+        if self._first_audio_at is None:
+            self._first_audio_at = now
+        samples = self._pcm.decode(data)
+        if samples.size:
+            self._inbox.append((samples, now))
+            self._wakeup.set()
+
+    def finish(self, reason: str) -> None:
+        """End the stream: the processing task sends the last final, then returns."""
+        if self.ending is not None:
+            return
+        self.ending = reason
+        tail = self._pcm.flush()
+        if tail.size:
+            self._inbox.append((tail, time.perf_counter()))
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Process audio until :meth:`finish`; raises ``QueueFull`` if a final cannot be scheduled."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._process()
+            if self.ending is not None:
+                self._drain_inbox()
+                await self._finalize(self._utt.samples)
+                return
+
+    async def _process(self) -> None:
+        while True:
+            self._drain_inbox()
+            utt = self._utt
+            if self._endpoint_due():
+                await self._finalize(utt.samples)
+            elif utt.samples >= self.options.max_utterance_s * self.rate:
+                await self._finalize(self._cut_point())
+            elif not self._step_due() or not await self._step():
+                return
+
+    def _step_due(self) -> bool:
+        """Enough new audio with speech in it, and the stream is not ending (the final follows).
+
+        New audio that is all silence waits: the next step or the final takes it along.
+        """
+        new = self._utt.new_samples
+        speech_in_new = self._gate.heard_speech and self._gate.trailing_silence < new
+        return self.ending is None and speech_in_new and new >= self.tuning.partial_interval_s * self.rate
+
+    def _endpoint_due(self) -> bool:
+        silence = self.options.silence_ms * self.rate // 1000
+        return self._gate.heard_speech and (self._blank_endpoint or self._gate.trailing_silence >= silence)
+
+    def _drain_inbox(self) -> None:
+        """Move queued audio into the utterance, stopping where it ends (the rest is the next one's)."""
+        longest = self.options.max_utterance_s * self.rate
+        while self._inbox and not self._endpoint_due() and self._utt.samples < longest:
+            samples, received = self._inbox.popleft()
+            self._utt.append(samples)
+            self._gate.feed(samples)
+            if self._due_since is None and self._step_due():
+                self._due_since = received
+            if not self._gate.heard_speech:
+                self._trim_preroll()
+
+    def _trim_preroll(self) -> None:
+        """Before speech, keep only a little audio: silence costs neither memory nor model time."""
+        utt = self._utt
+        keep = int(self.tuning.preroll_s * self.rate)
+        if utt.samples > 2 * keep:
+            tail = utt.audio[-keep:]
+            self._utt = Utterance(self.grid, utt.start + utt.samples - tail.shape[0])
+            self._utt.append(tail)
+            self._due_since = None
+
+    def _cut_point(self) -> int:
+        """Where to cut an over-long utterance: its quietest 20 ms in the last second."""
+        utt = self._utt
+        kept_from = utt.samples - utt.audio.shape[0]
+        lo = max(utt.samples - self.rate, utt.committed_frames * self.grid.frame_samples, kept_from)
+        return lo + quietest_point(utt.audio[lo - kept_from :], self.rate // 50)
+
+    async def _infer(self, audio: np.ndarray) -> np.ndarray:
+        return await self.engine.infer(audio, priority=STREAM_PRIORITY, accepted=True)
+
+    async def _step(self) -> bool:
+        """Run a window over the new audio, commit what is final and send a partial.
+
+        Returns False when the batch queue is full: the step waits for more audio.
+        """
+        due, self._due_since = self._due_since, None
+        window = self._utt.window()
+        try:
+            log_probs = await self._infer(window.audio)
+        except QueueFull:
+            logger.warning("stream step postponed: the batch queue is full")
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            return False
+        utt = self._utt
+        provisional = utt.accept(window, log_probs)
+        full = np.concatenate([utt.log_probs(self.vocab), provisional])
+        self._blank_endpoint = self._blank_run(full) >= self.options.silence_ms / 1000 * self.grid_rate
+        if self.options.interim_results:
+            await self._send_partial(full, window.end, due)
+        return True
+
+    async def _send_partial(self, log_probs: np.ndarray, end: int, due: float | None) -> None:
+        """Decode the utterance so far (up to its sample ``end``); send it if its text changed."""
+        utt = self._utt
+        hyp = await self._decode(log_probs, utt.start)
+        if hyp.text and hyp.text != self._last_partial:
+            self._last_partial = hyp.text
+            start, stop = utt.start / self.rate, (utt.start + end) / self.rate
+            await self._emit({"type": "partial", "text": hyp.text, "start": round(start, 3), "end": round(stop, 3)})
+            self._observe_partial(due)
+
+    @property
+    def grid_rate(self) -> float:
+        """Output frames per second."""
+        return self.rate / self.grid.frame_samples
+
+    def _blank_run(self, log_probs: np.ndarray) -> int:
+        """Confident blank frames ending ``log_probs`` after its last emitted token (0 if none)."""
+        spoken = np.flatnonzero(log_probs.argmax(axis=1) != self.blank_id)
+        if spoken.size == 0:
+            return 0
+        after = np.exp(log_probs[spoken[-1] + 1 :, self.blank_id]) >= BLANK_PROBABILITY
+        unsure = np.flatnonzero(~after)
+        return int(after.shape[0] if unsure.size == 0 else after.shape[0] - 1 - unsure[-1])
+
+    async def _finalize(self, end: int) -> None:
+        """Send the final of the utterance up to sample ``end``; the rest starts the next one."""
+        utt = self._utt
+        rest = utt.split(end) if end < utt.samples else utt.audio[:0]
+        if self._gate.heard_speech and utt.samples > 0:
+            window = utt.window(final=True)
+            utt.accept(window, await self._infer(window.audio))
+            hyp = await self._decode(utt.log_probs(self.vocab), utt.start, final=True)
+            await self._emit(self._final_message(hyp, utt))
+            self.metrics.stream_finals.inc()
+        self._utt = Utterance(self.grid, utt.start + utt.samples)
+        self._gate = EnergyGate(self.rate, self.tuning.silence_db)
+        self._blank_endpoint = False
+        self._last_partial = ""
+        self._due_since = None
+        if rest.size:
+            self._utt.append(rest)
+            self._gate.feed(rest)
+
+    def _final_message(self, hyp: Hypothesis, utt: Utterance) -> dict[str, Any]:
+        words = hyp.words if self.options.word_timestamps else []
+        return {
+            "type": "final",
+            "text": hyp.text,
+            "start": round(utt.start / self.rate, 3),
+            "end": round((utt.start + utt.samples) / self.rate, 3),
+            "words": [{"word": w.word, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words],
+        }
+
+    async def _decode(self, log_probs: np.ndarray, start: int, final: bool = False) -> Hypothesis:
+        """Partials decode greedily (cheap, frequent); finals use the server's default decoder,
+        beam search with the language model when the bundle has one, as offline requests do."""
+        decoder = self.engine.decoder() if final else self.engine.greedy_decoder
+        return await self.engine.run_decoder(decoder.decode, log_probs, start / self.rate)
+
+    def _observe_partial(self, due: float | None) -> None:
+        now = time.perf_counter()
+        if due is not None:
+            self.metrics.stream_partial_latency.observe(now - due)
+        if self._first_audio_at is not None and not self._partial_sent:
+            self.metrics.first_partial.observe(now - self._first_audio_at)
+        self._partial_sent = True
+
+
+class StreamRegistry:
+    """The live sessions: a bound on their number, the active-streams gauge, and the drain."""
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        self.limit = limit
+        self.metrics = metrics
+        self._sessions: set[StreamSession] = set()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def active(self) -> int:
+        return len(self._sessions)
+
+    def has_room(self) -> bool:
+        return len(self._sessions) < self.limit
+
+    def add(self, session: StreamSession) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sessions.add(session)
+        self._empty.clear()
+        self.metrics.active_streams.set(len(self._sessions))
+
+    def remove(self, session: StreamSession) -> None:
+        self._sessions.discard(session)
+        self.metrics.active_streams.set(len(self._sessions))
+        if not self._sessions:
+            self._empty.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Ask every live session to send its finals and close; wait up to ``timeout_s``."""
+        for session in list(self._sessions):
+            session.finish("shutdown")
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._empty.wait()
+        except TimeoutError:
+            logger.warning("%d streams still open after %.0f s of shutdown", len(self._sessions), timeout_s)
+
+    def drain_soon(self, then: Callable[[], None], timeout_s: float) -> bool:
+        """From a signal handler: drain on the streams' loop, then call ``then``.
+
+        Returns False (nothing scheduled) when no stream is live or a drain already began.
+        """
+        loop = self._loop
+        if not self._sessions or loop is None or self._draining or loop.is_closed():
+            return False
+        self._draining = True
+
+        def start() -> None:
+            task = loop.create_task(self._drain_then(then, timeout_s), name="stream-drain")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        loop.call_soon_threadsafe(start)
+        return True
+
+    async def _drain_then(self, then: Callable[[], None], timeout_s: float) -> None:
+        logger.info("shutting down: sending the finals of %d live streams", len(self._sessions))
+        await self.drain(timeout_s)
+        then()

@@ -1,0 +1,248 @@
+"""WS /stream: live audio in, partial and final transcripts out (protocol in docs/api.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.config import Settings
+from app.engine.batcher import QueueFull
+from app.engine.engine import Engine, EngineUnavailable
+from app.engine.streaming import StreamOptions, StreamRegistry, StreamSession, StreamTuning
+from app.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["streaming"])
+
+NORMAL, GOING_AWAY, UNSUPPORTED, POLICY, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1001, 1003, 1008, 1009, 1011, 1013
+_END_CODES = {"eof": NORMAL, "shutdown": GOING_AWAY}
+
+
+class EndpointingIn(BaseModel):
+    """Per-connection endpointing; omitted fields take the server defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    silence_ms: int | None = Field(None, ge=100, description="Silence that ends an utterance, in ms.")
+    max_utterance_s: float | None = Field(None, gt=1, description="Longest utterance before a forced final.")
+
+
+class ConfigIn(BaseModel):
+    """The optional first message of a stream."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["config"]
+    sample_rate: int = Field(16000, ge=8000, le=192000, description="Rate of the audio sent, in Hz.")
+    encoding: Literal["pcm_s16le", "pcm_f32le"] = "pcm_s16le"
+    interim_results: bool = True
+    word_timestamps: bool = True
+    endpointing: EndpointingIn = Field(default_factory=EndpointingIn)
+
+
+class StreamClosed(Exception):
+    """End the connection with ``code``, after an error message unless ``error`` is None."""
+
+    def __init__(self, code: int, error: str | None = None, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.error = error
+        self.message = message
+
+
+@router.websocket("/stream")
+async def stream(websocket: WebSocket) -> None:
+    """Live transcription: send PCM audio, receive partial and final transcripts."""
+    await websocket.accept()
+    await StreamConnection(websocket).serve()
+
+
+class StreamConnection:
+    """One WebSocket connection: its messages in, its session's results out, its close."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        state = websocket.app.state
+        self.ws = websocket
+        self.settings: Settings = state.settings
+        self.engine: Engine = state.engine
+        self.registry: StreamRegistry = state.streams
+        self.metrics: Metrics = state.metrics
+        self.started = time.monotonic()
+
+    async def serve(self) -> None:
+        """Run the connection to its end; every way out closes it with a fitting code."""
+        session: StreamSession | None = None
+        try:
+            session = self._open()
+            await self._close(await self._run(session))
+        except StreamClosed as exc:
+            await self._close(exc.code, exc.error, exc.message)
+        except WebSocketDisconnect as exc:
+            self.metrics.stream_closes.labels(code=str(exc.code)).inc()
+        except QueueFull:
+            self.metrics.rejected.labels(reason="queue_full").inc()
+            await self._close(TRY_LATER, "overloaded", "the server is at capacity; reconnect later")
+        except EngineUnavailable:
+            await self._close(TRY_LATER, "not_ready", "the server cannot take work now; reconnect later")
+        except Exception:
+            error_id = uuid.uuid4().hex[:16]
+            logger.exception("stream failed; error id %s", error_id)
+            self.metrics.errors.labels(type="server_error").inc()
+            message = f"internal error; quote error id {error_id} when reporting it"
+            await self._close(INTERNAL, "internal_error", message)
+        finally:
+            if session is not None:
+                self.registry.remove(session)
+
+    def _open(self) -> StreamSession:
+        if not self.registry.has_room():
+            self.metrics.rejected.labels(reason="too_many_streams").inc()
+            message = f"the server serves its limit of {self.registry.limit} streams; retry later"
+            raise StreamClosed(TRY_LATER, "too_many_streams", message)
+        try:
+            session = StreamSession(self.engine, self._defaults(), self.ws.send_json, self.metrics, self._tuning())
+        except EngineUnavailable as exc:
+            raise StreamClosed(TRY_LATER, "not_ready", f"{exc}; retry later") from exc
+        self.registry.add(session)
+        return session
+
+    def _defaults(self) -> StreamOptions:
+        s = self.settings
+        return StreamOptions(silence_ms=s.stream_silence_ms, max_utterance_s=s.stream_max_utterance_s)
+
+    def _tuning(self) -> StreamTuning:
+        s = self.settings
+        return StreamTuning(
+            partial_interval_s=s.stream_partial_interval_s,
+            silence_db=s.stream_silence_db,
+            max_context_s=s.stream_max_context_s,
+        )
+
+    async def _run(self, session: StreamSession) -> int:
+        processor = asyncio.create_task(session.run(), name="stream-process")
+        receiver = asyncio.create_task(self._receive_loop(session), name="stream-receive")
+        try:
+            return await self._supervise(session, processor, receiver)
+        finally:
+            for task in (processor, receiver):
+                task.cancel()
+            await asyncio.gather(processor, receiver, return_exceptions=True)
+
+    async def _supervise(
+        self, session: StreamSession, processor: asyncio.Task[None], receiver: asyncio.Task[None]
+    ) -> int:
+        """Wait for the end (eof, idle, session limit, shutdown or an error); the close code."""
+        remaining = self.settings.stream_max_session_s - (time.monotonic() - self.started)
+        done, _ = await asyncio.wait({processor, receiver}, timeout=max(0.0, remaining), return_when="FIRST_COMPLETED")
+        if receiver in done:
+            receiver.result()  # raises the protocol error or the disconnect
+        elif processor not in done:
+            session.finish("session_limit")
+        await processor  # the finals of what was received
+        reason = session.ending or "eof"
+        if reason == "idle_timeout":
+            raise StreamClosed(POLICY, "idle_timeout", f"no message for {self.settings.stream_idle_timeout_s:g} s")
+        if reason == "session_limit":
+            raise StreamClosed(
+                POLICY, "session_too_long", f"the stream reached its limit of {self.settings.stream_max_session_s:g} s"
+            )
+        return _END_CODES.get(reason, NORMAL)
+
+    async def _receive_loop(self, session: StreamSession) -> None:
+        first = True
+        while True:
+            message = await self._receive()
+            if message is None:
+                session.finish("idle_timeout")
+                return
+            data = message.get("bytes")
+            if data is not None:
+                self._check_size(len(data))
+                session.push(data)
+            elif self._control(session, message.get("text") or "", first) == "eof":
+                session.finish("eof")
+                return
+            first = False
+
+    async def _receive(self) -> MutableMapping[str, Any] | None:
+        """The next message, or None after the idle timeout."""
+        try:
+            async with asyncio.timeout(self.settings.stream_idle_timeout_s):
+                message = await self.ws.receive()
+        except TimeoutError:
+            return None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1005))
+        return message
+
+    def _check_size(self, size: int) -> None:
+        limit = self.settings.stream_max_message_bytes
+        if size > limit:
+            raise StreamClosed(TOO_BIG, "message_too_big", f"a message of {size} bytes exceeds the limit of {limit}")
+
+    def _control(self, session: StreamSession, text: str, first: bool) -> str:
+        """Handle a text message: the config (first only) or eof; anything else ends the stream."""
+        self._check_size(len(text.encode()))
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            raise StreamClosed(UNSUPPORTED, "invalid_message", 'text messages are JSON objects like {"type": "eof"}')
+        kind = payload.get("type")
+        if kind == "eof":
+            return "eof"
+        if kind == "config":
+            if not first:
+                raise StreamClosed(POLICY, "invalid_config", "the config message must be the first message")
+            session.configure(self._options(payload))
+            return "config"
+        shown = json.dumps(kind)[:40]
+        raise StreamClosed(
+            UNSUPPORTED, "unknown_message_type", f"unknown message type {shown}: send config, eof, or binary audio"
+        )
+
+    def _options(self, payload: dict[str, Any]) -> StreamOptions:
+        try:
+            config = ConfigIn.model_validate(payload)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err.get('loc', ())) or 'config'}: {err.get('msg', 'invalid')}"
+                for err in exc.errors()
+            )
+            raise StreamClosed(POLICY, "invalid_config", problems) from exc
+        s = self.settings
+        silence = config.endpointing.silence_ms or s.stream_silence_ms
+        longest = config.endpointing.max_utterance_s or s.stream_max_utterance_s
+        if silence > s.stream_max_silence_ms:
+            raise StreamClosed(POLICY, "invalid_config", f"endpointing.silence_ms exceeds {s.stream_max_silence_ms}")
+        if longest > s.stream_max_utterance_limit_s:
+            raise StreamClosed(
+                POLICY, "invalid_config", f"endpointing.max_utterance_s exceeds {s.stream_max_utterance_limit_s:g}"
+            )
+        return StreamOptions(
+            sample_rate=config.sample_rate,
+            encoding=config.encoding,
+            interim_results=config.interim_results,
+            word_timestamps=config.word_timestamps,
+            silence_ms=silence,
+            max_utterance_s=longest,
+        )
+
+    async def _close(self, code: int, error: str | None = None, message: str = "") -> None:
+        """Send the error message (if any) and close; a client already gone is not an error."""
+        self.metrics.stream_closes.labels(code=str(code)).inc()
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            if error is not None:
+                await self.ws.send_json({"type": "error", "code": error, "message": message})
+            await self.ws.close(code, reason=error or "")

@@ -1,0 +1,46 @@
+"""Building the recognizer the way the server does, for the ceiling and the peers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.asr.bundle import load_bundle
+from app.asr.ctc import GreedyDecoder
+from app.asr.recognizer import Recognizer, build_recognizer
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "en-small"
+
+
+def make_recognizer(model: Path, runtime: str = "auto", precision: str = "auto", device: str = "cpu") -> Recognizer:
+    """The bundle at ``model`` behind the runtime and precision the server would use for these names."""
+    return build_recognizer(load_bundle(model), runtime=runtime, device=device, precision=precision)
+
+
+def describe(recognizer: Recognizer) -> dict[str, Any]:
+    """Which runtime, precision and device a recognizer resolved to (for the results)."""
+    return {
+        "class": type(recognizer).__name__,
+        "runtime": getattr(recognizer, "runtime", "torch"),
+        "precision": recognizer.precision,
+        "device": recognizer.device,
+        "parameters": recognizer.num_parameters(),
+    }
+
+
+def greedy_decoder(recognizer: Recognizer) -> GreedyDecoder:
+    config = recognizer.config
+    return GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+
+
+def warm_up(
+    recognizer: Recognizer, seconds: tuple[float, ...] = (1.0, 5.0), batch_sizes: tuple[int, ...] = (1, 4)
+) -> None:
+    """The server's warm-up shapes, so the peers start as warm as ours."""
+    rng = np.random.default_rng(0)
+    rate = recognizer.config.sample_rate
+    for size in batch_sizes:
+        for duration in seconds:
+            recognizer.infer([0.01 * rng.standard_normal(int(duration * rate)).astype(np.float32)] * size)

@@ -1,0 +1,21 @@
+# Benchmarks (included by the Makefile, which defines PY). Results: JSON under bench/results/
+# (git-ignored) and the figures in docs/benchmarks.md. On a shared CPU, compare the ratios of one run.
+#   bench        ceiling, ours batching on/off, LitServe and a naive server in one run (about 9 minutes)
+#   bench-long   a one-hour recording through our server: transcription time and peak memory
+# Extra arguments go through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--rounds 5"`.
+BENCH_ARGS ?=
+
+.PHONY: bench bench-long bench-workload bench-deps
+
+bench-deps: install
+	@$(PY) -c "import litserve, psutil" 2>/dev/null || { \
+		echo "bench: the harness needs litserve and psutil in $(VENV)"; exit 1; }
+
+bench-workload: bench-deps ## the cached mixed-length workload (espeak-ng speech, 1-30 s clips)
+	$(PY) -m bench.workload
+
+bench: bench-workload ## throughput and latency against the offline ceiling and the peers
+	$(PY) -m bench.compare $(BENCH_ARGS)
+
+bench-long: bench-workload ## one hour in one request: time and peak RSS
+	$(PY) -m bench.long_audio $(BENCH_ARGS)

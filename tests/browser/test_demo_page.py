@@ -1,0 +1,84 @@
+"""The demo page in a real browser: Debian's chromium, headless, with a fake microphone that plays
+a WAV file, against a live server over the tone model. Run with `make test-browser`."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.main import create_app
+from tests.integration.test_stream import stream_settings, wait_for_ready
+from tests.streaming_support import ToneFactory, live_server, spell
+from tests.support import wav_bytes
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+sync_api = pytest.importorskip("playwright.sync_api", reason="run `make test-browser` to install playwright")
+
+
+@pytest.fixture
+def base_url() -> Iterator[str]:
+    with live_server(create_app(stream_settings(), recognizer_factory=ToneFactory())) as (base, _):
+        wait_for_ready(base)
+        yield f"http://{base}"
+
+
+@pytest.fixture
+def speech(tmp_path: Path) -> Path:
+    path = tmp_path / "speech.wav"
+    path.write_bytes(wav_bytes(spell("hello world", lead_s=1.0, tail_s=1.5)))
+    return path
+
+
+def launch(playwright: sync_api.Playwright, microphone: Path) -> sync_api.Browser:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make test-browser` (scripts/install-browser.sh)")
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+        ],
+    )
+
+
+def test_microphone_partials_and_finals_appear(base_url: str, speech: Path) -> None:
+    with sync_api.sync_playwright() as playwright:
+        browser = launch(playwright, speech)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base_url}/")
+            page.click("#start")
+            sync_api.expect(page.locator("#mic-status")).to_have_text("listening", timeout=20_000)
+            # The fake microphone loops the file: wait for a final of one whole pass.
+            finals = page.locator("#transcript .final .text", has_text="hello world")
+            sync_api.expect(finals.first).to_have_text("hello world", timeout=30_000)
+            page.click("#stop")
+            sync_api.expect(page.locator("#mic-status")).to_have_text("closed (1000)", timeout=20_000)
+        finally:
+            browser.close()
+
+
+def test_file_upload_shows_the_transcript(base_url: str, speech: Path) -> None:
+    with sync_api.sync_playwright() as playwright:
+        browser = launch(playwright, speech)
+        try:
+            page = browser.new_page()
+            page.goto(f"{base_url}/")
+            page.set_input_files("#file", str(speech))
+            page.click("#upload")
+            sync_api.expect(page.locator("#upload-result")).to_have_text("hello world", timeout=20_000)
+            sync_api.expect(page.locator("#upload-status")).to_contain_text("4.8 s of audio")
+        finally:
+            browser.close()

@@ -1,0 +1,89 @@
+"""Runtimes: folded, ONNX and int8 networks agree with the eager model; the factory's choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.asr.bundle import Bundle, load_bundle
+from app.asr.recognizer import build_recognizer, resolve_runtime
+from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8
+from tests.support import make_random_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    loaded = load_bundle(make_random_bundle(tmp_path_factory.mktemp("m") / "tiny"))
+    generator = torch.Generator().manual_seed(1)
+    for module in loaded.model.modules():  # give every batch norm non-trivial statistics
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.uniform_(-0.2, 0.2, generator=generator)
+    return loaded
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    return torch.randn(3, 80, 301), torch.tensor([301, 200, 57])
+
+
+def test_folded_and_onnx_match_eager(bundle: Bundle) -> None:
+    features, lengths = inputs()
+    with torch.inference_mode():
+        reference, ref_lengths = bundle.model(features, lengths)
+        folded, _ = fold_batchnorm(bundle.model)(features, lengths)
+    onnx_out, onnx_lengths = OnnxNetwork(export_onnx(bundle.model))(features, lengths)
+    assert torch.allclose(reference, folded, atol=1e-4)
+    assert torch.allclose(reference, onnx_out, atol=1e-4)
+    assert torch.equal(ref_lengths, onnx_lengths)
+
+
+def test_int8_is_smaller_and_close(bundle: Bundle) -> None:
+    fp32 = export_onnx(bundle.model)
+    int8 = quantize_onnx_int8(fp32)
+    assert len(int8) * 3 < len(fp32)
+    features, lengths = inputs()
+    with torch.inference_mode():
+        reference, _ = bundle.model(features, lengths)
+    quantized, _ = OnnxNetwork(int8)(features, lengths)
+    agree = (reference.argmax(-1) == quantized.argmax(-1)).float().mean()
+    assert agree > 0.95
+
+
+@pytest.mark.parametrize("runtime,precision", [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("auto", "auto")])
+def test_build_recognizer_runtimes_give_the_same_frames(bundle: Bundle, runtime: str, precision: str) -> None:
+    recognizer = build_recognizer(bundle, runtime=runtime, device="cpu", precision=precision)
+    waves = [np.random.default_rng(i).standard_normal(16000 * (i + 1)).astype(np.float32) * 0.1 for i in range(2)]
+    out = recognizer.infer(waves)
+    assert [o.shape for o in out] == [(25, 29), (50, 29)]
+    with torch.inference_mode():
+        padded = torch.from_numpy(np.pad(waves[0], (0, 16000)))[None]
+        features, frame_lengths = bundle.frontend(padded, torch.tensor([16000]))
+        reference, _ = bundle.model(features, frame_lengths)
+    agree = (reference[0, :25].argmax(-1).numpy() == out[0].argmax(-1)).mean()
+    assert agree > (0.95 if precision == "int8" else 0.999)
+    assert recognizer.runtime == ("onnx" if runtime == "auto" else runtime)
+
+
+def test_runtime_choices_are_checked() -> None:
+    assert resolve_runtime("auto", "cpu", "fp32") == "onnx"
+    assert resolve_runtime("auto", "cuda", "fp16") == "torch"
+    with pytest.raises(RuntimeError, match="int8 needs the onnx runtime"):
+        resolve_runtime("torch", "cpu", "int8")
+
+
+@pytest.mark.slow
+def test_compile_runtime(bundle: Bundle) -> None:
+    recognizer = build_recognizer(bundle, runtime="compile", device="cpu", precision="fp32")
+    (out,) = recognizer.infer([np.zeros(16000, np.float32)])
+    assert out.shape == (25, 29)
+
+
+def test_shipped_model_exports(tmp_path: Path) -> None:
+    shipped = load_bundle(Path(__file__).resolve().parents[2] / "models" / "en-small")
+    assert len(export_onnx(shipped.model)) > 1_000_000
