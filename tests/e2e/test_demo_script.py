@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_graceful_shutdown import free_port, random_bundle, running_server
+from tests.e2e.server import free_port, random_bundle, running_server
 from tests.support import tone, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[2]

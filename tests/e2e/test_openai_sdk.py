@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
-from tests.e2e.test_server import free_port
+from tests.e2e.server import ROOT, running_server
 from tests.support import make_random_bundle, tone, wav_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
 LM_DIR = ROOT / "models" / "en-small" / "lm"
 pytestmark = pytest.mark.e2e
 TIME = r"(\d\d):(\d\d):(\d\d)[,.](\d{3})"
@@ -30,34 +23,12 @@ CUE_TIMES = re.compile(rf"{TIME} --> {TIME}")
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server on a small random model, beam search with the shipped LM by default."""
-    bundle = make_random_bundle(tmp_path_factory.mktemp("model") / "tiny")
-    port = free_port()
-    env = {
-        **os.environ,
-        "ASR_MODEL_PATH": str(bundle),
-        "ASR_LM_PATH": str(LM_DIR),
-        "ASR_PORT": str(port),
-        "ASR_HOST": "127.0.0.1",
-        "ASR_CHUNK_SECONDS": "4",
-    }
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "server exited"
-            time.sleep(0.1)
-        else:
-            raise AssertionError("server did not become ready")
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+    folder = tmp_path_factory.mktemp("server")
+    bundle = make_random_bundle(folder / "tiny")
+    with running_server(bundle, folder, ASR_LM_PATH=str(LM_DIR), ASR_CHUNK_SECONDS="4") as live:
+        yield live.base_url
+        live.proc.send_signal(signal.SIGTERM)
+        assert live.proc.wait(timeout=30) == 0
 
 
 @pytest.fixture(scope="module")

@@ -7,52 +7,27 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.e2e.server import ROOT, free_port, running_server
 from tests.support import encode, make_random_bundle, tone, wav_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    bundle = make_random_bundle(tmp_path_factory.mktemp("model") / "tiny")
-    port = free_port()
-    env = {**os.environ, "ASR_MODEL_PATH": str(bundle), "ASR_PORT": str(port), "ASR_HOST": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.1)
-        else:
-            raise AssertionError("server did not become ready")
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        assert code == 0
+    folder = tmp_path_factory.mktemp("server")
+    with running_server(make_random_bundle(folder / "tiny"), folder) as live:
+        yield live.base_url
+        live.proc.send_signal(signal.SIGTERM)
+        assert live.proc.wait(timeout=30) == 0
 
 
 def readme_curl_commands() -> list[str]:
@@ -81,8 +56,9 @@ def test_readme_curl_examples(server: str, tmp_path: Path) -> None:
 
 
 def test_metrics_and_request_id_over_the_wire(server: str) -> None:
-    response = httpx.post(f"{server}/transcribe", files={"file": ("a.wav", wav_bytes(tone(1.0)))},
-                          headers={"X-Request-ID": "e2e-1"})
+    response = httpx.post(
+        f"{server}/transcribe", files={"file": ("a.wav", wav_bytes(tone(1.0)))}, headers={"X-Request-ID": "e2e-1"}
+    )
     assert response.status_code == 200 and response.headers["x-request-id"] == "e2e-1"
     metrics = httpx.get(f"{server}/metrics").text
     assert 'asr_http_requests_total{method="POST",route="/transcribe",status="200"}' in metrics
@@ -91,8 +67,12 @@ def test_metrics_and_request_id_over_the_wire(server: str) -> None:
 
 
 def test_server_exits_1_when_the_model_cannot_load(tmp_path: Path) -> None:
-    env = {**os.environ, "ASR_MODEL_PATH": str(tmp_path / "absent"), "ASR_PORT": str(free_port()),
-           "ASR_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "ASR_MODEL_PATH": str(tmp_path / "absent"),
+        "ASR_PORT": str(free_port()),
+        "ASR_HOST": "127.0.0.1",
+    }
     out = subprocess.run([sys.executable, "-m", "app"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "no such folder" in out.stderr
