@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_batch_audio_seconds: float = Field(
         240.0, gt=0, description="Padded audio seconds per batch (batch size x longest item)."
     )
+    min_batch_fill: float = Field(
+        0.8, ge=0, le=1, description="Least share of real (unpadded) audio in a batch; dissimilar lengths wait."
+    )
     max_queue_audio_seconds: float = Field(
         3600.0, gt=0, description="Audio seconds allowed to wait in the queue before answering 429."
     )

@@ -4,7 +4,8 @@ Items wait in a queue bounded by audio seconds (past it, :class:`QueueFull`). A 
 consumer task forms a batch as soon as ``max_batch_size`` items wait or the oldest item has
 waited ``max_wait_s``; it starts from the oldest item of the highest priority and adds the
 waiting items of highest priority, then closest to it in length, while the padded size stays
-within ``max_batch_samples``.
+within ``max_batch_samples`` and real audio fills at least ``min_fill`` of it (padding is pure
+cost on a CPU, where a batch saves little).
 Each item has its own future; cancelled items are dropped before they cost model time. The
 batch runs through ``run_batch`` (which executes off the event loop); an exception fails only
 that batch's items.
@@ -57,6 +58,7 @@ class BatchLimits:
     max_wait_s: float = 0.005
     max_batch_samples: int = 240 * 16000
     max_queue_samples: int = 3600 * 16000
+    min_fill: float = 0.0  # least real/padded audio a batch may have; items that would lower it wait
 
 
 class Batcher(Generic[R]):
@@ -170,15 +172,15 @@ class Batcher(Generic[R]):
             key=lambda item: (-item.priority, abs(item.samples - first.samples)),
         )
         batch = [first]
-        longest = first.samples
+        longest, real = first.samples, first.samples
         for item in others:
             if len(batch) >= self.limits.max_batch_size:
                 break
             padded = max(longest, item.samples) * (len(batch) + 1)
-            if padded > self.limits.max_batch_samples:
+            if padded > self.limits.max_batch_samples or (real + item.samples) < self.limits.min_fill * padded:
                 continue
             batch.append(item)
-            longest = max(longest, item.samples)
+            longest, real = max(longest, item.samples), real + item.samples
         chosen = set(map(id, batch))
         self._pending = [item for item in live if id(item) not in chosen]
         self._queued_samples -= sum(item.samples for item in batch)

@@ -202,6 +202,7 @@ class Engine:
             max_wait_s=s.max_wait_ms / 1000,
             max_batch_samples=int(s.max_batch_audio_seconds * sample_rate),
             max_queue_samples=int(s.max_queue_audio_seconds * sample_rate),
+            min_fill=s.min_batch_fill,
         )
 
     def begin_drain(self) -> None:

@@ -130,3 +130,18 @@ def test_stop_drains_queued_work() -> None:
         assert all(f.done() and f.result() == 10 for f in futures)
 
     run(main())
+
+
+def test_min_fill_keeps_dissimilar_lengths_apart() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        limits = BatchLimits(max_batch_size=8, max_wait_s=0.05, min_fill=0.8)
+        batcher = Batcher(rec, limits, sample_rate=100)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(audio(n)) for n in (100, 95, 30, 28, 90)))
+        for batch in rec.batches:
+            assert sum(batch) >= 0.8 * max(batch) * len(batch)
+        assert sorted(map(sorted, rec.batches)) == [[28, 30], [90, 95, 100]]
+        await batcher.stop()
+
+    run(main())
