@@ -77,7 +77,7 @@ def greedy_decode(
     for row in range(best.shape[0]):
         n = int(lengths[row])
         results.append(
-            _decode_row(
+            decode_path(
                 best[row, :n].tolist(),
                 best_prob[row, :n].tolist(),
                 tokens,
@@ -99,23 +99,11 @@ def decode_path(
     frame_seconds: float,
     time_offset: float = 0.0,
 ) -> Hypothesis:
-    """A hypothesis from one frame-level token path (e.g. a beam search's best path).
+    """A hypothesis from one frame-level token path (a greedy or a beam search's best path).
 
     ``path`` holds a token id per frame, ``probs`` that token's probability at that frame; words
     get times and confidences as in :func:`greedy_decode`.
     """
-    return _decode_row(path, probs, tokens, blank_id, delimiter_id, frame_seconds, time_offset)
-
-
-def _decode_row(
-    path: list[int],
-    probs: list[float],
-    tokens: list[str],
-    blank_id: int,
-    delimiter_id: int,
-    frame_seconds: float,
-    time_offset: float,
-) -> Hypothesis:
     hyp = Hypothesis(text="")
     # Collapse the best path into emitted tokens: (id, first frame, last frame, probability).
     spans: list[list[float]] = []
@@ -185,7 +173,7 @@ class GreedyDecoder:
             raise ValueError(f"log_probs must be (frames, {len(self.tokens)}), got {log_probs.shape}")
         best = log_probs.argmax(axis=1)
         probs = np.exp(log_probs[np.arange(best.shape[0]), best])
-        return _decode_row(
+        return decode_path(
             best.tolist(),
             probs.tolist(),
             self.tokens,
