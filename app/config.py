@@ -27,7 +27,14 @@ class Settings(BaseSettings):
     runtime: Literal["auto", "torch", "compile", "onnx"] = Field(
         "auto", description="How the network runs; auto is onnx on CPU and torch on CUDA (see docs/benchmarks.md)."
     )
-    num_threads: int = Field(0, ge=0, description="CPU threads for inference; 0 uses all cores.")
+    num_threads: int = Field(
+        0, ge=0, description="CPU threads per model worker; 0: the cores shared among the workers (GPU: all cores)."
+    )
+    spin_wait: bool = Field(
+        False,
+        description="Let ONNX Runtime's CPU threads spin between operators: a little faster on an idle "
+        "machine, but the spinning takes cycles from request handling (see docs/benchmarks.md).",
+    )
     warmup: bool = Field(True, description="Run dummy batches at start so the first request is not slow.")
 
     # HTTP server
@@ -42,8 +49,17 @@ class Settings(BaseSettings):
     max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="Longest accepted audio in seconds.")
 
     # Dynamic batching
-    max_batch_size: int = Field(16, ge=1, description="Most utterances in one model batch.")
+    max_batch_size: int = Field(
+        0, ge=0, description="Most utterances in one model batch; 0: 4 on CPU, 64 on GPU (see docs/benchmarks.md)."
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="How long the first item of a batch waits for company.")
+    model_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Batches the model runs at once, each on its own thread; 0: one per core on CPU, "
+        "one on GPU (see docs/benchmarks.md).",
+    )
     max_batch_audio_seconds: float = Field(
         240.0, gt=0, description="Padded audio seconds per batch (batch size x longest item)."
     )

@@ -2,15 +2,16 @@
 
 Clips are sorted by length and cut into batches within the server's limits (most utterances per
 batch, padded audio seconds per batch), so batches are as full and as little padded as they
-can be. Several batch sizes are timed and the fastest is the ceiling (on a CPU, one utterance
-at a time could beat large padded batches). Each timed batch computes features, runs the network
-and greedy-decodes every row; HTTP, container decoding and scheduling are left out. That is the
-most this machine can serve.
+can be. Several batch sizes and worker layouts are timed and the fastest is the ceiling: on a
+CPU, one utterance at a time could beat large padded batches, and one single-threaded worker per
+core could beat one worker whose operators use every core. Each timed batch computes features,
+runs the network and greedy-decodes every row; HTTP, container decoding and scheduling are left
+out. That is the most this machine can serve.
 
-Batches run on one worker thread, as in the server's model runner, in a seeded random order,
+Batches run on worker threads, as in the server's model runner, in a seeded random order,
 repeated, until the time asked for has passed; the rate is the audio of the batches run over
-their time. Every batch shape is run once, untimed, before a batch size's first timing (the
-server has seen every shape of the workload after its first minute too).
+their time. Every batch shape is run once, untimed, before a layout and batch size's first
+timing (the server has seen every shape of the workload after its first minute too).
 
     python -m bench.ceiling --json bench/results/ceiling.json
     python -m bench.ceiling --serve     # load once; measure on each "measure" line of stdin (JSON out)
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.asr.audio import decode_audio
 from app.asr.recognizer import Recognizer
@@ -67,46 +70,78 @@ def fill(lengths: list[int], batch: list[int]) -> float:
     return sum(lengths[i] for i in batch) / (max(lengths[i] for i in batch) * len(batch))
 
 
-class Ceiling:
-    """A loaded recognizer and the workload in memory, ready to be timed."""
+@dataclass(frozen=True)
+class Layout:
+    """How the model's work spreads over the cores: ``workers`` threads, each with ``threads`` of its own."""
 
-    def __init__(self, recognizer: Recognizer, audio: list[np.ndarray], max_batch_seconds: float) -> None:
-        self.recognizer = recognizer
-        self.decoder = recognizers.greedy_decoder(recognizer)
+    workers: int
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.workers}x{self.threads}"
+
+
+def layouts(cores: int) -> list[Layout]:
+    """One worker using every core, and one single-threaded worker per core (the same if one core)."""
+    return sorted({Layout(1, cores), Layout(cores, 1)}, key=lambda layout: layout.workers)
+
+
+class Ceiling:
+    """Loaded recognizers (one per worker layout) and the workload in memory, ready to be timed."""
+
+    def __init__(
+        self, recognizers_by_layout: dict[Layout, Recognizer], audio: list[np.ndarray], max_batch_seconds: float
+    ) -> None:
+        self.recognizers = recognizers_by_layout
+        first = next(iter(recognizers_by_layout.values()))
+        self.decoder = recognizers.greedy_decoder(first)
         self.audio = audio
         self.lengths = [a.shape[0] for a in audio]
-        self.max_batch_samples = int(max_batch_seconds * recognizer.config.sample_rate)
+        self.max_batch_samples = int(max_batch_seconds * first.config.sample_rate)
+        self.sample_rate = first.config.sample_rate
         self.rng = np.random.default_rng(0)
-        self.warmed: set[int] = set()
-        # The server calls the recognizer from its model thread; on this machine PyTorch's frontend
-        # is several times slower called from the main thread, so the ceiling uses a thread too.
-        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.warmed: set[tuple[Layout, int]] = set()
+        # The server calls the recognizer from its model threads; on this machine PyTorch's frontend
+        # is several times slower called from the main thread, so the ceiling uses threads too.
+        self.pools = {
+            layout: ThreadPoolExecutor(max_workers=layout.workers, thread_name_prefix="model")
+            for layout in recognizers_by_layout
+        }
 
-    def run(self, batch: list[int]) -> None:
-        """Features, network and greedy decoding of one batch."""
-        for log_probs in self.recognizer.infer([self.audio[i] for i in batch]):
+    def run(self, recognizer: Recognizer, batch: list[int]) -> int:
+        """Features, network and greedy decoding of one batch; returns its samples."""
+        for log_probs in recognizer.infer([self.audio[i] for i in batch]):
             self.decoder.decode(log_probs)
+        return sum(self.lengths[i] for i in batch)
 
-    def measure(self, max_batch_size: int, seconds: float) -> CeilingResult:
-        """On the model thread: warm the shapes up once, then run batches in random order for ``seconds``."""
-        return self.thread.submit(self._measure, max_batch_size, seconds).result()
-
-    def _measure(self, max_batch_size: int, seconds: float) -> CeilingResult:
+    def measure(self, layout: Layout, max_batch_size: int, seconds: float) -> CeilingResult:
+        """Warm the shapes up once, then run batches in random order on the layout's workers for ``seconds``."""
+        recognizer, pool = self.recognizers[layout], self.pools[layout]
+        torch.set_num_threads(layout.threads)  # the frontend's threads, as the server sets them
         batches = length_sorted_batches(self.lengths, max_batch_size, self.max_batch_samples)
-        if max_batch_size not in self.warmed:
-            for batch in batches:
-                self.run(batch)
-            self.warmed.add(max_batch_size)
+        if (layout, max_batch_size) not in self.warmed:
+            list(pool.map(lambda batch: self.run(recognizer, batch), batches))
+            self.warmed.add((layout, max_batch_size))
         done: list[list[int]] = []
         started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            for index in self.rng.permutation(len(batches)):
-                done.append(batches[int(index)])
-                self.run(done[-1])
-                if time.perf_counter() - started >= seconds:
-                    break
+        stop = started + seconds
+
+        def worker(order: list[list[int]]) -> None:
+            for batch in order:
+                if time.perf_counter() >= stop:
+                    return
+                self.run(recognizer, batch)
+                done.append(batch)
+
+        rounds = max(1, int(seconds * 50))  # far more batches than fit: the clock stops the workers
+        orders = [
+            [batches[int(i)] for _ in range(rounds) for i in self.rng.permutation(len(batches))]
+            for _ in range(layout.workers)
+        ]
+        list(pool.map(worker, orders))
         elapsed = time.perf_counter() - started
-        audio_seconds = sum(self.lengths[i] for b in done for i in b) / self.recognizer.config.sample_rate
+        audio_seconds = sum(self.lengths[i] for b in done for i in b) / self.sample_rate
         return CeilingResult(
             audio_seconds_per_second=audio_seconds / elapsed,
             seconds=elapsed,
@@ -117,29 +152,36 @@ class Ceiling:
         )
 
     def best(self, batch_sizes: list[int], seconds: float) -> dict[str, Any]:
-        """Each batch size for ``seconds``; the fastest is the ceiling."""
-        by_size = {size: self.measure(size, seconds) for size in batch_sizes}
-        best = max(by_size, key=lambda size: by_size[size].audio_seconds_per_second)
+        """Each layout and batch size for ``seconds``; the fastest is the ceiling."""
+        results = {
+            (layout, size): self.measure(layout, size, seconds) for layout in self.recognizers for size in batch_sizes
+        }
+        layout, size = max(results, key=lambda key: results[key].audio_seconds_per_second)
         return {
-            "audio_seconds_per_second": by_size[best].audio_seconds_per_second,
-            "best_batch_size": best,
-            "by_batch_size": {str(size): result.__dict__ for size, result in by_size.items()},
+            "audio_seconds_per_second": results[layout, size].audio_seconds_per_second,
+            "best_batch_size": size,
+            "best_layout": {"workers": layout.workers, "threads": layout.threads},
+            "by_layout_and_batch_size": {f"{k[0].name} b{k[1]}": r.__dict__ for k, r in results.items()},
         }
 
 
 def load(model: Path, runtime: str, precision: str, max_batch_seconds: float) -> tuple[Ceiling, dict[str, Any]]:
-    """The recognizer and the decoded workload, plus what describes them in the results."""
+    """A recognizer per worker layout and the decoded workload, plus what describes them in the results."""
     clips = workload.load()
-    recognizer = recognizers.make_recognizer(model, runtime, precision)
-    rate = recognizer.config.sample_rate
+    by_layout = {
+        layout: recognizers.make_recognizer(model, runtime, precision, num_threads=layout.threads)
+        for layout in layouts(os.cpu_count() or 1)
+    }
+    first = next(iter(by_layout.values()))
+    rate = first.config.sample_rate
     audio = [decode_audio(clips.path(c).read_bytes(), rate) for c in clips.clips]
     about = {
         "benchmark": "ceiling",
-        "recognizer": recognizers.describe(recognizer),
+        "recognizer": recognizers.describe(first),
         "workload": clips.describe(),
         "max_batch_audio_seconds": max_batch_seconds,
     }
-    return Ceiling(recognizer, audio, max_batch_seconds), about
+    return Ceiling(by_layout, audio, max_batch_seconds), about
 
 
 def serve(ceiling: Ceiling, about: dict[str, Any], batch_sizes: list[int], seconds: float) -> None:

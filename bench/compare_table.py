@@ -161,13 +161,15 @@ def _generator_line(run: dict[str, Any]) -> str:
 
 
 def _ceiling_lines(c: dict[str, Any]) -> list[str]:
-    sizes = c["by_batch_size"]
     parts = [
-        f"batches of at most {size}: {r['audio_seconds_per_second']:.1f} audio s/s "
-        f"(mean size {r['mean_batch_size']:.1f}, fill {r['mean_fill']:.2f})"
-        for size, r in sizes.items()
+        f"{key}: {r['audio_seconds_per_second']:.1f} audio s/s (mean size {r['mean_batch_size']:.1f}, "
+        f"fill {r['mean_fill']:.2f})"
+        for key, r in c["by_layout_and_batch_size"].items()
     ]
-    return [f"Ceiling (first round), by batch size: {'; '.join(parts)}. The best size counts in every round."]
+    return [
+        "Ceiling (first round), by worker layout (workers x threads each) and largest batch: "
+        f"{'; '.join(parts)}. The best counts in every round."
+    ]
 
 
 def _batcher_lines(run: dict[str, Any]) -> list[str]:

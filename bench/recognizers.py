@@ -14,9 +14,12 @@ from app.asr.recognizer import Recognizer, build_recognizer
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "en-small"
 
 
-def make_recognizer(model: Path, runtime: str = "auto", precision: str = "auto", device: str = "cpu") -> Recognizer:
+def make_recognizer(
+    model: Path, runtime: str = "auto", precision: str = "auto", device: str = "cpu", num_threads: int = 0
+) -> Recognizer:
     """The bundle at ``model`` behind the runtime and precision the server would use for these names."""
-    return build_recognizer(load_bundle(model), runtime=runtime, device=device, precision=precision)
+    bundle = load_bundle(model)
+    return build_recognizer(bundle, runtime=runtime, device=device, precision=precision, num_threads=num_threads)
 
 
 def describe(recognizer: Recognizer) -> dict[str, Any]:

@@ -77,13 +77,18 @@ def resolve_runtime(runtime: str, device: str, precision: str) -> str:
 
 
 def build_recognizer(
-    bundle: Bundle, runtime: str = "auto", device: str = "auto", precision: str = "auto", num_threads: int = 0
+    bundle: Bundle,
+    runtime: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    num_threads: int = 0,
+    spin_wait: bool = False,
 ) -> TorchRecognizer:
     """A recognizer for ``bundle`` on the chosen runtime, device and precision.
 
     ``torch``: eager PyTorch with batch norms folded; ``compile``: the same through
     ``torch.compile``; ``onnx``: the network exported to ONNX and run by ONNX Runtime (``int8``
-    quantizes its weights dynamically).
+    quantizes its weights dynamically; ``spin_wait`` lets its threads spin between operators).
     """
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
@@ -93,7 +98,7 @@ def build_recognizer(
         onnx_model = export_onnx(bundle.model)
         if precision == "int8":
             onnx_model = quantize_onnx_int8(onnx_model)
-        network = OnnxNetwork(onnx_model, num_threads)
+        network = OnnxNetwork(onnx_model, num_threads, spin_wait)
     else:
         folded = fold_batchnorm(bundle.model).to(device)
         network = torch.compile(folded, dynamic=True) if runtime == "compile" else folded

@@ -99,13 +99,16 @@ def quantize_onnx_int8(onnx_model: bytes) -> bytes:
 class OnnxNetwork:
     """The acoustic network in an ONNX Runtime session, called like the torch module."""
 
-    def __init__(self, onnx_model: bytes, num_threads: int = 0) -> None:
+    def __init__(self, onnx_model: bytes, num_threads: int = 0, spin_wait: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if num_threads:
             options.intra_op_num_threads = num_threads
+        spin = "1" if spin_wait else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
         self.size_bytes = len(onnx_model)
 

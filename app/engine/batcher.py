@@ -59,6 +59,7 @@ class BatchLimits:
     max_batch_samples: int = 240 * 16000
     max_queue_samples: int = 3600 * 16000
     min_fill: float = 0.0  # least real/padded audio a batch may have; items that would lower it wait
+    in_flight: int = 1  # batches running at once (one per model worker)
 
 
 class Batcher(Generic[R]):
@@ -126,12 +127,28 @@ class Batcher(Generic[R]):
         return item.future
 
     async def _consume(self) -> None:
+        slots = asyncio.Semaphore(self.limits.in_flight)
+        running: set[asyncio.Task[None]] = set()
         while True:
+            await slots.acquire()
             batch = await self._next_batch()
-            if batch:
-                await self._execute(batch)
-            if not self._pending:
-                self._idle.set()
+            if not batch:
+                slots.release()
+                self._set_idle_if_done(running)
+                continue
+            task = asyncio.create_task(self._execute(batch))
+            running.add(task)
+
+            def finished(task: asyncio.Task[None]) -> None:
+                running.discard(task)
+                slots.release()
+                self._set_idle_if_done(running)
+
+            task.add_done_callback(finished)
+
+    def _set_idle_if_done(self, running: set[asyncio.Task[None]]) -> None:
+        if not self._pending and not running:
+            self._idle.set()
 
     async def _next_batch(self) -> list[_Item[R]]:
         while not self._pending:

@@ -22,10 +22,11 @@ from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
 from app.asr.configs import BundleConfig
 from app.asr.ctc import GreedyDecoder, Hypothesis
-from app.asr.recognizer import Recognizer, build_recognizer
+from app.asr.recognizer import Recognizer, build_recognizer, resolve_device
 from app.asr.segment import split_points, stitch
 from app.config import Settings
 from app.engine.batcher import Batcher, BatchLimits
+from app.engine.layout import WorkerLayout, worker_layout
 from app.engine.runner import ModelRunner
 from app.metrics import Metrics
 
@@ -65,10 +66,17 @@ def load_recognizer(settings: Settings) -> Recognizer:
     """The default factory: load the bundle at ``settings.model_path`` on the configured runtime."""
     import torch
 
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
+    threads = layout_of(settings).threads
+    torch.set_num_threads(threads)
     bundle = load_bundle(settings.model_path)
-    return build_recognizer(bundle, settings.runtime, settings.device, settings.precision, settings.num_threads)
+    return build_recognizer(bundle, settings.runtime, settings.device, settings.precision, threads, settings.spin_wait)
+
+
+def layout_of(settings: Settings) -> WorkerLayout:
+    """The model workers and threads per worker that the settings ask for on their device."""
+    return worker_layout(
+        settings.model_workers, settings.num_threads, settings.max_batch_size, resolve_device(settings.device)
+    )
 
 
 @dataclass
@@ -137,12 +145,16 @@ class Engine:
             raise EngineUnavailable("the model is not loaded yet")
         return self._batcher
 
+    def _workers(self, recognizer: Recognizer) -> int:
+        """Model workers: the layout's, but one for ``torch.compile`` (its compiling is not thread-safe)."""
+        return 1 if getattr(recognizer, "runtime", "") == "compile" else layout_of(self.settings).workers
+
     async def start(self) -> None:
         """Load and warm the model on a worker thread, then start the batcher."""
         started = time.monotonic()
         try:
             recognizer = await asyncio.to_thread(self._factory, self.settings)
-            runner = ModelRunner(recognizer)
+            runner = ModelRunner(recognizer, model_workers=self._workers(recognizer))
             lm = await asyncio.to_thread(self._load_lm, recognizer)
             if self.settings.warmup:
                 await asyncio.to_thread(runner.warmup, recognizer.config.sample_rate)
@@ -198,11 +210,12 @@ class Engine:
     def _limits(self, sample_rate: int) -> BatchLimits:
         s = self.settings
         return BatchLimits(
-            max_batch_size=s.max_batch_size,
+            max_batch_size=layout_of(s).batch_size,
             max_wait_s=s.max_wait_ms / 1000,
             max_batch_samples=int(s.max_batch_audio_seconds * sample_rate),
             max_queue_samples=int(s.max_queue_audio_seconds * sample_rate),
             min_fill=s.min_batch_fill,
+            in_flight=self._runner.model_workers if self._runner else 1,
         )
 
     def begin_drain(self) -> None:
@@ -242,7 +255,7 @@ class Engine:
         """Yield each piece's hypothesis (times on the recording's timeline) in order, as soon as
         it is decoded.
 
-        At most ``max_batch_size`` pieces of one recording wait in the batcher at a time, so an
+        At most a batch per model worker of pieces of one recording wait in the batcher at a time, so an
         hour-long file fills batches without taking the whole queue, and its memory beyond the
         decoded audio stays bounded.
         """
@@ -250,7 +263,8 @@ class Engine:
         chosen = decoder or self.greedy_decoder
         starts = split_points(audio, rate, self.settings.chunk_seconds)
         bounds = [*starts[1:], audio.shape[0]]
-        window = max(2, self.settings.max_batch_size)
+        layout = layout_of(self.settings)
+        window = max(2, layout.batch_size * layout.workers)
         deadline = time.monotonic() + self.settings.request_timeout_s
         futures: list[asyncio.Future[np.ndarray]] = []
         try:

@@ -1,4 +1,4 @@
-"""The model runner: one thread owns the recognizer; a small pool decodes its outputs."""
+"""The model runner: model batches on ``model_workers`` threads; a small pool decodes their outputs."""
 
 from __future__ import annotations
 
@@ -18,12 +18,17 @@ T = TypeVar("T")
 
 
 class ModelRunner:
-    """Runs model batches on a single worker thread and decoding on ``decode_threads`` others,
-    so decoding one batch overlaps the network's work on the next, all off the event loop."""
+    """Runs model batches on ``model_workers`` threads and decoding on ``decode_threads`` others,
+    so decoding one batch overlaps the network's work on the next, all off the event loop.
 
-    def __init__(self, recognizer: Recognizer, decode_threads: int = 1) -> None:
+    With several model workers the recognizer is called from several threads at once; it keeps
+    no state between calls (the frontend and network only read their weights).
+    """
+
+    def __init__(self, recognizer: Recognizer, decode_threads: int = 1, model_workers: int = 1) -> None:
         self.recognizer = recognizer
-        self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.model_workers = model_workers
+        self._model = ThreadPoolExecutor(max_workers=model_workers, thread_name_prefix="model")
         self._decode = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
     async def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -28,7 +28,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def live(fake: FakeFactory) -> Iterator[tuple[str, FakeFactory]]:
-    app = create_app(Settings(warmup=False, max_batch_size=1, max_wait_ms=0), recognizer_factory=fake)
+    app = create_app(Settings(warmup=False, max_batch_size=1, max_wait_ms=0, model_workers=1), recognizer_factory=fake)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)

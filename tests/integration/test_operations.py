@@ -72,7 +72,7 @@ def test_v1_models_describes_the_loaded_model(client: TestClient) -> None:
 
 
 def test_full_queue_answers_429_with_retry_after(fake: FakeFactory) -> None:
-    settings = Settings(warmup=False, max_queue_audio_seconds=3.0, max_batch_size=1, max_wait_ms=0)
+    settings = Settings(warmup=False, max_queue_audio_seconds=3.0, max_batch_size=1, max_wait_ms=0, model_workers=1)
     gate = threading.Event()
     fake.model.gate = gate
     with TestClient(create_app(settings, recognizer_factory=fake), raise_server_exceptions=False) as client:
@@ -114,3 +114,19 @@ def test_recording_longer_than_the_queue_is_fed_piece_by_piece(fake: FakeFactory
         words = response.json()["text"].split()
         assert len(words) >= 24 and set(words) == {"hello", "world"}  # the fake speaks once per piece
         assert max(fake.model.batch_sizes) <= 2 and sum(fake.model.batch_sizes) == len(words) // 2
+
+
+def test_model_workers_run_batches_side_by_side(fake: FakeFactory) -> None:
+    settings = Settings(warmup=False, max_batch_size=1, max_wait_ms=0, model_workers=2)
+    gate = threading.Event()
+    fake.model.gate = gate
+    with TestClient(create_app(settings, recognizer_factory=fake)) as client:
+        wait_ready(client)
+        fake.model.batch_sizes.clear()
+        with ThreadPoolExecutor(3) as pool:
+            requests = [pool.submit(client.post, "/transcribe", files=GOOD) for _ in range(3)]
+            time.sleep(0.5)
+            assert fake.model.batch_sizes == [1, 1], "two batches inside the model at once, the third queued"
+            gate.set()
+            assert all(r.result().json()["text"] == "hello world" for r in requests)
+        assert fake.model.batch_sizes == [1, 1, 1]

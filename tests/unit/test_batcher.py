@@ -145,3 +145,37 @@ def test_min_fill_keeps_dissimilar_lengths_apart() -> None:
         await batcher.stop()
 
     run(main())
+
+
+class Overlap:
+    """Runs batches that wait to be released, and records how many ran at once."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, batch: list[np.ndarray]) -> list[int]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await self.release.wait()
+        self.running -= 1
+        return [a.shape[0] for a in batch]
+
+
+@pytest.mark.parametrize("in_flight", [1, 2, 3])
+def test_in_flight_batches_run_at_once_and_no_more(in_flight: int) -> None:
+    async def main() -> None:
+        model = Overlap()
+        limits = BatchLimits(max_batch_size=1, max_wait_s=0, in_flight=in_flight)
+        batcher = Batcher(model, limits, sample_rate=100)
+        batcher.start()
+        futures = [batcher.submit(audio(10 + i)) for i in range(5)]
+        await asyncio.sleep(0.05)
+        assert model.most == in_flight  # the rest wait in the queue
+        model.release.set()
+        assert await asyncio.gather(*futures) == [10, 11, 12, 13, 14]
+        await batcher.drain()
+        await batcher.stop()
+
+    run(main())
