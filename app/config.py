@@ -96,5 +96,8 @@ class Settings(BaseSettings):
     )
     stream_silence_db: float = Field(-45.0, le=0, description="Frame energy (dBFS) below which audio is silence.")
     stream_max_context_s: float = Field(
-        0.0, ge=0, description="Cap on a stream window's context per side (s); 0 keeps the whole receptive field."
+        1.0,
+        ge=0,
+        description="Context per side of a stream's partial windows (s); 0: the model's whole receptive field. "
+        "Finals are one pass over the whole utterance either way.",
     )

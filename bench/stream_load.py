@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-ms", type=int, default=100)
     parser.add_argument("--target-p95-ms", type=float, default=200.0)
     parser.add_argument("--max-final-lag-s", type=float, default=2.0)
-    parser.add_argument("--context-s", type=float, default=0.0, help="ASR_STREAM_MAX_CONTEXT_S (0: full)")
+    parser.add_argument("--context-s", type=float, default=1.0, help="ASR_STREAM_MAX_CONTEXT_S (0: full)")
     parser.add_argument("--partial-interval-s", type=float, default=0.5)
     parser.add_argument("--precision", default="auto", help="ASR_PRECISION of the server")
     parser.add_argument("--runtime", default="auto", help="ASR_RUNTIME of the server")

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--manifest", type=Path, required=True, help="JSON lines with audio and text")
     parser.add_argument("--limit", type=int, default=100, help="first N utterances (default: %(default)s)")
     parser.add_argument("--concurrency", type=int, default=4, help="utterances in flight at once")
-    parser.add_argument("--context-s", type=float, default=0.0, help="ASR_STREAM_MAX_CONTEXT_S (0: full)")
+    parser.add_argument("--context-s", type=float, default=1.0, help="ASR_STREAM_MAX_CONTEXT_S (0: full)")
     parser.add_argument("--silence-ms", type=int, default=600, help="endpointing silence of the streams")
     parser.add_argument("--runtime", default="auto", help="ASR_RUNTIME of the server")
     parser.add_argument("--precision", default="auto", help="ASR_PRECISION of the server")

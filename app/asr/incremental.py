@@ -10,6 +10,10 @@ The utterance's last window is treated like the end of an offline utterance, so 
 frames equal the offline log-probs of the same audio, at a cost per window of the context plus
 the new audio, not of the whole utterance.
 
+A grid may cap the context below the receptive field (``max_context_s``): windows then cost
+less, and committed frames are close to, not equal to, the offline ones. Live streams do this
+for their partials and run their finals over the utterance's whole audio instead.
+
 Shapes: audio is ``(samples,)`` float32 at the model's rate; log-probs are ``(frames, vocab)``.
 """
 
@@ -82,9 +86,10 @@ class Window:
 class Utterance:
     """The audio and committed log-probs of one utterance of a live stream.
 
-    ``start`` is the utterance's first sample in the stream. Only the audio still needed as
-    context is kept. Call :meth:`window`, run its audio through the model, then :meth:`accept`
-    the log-probs before taking the next window.
+    ``start`` is the utterance's first sample in the stream. All its audio is kept (a stream
+    bounds an utterance's length), for a final pass over the whole of it. Call :meth:`window`,
+    run its audio through the model, then :meth:`accept` the log-probs before taking the next
+    window.
     """
 
     def __init__(self, grid: FrameGrid, start: int = 0) -> None:
@@ -92,8 +97,7 @@ class Utterance:
         self.start = start
         self.samples = 0  # samples appended so far
         self.committed_frames = 0
-        self._audio = _EMPTY  # the kept audio, from utterance sample ``_kept_from``
-        self._kept_from = 0
+        self._pieces: list[np.ndarray] = []
         self._committed: list[np.ndarray] = []
         self._window_end = 0
 
@@ -104,28 +108,29 @@ class Utterance:
 
     @property
     def audio(self) -> np.ndarray:
-        """The kept audio (the context still needed, then everything newer)."""
-        return self._audio
+        """All the utterance's audio."""
+        if len(self._pieces) > 1:
+            self._pieces = [np.concatenate(self._pieces)]
+        return self._pieces[0] if self._pieces else _EMPTY
 
     def append(self, samples: np.ndarray) -> None:
-        self._audio = np.concatenate([self._audio, samples]) if self._audio.size else samples
-        self.samples += int(samples.shape[0])
+        if samples.size:
+            self._pieces.append(samples)
+            self.samples += int(samples.shape[0])
 
     def split(self, at: int) -> np.ndarray:
         """End the utterance at utterance sample ``at`` (not before its committed frames); return the rest."""
         if at < self.committed_frames * self.grid.frame_samples:
             raise ValueError(f"cannot cut at sample {at}: frames up to {self.committed_frames} are committed")
-        offset = at - self._kept_from
-        rest = self._audio[offset:]
-        self._audio = self._audio[:offset]
-        self.samples = self._kept_from + offset
-        return rest
+        audio = self.audio
+        self._pieces = [audio[:at]]
+        self.samples = at
+        return audio[at:]
 
     def window(self, final: bool = False) -> Window:
         """The audio from the left context of the first uncommitted frame to the end."""
         first = max(0, self.committed_frames - self.grid.left_frames)
-        offset = first * self.grid.frame_samples - self._kept_from
-        return Window(first, self._audio[offset:], self.samples, final)
+        return Window(first, self.audio[first * self.grid.frame_samples :], self.samples, final)
 
     def accept(self, window: Window, log_probs: np.ndarray) -> np.ndarray:
         """Commit the frames of ``window``'s (frames, vocab) log-probs that are final.
@@ -139,10 +144,6 @@ class Utterance:
             self._committed.append(log_probs[begin:stable])
             self.committed_frames = window.first_frame + stable
         self._window_end = window.end
-        keep_from = max(0, self.committed_frames - self.grid.left_frames) * self.grid.frame_samples
-        if keep_from > self._kept_from:
-            self._audio = self._audio[keep_from - self._kept_from :]
-            self._kept_from = keep_from
         return log_probs[max(begin, stable) :]
 
     def log_probs(self, vocab: int) -> np.ndarray:

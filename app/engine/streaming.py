@@ -6,6 +6,10 @@ messages through ``emit``. Its windows go through the engine's batcher at stream
 the chunks of all live streams share model batches ahead of offline requests; while a window
 is in flight new audio gathers, so a loaded server takes larger steps instead of falling behind.
 
+Partials come from windows with ``max_context_s`` of context on each side (less than the
+model's receptive field: each step costs the context plus the new audio). A final is one pass
+over the utterance's whole audio, so it equals the offline transcription of the same audio.
+
 An utterance ends (its final is sent and the state resets) after ``silence_ms`` of silence once
 speech was heard, judged by frame energy or by a run of CTC blanks in the latest window; at
 ``max_utterance_s`` it is cut at the quietest point of its last second. The
@@ -56,7 +60,7 @@ class StreamTuning:
     partial_interval_s: float = 0.5
     silence_db: float = -45.0
     preroll_s: float = 0.3
-    max_context_s: float = 0.0  # 0: the model's whole receptive field (finals equal offline)
+    max_context_s: float = 1.0  # partial windows' context per side; 0: the model's whole receptive field
 
 
 class StreamSession:
@@ -175,9 +179,8 @@ class StreamSession:
     def _cut_point(self) -> int:
         """Where to cut an over-long utterance: its quietest 20 ms in the last second."""
         utt = self._utt
-        kept_from = utt.samples - utt.audio.shape[0]
-        lo = max(utt.samples - self.rate, utt.committed_frames * self.grid.frame_samples, kept_from)
-        return lo + quietest_point(utt.audio[lo - kept_from :], self.rate // 50)
+        lo = max(utt.samples - self.rate, utt.committed_frames * self.grid.frame_samples)
+        return lo + quietest_point(utt.audio[lo:], self.rate // 50)
 
     async def _infer(self, audio: np.ndarray) -> np.ndarray:
         return await self.engine.infer(audio, priority=STREAM_PRIORITY, accepted=True)
@@ -232,9 +235,8 @@ class StreamSession:
         utt = self._utt
         rest = utt.split(end) if end < utt.samples else utt.audio[:0]
         if self._gate.heard_speech and utt.samples > 0:
-            window = utt.window(final=True)
-            utt.accept(window, await self._infer(window.audio))
-            hyp = await self._decode(utt.log_probs(self.vocab), utt.start, final=True)
+            log_probs = await self._infer(utt.audio)  # the whole utterance: the final equals offline
+            hyp = await self._decode(log_probs, utt.start, final=True)
             await self._emit(self._final_message(hyp, utt))
             self.metrics.stream_finals.inc()
         self._utt = Utterance(self.grid, utt.start + utt.samples)

@@ -76,7 +76,8 @@ def test_frames_commit_before_the_end(recognizer: TorchRecognizer) -> None:
     provisional = utt.accept(window, recognizer.infer([window.audio])[0])
     assert utt.committed_frames == grid.stable_frames(16000 * 3) > 0
     assert utt.committed_frames + provisional.shape[0] == 75  # 3 s at 25 frames per second
-    assert utt.audio.shape[0] < 16000 * 3  # audio before the left context is let go
+    assert utt.window().audio.shape[0] < 16000 * 3  # the next window leaves out audio before its left context
+    assert utt.audio.shape[0] == 16000 * 3  # kept for the final pass
 
 
 def test_a_cut_utterance_equals_offline_of_its_part(recognizer: TorchRecognizer) -> None:

@@ -1,14 +1,21 @@
-"""A stream session over a stub engine: a full batch queue postpones steps and fails finals."""
+"""A stream session over a stub engine: a full batch queue postpones steps and fails finals;
+partials run on capped windows while finals equal offline transcription."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+from app.asr.bundle import Bundle, build_model
+from app.asr.configs import default_config
 from app.asr.ctc import GreedyDecoder
+from app.asr.model import receptive_field
+from app.asr.recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.batcher import QueueFull
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
@@ -19,12 +26,13 @@ from tests.streaming_support import ToneFactory, pcm16, spell
 class StubEngine:
     """The parts of the engine a session uses, over the tone model; ``full`` makes the queue full."""
 
-    def __init__(self) -> None:
-        self.recognizer = ToneFactory()(Settings())
+    def __init__(self, recognizer: TorchRecognizer | None = None) -> None:
+        self.recognizer = recognizer or ToneFactory()(Settings())
         self.config = self.recognizer.config
         self.greedy_decoder = GreedyDecoder(self.config.tokens, self.config.blank_id, self.config.frame_seconds)
         self.full = False
         self.calls = 0
+        self.windows: list[int] = []
         self.refused = asyncio.Event()
 
     def decoder(self) -> GreedyDecoder:  # the server's default decoder, used for finals
@@ -38,6 +46,7 @@ class StubEngine:
 
     async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray:
         self.calls += 1
+        self.windows.append(int(audio.shape[0]))
         if self.calls > 50:
             raise RuntimeError("the session retries in a loop")
         if self.full:
@@ -46,12 +55,12 @@ class StubEngine:
         return self.recognizer.infer([audio])[0]
 
 
-def session(engine: StubEngine, sent: list[dict[str, Any]]) -> StreamSession:
+def session(engine: StubEngine, sent: list[dict[str, Any]], **tuning: Any) -> StreamSession:
     async def emit(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    tuning = StreamTuning(partial_interval_s=0.3)
-    return StreamSession(engine, StreamOptions(), emit, Metrics(), tuning)  # type: ignore[arg-type]
+    tuned = StreamTuning(**{"partial_interval_s": 0.3, **tuning})
+    return StreamSession(engine, StreamOptions(), emit, Metrics(), tuned)  # type: ignore[arg-type]
 
 
 def test_a_full_queue_postpones_steps_until_more_audio() -> None:
@@ -86,3 +95,36 @@ def test_a_full_queue_at_the_final_fails_the_session() -> None:
 
     with pytest.raises(QueueFull):
         asyncio.run(scenario())
+
+
+def test_capped_partial_windows_and_a_final_equal_to_offline() -> None:
+    """The default architecture (random weights, a 2.5 s receptive field): partial windows
+    hold 1 s of context each side, and the final still equals offline decoding of the audio."""
+    torch.manual_seed(0)
+    config = default_config("random-en-small")
+    frontend, model = build_model(config)
+    recognizer = TorchRecognizer(Bundle(Path("random"), config, frontend, model.eval()), device="cpu")
+    audio = (0.1 * np.random.default_rng(3).standard_normal(16000 * 9)).astype(np.float32)
+    engine, sent = StubEngine(recognizer), []
+
+    async def scenario() -> None:
+        stream = session(engine, sent, partial_interval_s=0.5, max_context_s=1.0)
+        task = asyncio.create_task(stream.run())
+        for start in range(0, audio.shape[0], 1600):
+            stream.push(pcm16(audio[start : start + 1600]))
+            await asyncio.sleep(0)
+        stream.finish("eof")
+        await task
+
+    asyncio.run(scenario())
+    offline = engine.greedy_decoder.decode(recognizer.infer([pcm16_round_trip(audio)])[0])
+    finals = [m for m in sent if m["type"] == "final"]
+    assert [f["text"] for f in finals] == [offline.text] and offline.text
+    partial_windows, final_window = engine.windows[:-1], engine.windows[-1]
+    radius_s = receptive_field(config.model) * config.frontend.hop_length / 16000
+    assert final_window == audio.shape[0]
+    assert max(partial_windows) < 16000 * (1.0 + 1.0 + 0.5 + 0.2) < 16000 * 2 * radius_s
+
+
+def pcm16_round_trip(audio: np.ndarray) -> np.ndarray:
+    return np.frombuffer(pcm16(audio), dtype="<i2").astype(np.float32) / 32768.0
