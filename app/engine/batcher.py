@@ -7,8 +7,8 @@ waiting items of highest priority, then closest to it in length, while the padde
 within ``max_batch_samples`` and real audio fills at least ``min_fill`` of it (padding is pure
 cost on a CPU, where a batch saves little).
 Each item has its own future; cancelled items are dropped before they cost model time. The
-batch runs through ``run_batch`` (which executes off the event loop); an exception fails only
-that batch's items.
+batch runs through ``run_batch`` (which executes off the event loop), up to ``in_flight``
+batches at once (one per model worker); an exception fails only that batch's items.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 import time
@@ -101,6 +102,7 @@ class Engine:
         self._decoder: GreedyDecoder | None = None
         self.lm: LexiconLM | None = None
         self.error: str | None = None
+        self._layout: WorkerLayout | None = None
 
     @property
     def ready(self) -> bool:
@@ -140,21 +142,27 @@ class Engine:
         return self.recognizer.config
 
     @property
+    def layout(self) -> WorkerLayout:
+        """Model workers, threads per worker and batch size of the loaded model."""
+        if self._layout is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        return self._layout
+
+    @property
     def batcher(self) -> Batcher[np.ndarray]:
         if self._batcher is None:
             raise EngineUnavailable("the model is not loaded yet")
         return self._batcher
-
-    def _workers(self, recognizer: Recognizer) -> int:
-        """Model workers: the layout's, but one for ``torch.compile`` (its compiling is not thread-safe)."""
-        return 1 if getattr(recognizer, "runtime", "") == "compile" else layout_of(self.settings).workers
 
     async def start(self) -> None:
         """Load and warm the model on a worker thread, then start the batcher."""
         started = time.monotonic()
         try:
             recognizer = await asyncio.to_thread(self._factory, self.settings)
-            runner = ModelRunner(recognizer, model_workers=self._workers(recognizer))
+            layout = layout_of(self.settings)
+            if getattr(recognizer, "runtime", "") == "compile":  # its compiling is not thread-safe
+                layout = dataclasses.replace(layout, workers=1)
+            runner = ModelRunner(recognizer, model_workers=layout.workers)
             lm = await asyncio.to_thread(self._load_lm, recognizer)
             if self.settings.warmup:
                 await asyncio.to_thread(runner.warmup, recognizer.config.sample_rate)
@@ -163,7 +171,7 @@ class Engine:
             self.error = str(exc)
             logger.exception("model failed to load from %s", self.settings.model_path)
             raise
-        self.recognizer, self._runner, self.lm = recognizer, runner, lm
+        self.recognizer, self._runner, self.lm, self._layout = recognizer, runner, lm, layout
         config = recognizer.config
         self._decoder = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
         self._batcher = Batcher(
@@ -210,12 +218,12 @@ class Engine:
     def _limits(self, sample_rate: int) -> BatchLimits:
         s = self.settings
         return BatchLimits(
-            max_batch_size=layout_of(s).batch_size,
+            max_batch_size=self.layout.batch_size,
             max_wait_s=s.max_wait_ms / 1000,
             max_batch_samples=int(s.max_batch_audio_seconds * sample_rate),
             max_queue_samples=int(s.max_queue_audio_seconds * sample_rate),
             min_fill=s.min_batch_fill,
-            in_flight=self._runner.model_workers if self._runner else 1,
+            in_flight=self.layout.workers,
         )
 
     def begin_drain(self) -> None:
@@ -263,8 +271,7 @@ class Engine:
         chosen = decoder or self.greedy_decoder
         starts = split_points(audio, rate, self.settings.chunk_seconds)
         bounds = [*starts[1:], audio.shape[0]]
-        layout = layout_of(self.settings)
-        window = max(2, layout.batch_size * layout.workers)
+        window = max(2, self.layout.batch_size * self.layout.workers)
         deadline = time.monotonic() + self.settings.request_timeout_s
         futures: list[asyncio.Future[np.ndarray]] = []
         try:

@@ -27,7 +27,6 @@ class ModelRunner:
 
     def __init__(self, recognizer: Recognizer, decode_threads: int = 1, model_workers: int = 1) -> None:
         self.recognizer = recognizer
-        self.model_workers = model_workers
         self._model = ThreadPoolExecutor(max_workers=model_workers, thread_name_prefix="model")
         self._decode = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
