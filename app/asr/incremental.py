@@ -97,7 +97,7 @@ class Utterance:
         self.start = start
         self.samples = 0  # samples appended so far
         self.committed_frames = 0
-        self._pieces: list[np.ndarray] = []
+        self._buffer = _EMPTY  # the audio in its first ``samples``; grows by doubling
         self._committed: list[np.ndarray] = []
         self._window_end = 0
 
@@ -108,24 +108,26 @@ class Utterance:
 
     @property
     def audio(self) -> np.ndarray:
-        """All the utterance's audio."""
-        if len(self._pieces) > 1:
-            self._pieces = [np.concatenate(self._pieces)]
-        return self._pieces[0] if self._pieces else _EMPTY
+        """All the utterance's audio (a view: appending later does not change it)."""
+        return self._buffer[: self.samples]
 
     def append(self, samples: np.ndarray) -> None:
-        if samples.size:
-            self._pieces.append(samples)
-            self.samples += int(samples.shape[0])
+        end = self.samples + int(samples.shape[0])
+        if end > self._buffer.shape[0]:
+            grown = np.empty(max(end, 2 * self._buffer.shape[0]), dtype=np.float32)
+            grown[: self.samples] = self.audio
+            self._buffer = grown
+        self._buffer[self.samples : end] = samples
+        self.samples = end
 
     def split(self, at: int) -> np.ndarray:
         """End the utterance at utterance sample ``at`` (not before its committed frames); return the rest."""
         if at < self.committed_frames * self.grid.frame_samples:
             raise ValueError(f"cannot cut at sample {at}: frames up to {self.committed_frames} are committed")
-        audio = self.audio
-        self._pieces = [audio[:at]]
+        rest = self._buffer[at : self.samples].copy()
+        self._buffer = self._buffer[:at]  # full: a later append moves to a new buffer, views stay intact
         self.samples = at
-        return audio[at:]
+        return rest
 
     def window(self, final: bool = False) -> Window:
         """The audio from the left context of the first uncommitted frame to the end."""

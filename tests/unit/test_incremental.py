@@ -140,3 +140,20 @@ def test_energy_gate_tracks_speech_and_trailing_silence() -> None:
     assert gate.trailing_silence == 4800  # the unfinished 20 ms frame is not judged yet
     gate.feed(np.zeros(270, np.float32))
     assert gate.trailing_silence == 0
+
+
+def test_utterance_audio_views_survive_appends_and_splits() -> None:
+    grid = FrameGrid(hop=160, n_fft=400, stride=4, radius=8)
+    utt = Utterance(grid)
+    first = np.arange(1000, dtype=np.float32)
+    utt.append(first)
+    before = utt.audio
+    for _ in range(5):
+        utt.append(np.ones(3000, np.float32))
+    np.testing.assert_array_equal(before, first)  # growing copied, the old view is untouched
+    assert utt.samples == 16000 and utt.audio.shape == (16000,)
+    whole = utt.audio
+    rest = utt.split(6000)
+    utt.append(np.full(500, 7.0, np.float32))
+    np.testing.assert_array_equal(whole[6000:7000], 1.0)  # the split-off audio was not overwritten
+    assert rest.shape == (10000,) and utt.samples == 6500 and utt.audio[-1] == 7.0
