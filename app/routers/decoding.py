@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.asr.beam import MAX_ALTERNATIVES, MAX_BEAM_SIZE, MAX_HOTWORDS, parse_hotwords
 from app.engine.engine import Decoder, Engine
 from app.errors import InvalidParameter
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_HOTWORD_BOOST = 8.0
 """Log-score added per hotword word when a hotword names no boost of its own."""
@@ -39,14 +41,19 @@ class DecodeParams(BaseModel):
     word_timestamps: bool = Field(True, description="Include words with their times and confidences.")
 
 
-def validate_params(values: dict[str, object]) -> DecodeParams:
-    """Validate decoding options; a bad one raises :class:`InvalidParameter` (422) naming it."""
+def validated(model: type[M], values: dict[str, Any]) -> M:
+    """``values`` as ``model``; the first bad field raises :class:`InvalidParameter` (422) naming it."""
     try:
-        return DecodeParams.model_validate(values)
+        return model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         param = str(first["loc"][0]) if first.get("loc") else None
         raise InvalidParameter(f"{param}: {first['msg']}", param=param) from None
+
+
+def validate_params(values: dict[str, object]) -> DecodeParams:
+    """Validate decoding options; a bad one raises :class:`InvalidParameter` (422) naming it."""
+    return validated(DecodeParams, values)
 
 
 def with_form_fields(params: DecodeParams, items: list[tuple[str, str]]) -> DecodeParams:

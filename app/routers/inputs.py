@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from fastapi import Request
@@ -15,18 +16,19 @@ from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 PCM_TYPES = {"audio/pcm": "s16le", "audio/l16": "s16le", "audio/x-raw": "s16le", "audio/pcm-f32le": "f32le"}
 
+
+def multipart_openapi(fields: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI description of a multipart upload: the audio ``file``, then ``fields``."""
+    file = {"type": "string", "format": "binary", "description": "The audio file."}
+    return {"schema": {"type": "object", "required": ["file"], "properties": {"file": file, **fields}}}
+
+
 # The OpenAPI description of the request body: a multipart upload or raw audio bytes.
 AUDIO_BODY_OPENAPI = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary", "description": "The audio file."}},
-                }
-            },
+            "multipart/form-data": multipart_openapi({}),
             "audio/*": {"schema": {"type": "string", "format": "binary"}},
             "audio/pcm": {
                 "schema": {"type": "string", "format": "binary"},

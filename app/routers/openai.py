@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.asr.ctc import Hypothesis
 from app.asr.subtitles import Segment, segment_words, to_srt, to_vtt
@@ -18,9 +18,9 @@ from app.config import Settings
 from app.dependencies import get_engine, get_settings
 from app.engine.engine import Engine, RequestTimeout
 from app.errors import DeadlineExceeded, InvalidParameter, InvalidRequest, ServiceError
-from app.routers.decoding import DecodeParams, choose_decoder, with_form_fields
+from app.routers.decoding import DecodeParams, choose_decoder, validated, with_form_fields
 from app.routers.disconnect import unless_disconnected
-from app.routers.inputs import decode_upload, read_upload
+from app.routers.inputs import decode_upload, multipart_openapi, read_upload
 from app.routers.transcribe import ERRORS
 
 logger = logging.getLogger(__name__)
@@ -34,23 +34,18 @@ OPENAI_BODY_OPENAPI = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary", "description": "The audio file."},
-                        "model": {"type": "string", "description": "The served model's id (or `whisper-1`)."},
-                        "language": {"type": "string", "description": "`en` (the only language served)."},
-                        "prompt": {"type": "string", "description": "Accepted; not used."},
-                        "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
-                        "temperature": {"type": "number", "description": "Accepted (0-1); decoding is deterministic."},
-                        "timestamp_granularities[]": {"type": "array", "items": {"enum": ["word", "segment"]}},
-                        "stream": {"type": "boolean", "description": "Server-sent `transcript.text.*` events."},
-                        "hotwords": {"type": "string", "description": "As for /transcribe: `phrase[:boost]`."},
-                    },
+            "multipart/form-data": multipart_openapi(
+                {
+                    "model": {"type": "string", "description": "The served model's id (or `whisper-1`)."},
+                    "language": {"type": "string", "description": "`en` (the only language served)."},
+                    "prompt": {"type": "string", "description": "Accepted; not used."},
+                    "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+                    "temperature": {"type": "number", "description": "Accepted (0-1); decoding is deterministic."},
+                    "timestamp_granularities[]": {"type": "array", "items": {"enum": ["word", "segment"]}},
+                    "stream": {"type": "boolean", "description": "Server-sent `transcript.text.*` events."},
+                    "hotwords": {"type": "string", "description": "As for /transcribe: `phrase[:boost]`."},
                 }
-            }
+            )
         },
     }
 }
@@ -76,12 +71,7 @@ def parse_form(items: list[tuple[str, str]]) -> OpenAIForm:
     """Validate the OpenAI fields (repeated ``timestamp_granularities[]`` are collected)."""
     values: dict[str, Any] = {k: v for k, v in items if k != "timestamp_granularities[]"}
     values["timestamp_granularities[]"] = [v for k, v in items if k in ("timestamp_granularities[]",)]
-    try:
-        return OpenAIForm.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = str(first["loc"][0]) if first.get("loc") else None
-        raise InvalidParameter(f"{param}: {first['msg']}", param=param) from None
+    return validated(OpenAIForm, values)
 
 
 def _check(form: OpenAIForm, served: str) -> None:
