@@ -34,7 +34,7 @@ import torch
 
 from app.asr.audio import decode_audio
 from app.asr.recognizer import Recognizer
-from bench import recognizers, workload
+from bench import recognizers, report, workload
 
 
 @dataclass(frozen=True)
@@ -208,11 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.serve:
         serve(ceiling, about, args.batch_sizes, args.seconds)
         return
-    text = json.dumps({**about, **ceiling.best(args.batch_sizes, args.seconds)}, indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    report.print_json({**about, **ceiling.best(args.batch_sizes, args.seconds)}, args.json)
 
 
 if __name__ == "__main__":

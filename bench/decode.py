@@ -136,14 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds, pooled")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args(argv)
-    machine = report.machine()
-    result = {**measure(args), "machine": machine}
-    command = report.command_line("bench.decode")
-    path = report.write_json("decode", {**result, "command": command})
-    text = markdown(result, command, path.relative_to(report.ROOT), machine)
-    print(text)
-    if not args.no_docs:
-        report.update_section("decode", text)
+    result = {**measure(args), "machine": report.machine()}
+    report.publish("bench.decode", "decode", result, markdown, docs=not args.no_docs)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from bench import workload
+from bench import report, workload
 from bench.stats import RequestRecord, summarize_windows
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -253,11 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         run = asyncio.run(closed_loop(url, items, args.closed, args.warmup, args.duration, args.timeout, args.seed))
     else:
         run = asyncio.run(open_loop(url, items, args.rate, args.warmup, args.duration, args.timeout, args.seed))
-    text = json.dumps(run.report(), indent=1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    report.print_json(run.report(), args.json)
 
 
 if __name__ == "__main__":

@@ -237,14 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
     args = parser.parse_args(argv)
     SETTINGS.update(setting.split("=", 1) for setting in args.setting)
-    machine = report.machine()
-    result = {**measure(args), "machine": machine}
-    command = report.command_line("bench.long_audio")
-    path = report.write_json("long-audio", {**result, "command": command})
-    text = markdown(result, command, path.relative_to(report.ROOT), machine)
-    print(text)
-    if not args.no_docs:
-        report.update_section("long-audio", text)
+    result = {**measure(args), "machine": report.machine()}
+    report.publish("bench.long_audio", "long-audio", result, markdown, docs=not args.no_docs)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import re
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,29 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}-{stamp()}.json"
     path.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return path
+
+
+Render = Callable[[dict[str, Any], str, Path, dict[str, Any]], str]
+
+
+def publish(module: str, name: str, result: dict[str, Any], render: Render, docs: bool) -> None:
+    """Keep a run of ``python -m module``: its JSON, then its markdown printed and, with ``docs``,
+    written to the ``name`` section. ``render(result, command, json_path, machine)`` makes the markdown."""
+    command = command_line(module)
+    path = write_json(name, {**result, "command": command})
+    text = render(result, command, path.relative_to(ROOT), result["machine"])
+    print(text)
+    if docs:
+        update_section(name, text)
+
+
+def print_json(data: dict[str, Any], path: Path | None) -> None:
+    """Print ``data`` as JSON, and write it to ``path`` too when one is given."""
+    text = json.dumps(data, indent=1)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    print(text)
 
 
 def update_section(name: str, body: str, path: Path = DOCS) -> None:
