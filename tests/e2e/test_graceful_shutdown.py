@@ -117,6 +117,7 @@ def test_sigterm_finishes_a_stream_and_queued_requests_and_exits_0(bundle: Path,
     settings = {
         "ASR_RUNTIME": "torch",
         "ASR_MAX_BATCH_SIZE": "1",
+        "ASR_MODEL_WORKERS": "1",  # one batch at a time: the others wait in the queue
         "ASR_NUM_THREADS": "1",
         "ASR_CHUNK_SECONDS": "60",
         "ASR_SHUTDOWN_GRACE_S": f"{GRACE_S:g}",
