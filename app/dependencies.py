@@ -1,4 +1,7 @@
-"""FastAPI dependencies: the settings and the engine of the running app."""
+"""FastAPI dependencies: the settings and the engine of the running app.
+
+They are coroutines so FastAPI calls them on the event loop, not on its thread pool.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,11 @@ from app.config import Settings
 from app.engine.engine import Engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     engine: Engine = request.app.state.engine
     return engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 from dataclasses import dataclass
 
 import av
@@ -86,6 +87,10 @@ def decode_audio(data: bytes, target_rate: int, max_seconds: float | None = None
     """
     if not data:
         raise EmptyAudioError("the request body is empty")
+    wav = pcm_wav_format(data)
+    if wav is not None:
+        fmt, start, end = wav
+        return decode_pcm(memoryview(data)[start:end], fmt, target_rate, max_seconds)
     fast = _decode_with_libsndfile(data, target_rate, max_seconds)
     if fast is not None:
         return fast
@@ -103,6 +108,42 @@ def decode_audio(data: bytes, target_rate: int, max_seconds: float | None = None
         if not container.streams.audio:
             raise UnsupportedFormatError("the file holds no audio stream")
         return _decode_stream(container, target_rate, max_seconds)
+
+
+_WAVE_FORMAT_PCM = 1
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_PCM_SUBFORMAT = b"\x01\x00\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+
+
+def pcm_wav_format(data: bytes) -> tuple[PcmFormat, int, int] | None:
+    """The format and byte range of a plain 16-bit PCM WAV file's samples, read from its header.
+
+    Such files (the most common upload) need no decoder: their samples are the bytes. Anything
+    else (other sample formats, RF64, a truncated or odd header) gives None and goes to a decoder.
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    offset, fmt = 12, None
+    while offset + 8 <= len(data):
+        chunk_id, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        body = offset + 8
+        if chunk_id == b"fmt ":
+            if size < 16 or body + size > len(data):
+                return None
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
+            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40 and data[body + 24 : body + 40] == _PCM_SUBFORMAT:
+                tag = _WAVE_FORMAT_PCM
+            if tag != _WAVE_FORMAT_PCM or bits != 16 or channels < 1 or not 1000 <= rate <= 384000:
+                return None
+            fmt = PcmFormat(sample_rate=rate, encoding="s16le", channels=channels)
+        elif chunk_id == b"data":
+            frame_bytes = 2 * fmt.channels if fmt is not None else 0
+            end = min(body + size, len(data))  # a streamed WAV may state a size it does not hold
+            if fmt is None or end - body < frame_bytes:
+                return None
+            return fmt, body, end - (end - body) % frame_bytes
+        offset = body + size + (size & 1)  # chunks are padded to even sizes
+    return None
 
 
 def _decode_with_libsndfile(data: bytes, target_rate: int, max_seconds: float | None) -> np.ndarray | None:
@@ -161,7 +202,9 @@ def _append(
     return total
 
 
-def decode_pcm(data: bytes, fmt: PcmFormat, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
+def decode_pcm(
+    data: bytes | memoryview, fmt: PcmFormat, target_rate: int, max_seconds: float | None = None
+) -> np.ndarray:
     """Decode raw interleaved PCM (``s16le`` or ``f32le``) to mono float32 at ``target_rate``."""
     if not data:
         raise EmptyAudioError("the request body is empty")
@@ -177,10 +220,11 @@ def decode_pcm(data: bytes, fmt: PcmFormat, target_rate: int, max_seconds: float
     if max_seconds is not None and frames > max_seconds * fmt.sample_rate:
         raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
     if fmt.encoding == "s16le":
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        samples = np.frombuffer(data, dtype="<i2").astype(np.float32)
+        samples *= 1 / 32768
     else:
         samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-    mono = samples.reshape(frames, fmt.channels).mean(axis=1)
+    mono = samples if fmt.channels == 1 else samples.reshape(frames, fmt.channels).mean(axis=1)
     return resample(mono, fmt.sample_rate, target_rate)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,9 +11,13 @@ import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from app.asr.audio import PcmFormat, decode_audio, decode_pcm
+from app.asr.audio import PcmFormat, decode_audio, decode_pcm, pcm_wav_format
 from app.config import Settings
 from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+INLINE_PCM_BYTES = 2 << 20
+"""Plain PCM at the model's rate up to this size (about a minute of 16 kHz mono) is converted on
+the event loop: that is a copy, cheaper than handing it to a worker thread."""
 
 PCM_TYPES = {"audio/pcm": "s16le", "audio/l16": "s16le", "audio/x-raw": "s16le", "audio/pcm-f32le": "f32le"}
 
@@ -76,10 +81,24 @@ async def read_upload(request: Request, settings: Settings, sample_rate: int | N
 
 
 async def decode_upload(upload: AudioUpload, target_rate: int, settings: Settings) -> np.ndarray:
-    """Decode on a worker thread (large files must not stall the event loop)."""
+    """Decode on a worker thread (large or compressed files must not stall the event loop);
+    short plain PCM at the model's rate is converted in place."""
+    limit = settings.max_audio_seconds
     if upload.pcm is not None:
-        return await asyncio.to_thread(decode_pcm, upload.data, upload.pcm, target_rate, settings.max_audio_seconds)
-    return await asyncio.to_thread(decode_audio, upload.data, target_rate, settings.max_audio_seconds)
+        decode = functools.partial(decode_pcm, upload.data, upload.pcm, target_rate, limit)
+    else:
+        decode = functools.partial(decode_audio, upload.data, target_rate, limit)
+    if _is_short_plain_pcm(upload, target_rate):
+        return decode()
+    return await asyncio.to_thread(decode)
+
+
+def _is_short_plain_pcm(upload: AudioUpload, target_rate: int) -> bool:
+    if len(upload.data) > INLINE_PCM_BYTES:
+        return False
+    wav = pcm_wav_format(upload.data) if upload.pcm is None else None
+    fmt = upload.pcm or (wav[0] if wav is not None else None)
+    return fmt is not None and fmt.sample_rate == target_rate
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import struct
+
 import numpy as np
 import pytest
+import soundfile as sf
 
 from app.asr import audio
 from app.asr.segment import split_points
@@ -17,6 +21,43 @@ def test_decodes_to_mono_16k_with_level_kept(fmt: str) -> None:
     assert samples.dtype == np.float32 and samples.ndim == 1
     assert abs(samples.shape[0] - 16000) < 1200  # codec priming/padding
     assert 0.25 < np.abs(samples).max() < 0.36  # 0.3 sine, averaged not summed across channels
+
+
+def _sf_wav(wave: np.ndarray, rate: int, subtype: str) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("channels,rate", [(1, 16000), (2, 44100), (3, 16000)])  # 3: WAVE_FORMAT_EXTENSIBLE
+def test_pcm_wav_is_read_from_its_header_exactly_as_libsndfile_reads_it(channels: int, rate: int) -> None:
+    wave = np.random.default_rng(0).uniform(-0.5, 0.5, (rate // 2, channels)).astype(np.float32)
+    data = _sf_wav(wave, rate, "PCM_16")
+    found = audio.pcm_wav_format(data)
+    assert found is not None and found[0] == audio.PcmFormat(rate, "s16le", channels)
+    with sf.SoundFile(io.BytesIO(data)) as source:
+        expected = audio.resample(source.read(dtype="float32", always_2d=True).mean(axis=1), rate, 16000)
+    assert np.allclose(audio.decode_audio(data, 16000), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("subtype", ["FLOAT", "PCM_U8", "PCM_24"])
+def test_other_wav_sample_formats_go_to_a_decoder(subtype: str) -> None:
+    data = _sf_wav(tone(0.5), 16000, subtype)
+    assert audio.pcm_wav_format(data) is None
+    assert audio.decode_audio(data, 16000).shape == (8000,)
+
+
+def test_pcm_wav_header_walk_skips_padded_chunks_and_clips_an_overstated_size() -> None:
+    data = wav_bytes(tone(0.5))
+    fmt_end = 12 + 8 + struct.unpack_from("<I", data, 16)[0]
+    odd = b"LIST" + struct.pack("<I", 3) + b"abc" + b"\x00"  # 3 bytes, padded to 4
+    streamed = bytearray(data[:fmt_end] + odd + data[fmt_end:])
+    struct.pack_into("<I", streamed, fmt_end + len(odd) + 4, 0xFFFFFFFF)  # "until the end", as streamers write
+    found = audio.pcm_wav_format(bytes(streamed))
+    assert found is not None
+    _, start, end = found
+    assert (start, end) == (fmt_end + len(odd) + 8, len(streamed))
+    assert np.array_equal(audio.decode_audio(bytes(streamed), 16000), audio.decode_audio(data, 16000))
 
 
 def test_pcm_s16le_and_f32le_resampled() -> None:
