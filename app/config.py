@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         0, ge=0, description="Most utterances in one model batch; 0: 4 on CPU, 64 on GPU (see docs/benchmarks.md)."
     )
+    batch_execution: Literal["auto", "padded", "per_item"] = Field(
+        "auto",
+        description="How the model runs a batch: as one zero-padded tensor, or item by item at each item's own "
+        "length; auto is per_item on CPU (no padding: measured faster) and padded on GPU (see docs/benchmarks.md).",
+    )
     max_wait_ms: float = Field(5.0, ge=0, description="How long the first item of a batch waits for company.")
     model_workers: int = Field(
         0,
@@ -61,10 +66,13 @@ class Settings(BaseSettings):
         "one on GPU (see docs/benchmarks.md).",
     )
     max_batch_audio_seconds: float = Field(
-        240.0, gt=0, description="Padded audio seconds per batch (batch size x longest item)."
+        240.0, gt=0, description="Padded audio seconds per batch (batch size x longest item; padded batches only)."
     )
     min_batch_fill: float = Field(
-        0.8, ge=0, le=1, description="Least share of real (unpadded) audio in a batch; dissimilar lengths wait."
+        0.8,
+        ge=0,
+        le=1,
+        description="Least share of real (unpadded) audio in a batch; dissimilar lengths wait (padded batches only).",
     )
     max_queue_audio_seconds: float = Field(
         3600.0, gt=0, description="Audio seconds allowed to wait in the queue before answering 429."

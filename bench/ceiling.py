@@ -4,7 +4,9 @@ Clips are sorted by length and cut into batches within the server's limits (most
 batch, padded audio seconds per batch), so batches are as full and as little padded as they
 can be. Several batch sizes and worker layouts are timed and the fastest is the ceiling: on a
 CPU, one utterance at a time could beat large padded batches, and one single-threaded worker per
-core could beat one worker whose operators use every core. Each timed batch computes features,
+core could beat one worker whose operators use every core. A batch runs as the server runs it
+(``--batch-execution``, as ``ASR_BATCH_EXECUTION``: one padded tensor, or on a CPU by default
+item by item at each item's length). Each timed batch computes features,
 runs the network and greedy-decodes every row; HTTP, container decoding and scheduling are left
 out. That is the most this machine can serve.
 
@@ -15,6 +17,7 @@ timing (the server has seen every shape of the workload after its first minute t
 
     python -m bench.ceiling --json bench/results/ceiling.json
     python -m bench.ceiling --serve     # load once; measure on each "measure" line of stdin (JSON out)
+    python -m bench.ceiling --batch-execution padded --batch-sizes 1 4   # padded batches instead
 """
 
 from __future__ import annotations
@@ -165,11 +168,15 @@ class Ceiling:
         }
 
 
-def load(model: Path, runtime: str, precision: str, max_batch_seconds: float) -> tuple[Ceiling, dict[str, Any]]:
+def load(
+    model: Path, runtime: str, precision: str, max_batch_seconds: float, batch_execution: str = "auto"
+) -> tuple[Ceiling, dict[str, Any]]:
     """A recognizer per worker layout and the decoded workload, plus what describes them in the results."""
     clips = workload.load()
     by_layout = {
-        layout: recognizers.make_recognizer(model, runtime, precision, num_threads=layout.threads)
+        layout: recognizers.make_recognizer(
+            model, runtime, precision, num_threads=layout.threads, batch_execution=batch_execution
+        )
         for layout in layouts(os.cpu_count() or 1)
     }
     first = next(iter(by_layout.values()))
@@ -199,12 +206,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default="auto")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="the fastest one counts")
+    parser.add_argument(
+        "--batch-execution", default="auto", choices=["auto", "padded", "per_item"], help="as ASR_BATCH_EXECUTION"
+    )
     parser.add_argument("--max-batch-audio-seconds", type=float, default=240.0, help="as ASR_MAX_BATCH_AUDIO_SECONDS")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per batch size")
     parser.add_argument("--serve", action="store_true", help="measure on each line of stdin")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    ceiling, about = load(args.model, args.runtime, args.precision, args.max_batch_audio_seconds)
+    ceiling, about = load(args.model, args.runtime, args.precision, args.max_batch_audio_seconds, args.batch_execution)
     if args.serve:
         serve(ceiling, about, args.batch_sizes, args.seconds)
         return

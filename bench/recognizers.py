@@ -15,11 +15,23 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "en-small"
 
 
 def make_recognizer(
-    model: Path, runtime: str = "auto", precision: str = "auto", device: str = "cpu", num_threads: int = 0
+    model: Path,
+    runtime: str = "auto",
+    precision: str = "auto",
+    device: str = "cpu",
+    num_threads: int = 0,
+    batch_execution: str = "auto",
 ) -> Recognizer:
     """The bundle at ``model`` behind the runtime and precision the server would use for these names."""
     bundle = load_bundle(model)
-    return build_recognizer(bundle, runtime=runtime, device=device, precision=precision, num_threads=num_threads)
+    return build_recognizer(
+        bundle,
+        runtime=runtime,
+        device=device,
+        precision=precision,
+        num_threads=num_threads,
+        batch_execution=batch_execution,
+    )
 
 
 def describe(recognizer: Recognizer) -> dict[str, Any]:
@@ -29,6 +41,7 @@ def describe(recognizer: Recognizer) -> dict[str, Any]:
         "runtime": getattr(recognizer, "runtime", "torch"),
         "precision": recognizer.precision,
         "device": recognizer.device,
+        "batches": "padded" if getattr(recognizer, "pads_batches", True) else "per item",
         "parameters": recognizer.num_parameters(),
     }
 

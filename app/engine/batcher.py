@@ -5,7 +5,8 @@ consumer task forms a batch as soon as ``max_batch_size`` items wait or the olde
 waited ``max_wait_s``; it starts from the oldest item of the highest priority and adds the
 waiting items of highest priority, then closest to it in length, while the padded size stays
 within ``max_batch_samples`` and real audio fills at least ``min_fill`` of it (padding is pure
-cost on a CPU, where a batch saves little).
+cost on a CPU, where a batch saves little). When the model runs a batch's items one by one
+(``padded`` false, the CPU default), lengths do not matter: the oldest items go together.
 Each item has its own future; cancelled items are dropped before they cost model time. The
 batch runs through ``run_batch`` (which executes off the event loop), up to ``in_flight``
 batches at once (one per model worker); an exception fails only that batch's items.
@@ -60,6 +61,7 @@ class BatchLimits:
     max_queue_samples: int = 3600 * 16000
     min_fill: float = 0.0  # least real/padded audio a batch may have; items that would lower it wait
     in_flight: int = 1  # batches running at once (one per model worker)
+    padded: bool = True  # False: the model runs items one by one, so lengths need not match
 
 
 class Batcher(Generic[R]):
@@ -188,13 +190,16 @@ class Batcher(Generic[R]):
             (item for item in live if item is not first),
             key=lambda item: (-item.priority, abs(item.samples - first.samples)),
         )
+        if not self.limits.padded:  # lengths cost nothing: the oldest of the most urgent go first
+            others = sorted((item for item in live if item is not first), key=lambda item: -item.priority)
         batch = [first]
         longest, real = first.samples, first.samples
         for item in others:
             if len(batch) >= self.limits.max_batch_size:
                 break
             padded = max(longest, item.samples) * (len(batch) + 1)
-            if padded > self.limits.max_batch_samples or (real + item.samples) < self.limits.min_fill * padded:
+            too_padded = padded > self.limits.max_batch_samples or (real + item.samples) < self.limits.min_fill * padded
+            if self.limits.padded and too_padded:
                 continue
             batch.append(item)
             longest, real = max(longest, item.samples), real + item.samples
@@ -230,7 +235,8 @@ class Batcher(Generic[R]):
         for item in batch:
             m.queue_wait.observe(started - item.enqueued)
         m.batch_size.observe(len(batch))
-        m.batch_fill.observe(audio_samples / (max(item.samples for item in batch) * len(batch)))
+        padded_samples = max(item.samples for item in batch) * len(batch) if self.limits.padded else audio_samples
+        m.batch_fill.observe(audio_samples / padded_samples)
         m.inference_duration.observe(elapsed)
         m.real_time_factor.observe(elapsed / max(audio_seconds, 1e-9))
         m.audio_processed.inc(audio_seconds)

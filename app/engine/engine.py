@@ -70,7 +70,15 @@ def load_recognizer(settings: Settings) -> Recognizer:
     threads = layout_of(settings).threads
     torch.set_num_threads(threads)
     bundle = load_bundle(settings.model_path)
-    return build_recognizer(bundle, settings.runtime, settings.device, settings.precision, threads, settings.spin_wait)
+    return build_recognizer(
+        bundle,
+        settings.runtime,
+        settings.device,
+        settings.precision,
+        threads,
+        settings.spin_wait,
+        settings.batch_execution,
+    )
 
 
 def layout_of(settings: Settings) -> WorkerLayout:
@@ -224,6 +232,7 @@ class Engine:
             max_queue_samples=int(s.max_queue_audio_seconds * sample_rate),
             min_fill=s.min_batch_fill,
             in_flight=self.layout.workers,
+            padded=getattr(self.recognizer, "pads_batches", True),
         )
 
     def begin_drain(self) -> None:

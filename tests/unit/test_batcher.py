@@ -147,6 +147,19 @@ def test_min_fill_keeps_dissimilar_lengths_apart() -> None:
     run(main())
 
 
+def test_unpadded_batches_take_the_oldest_items_whatever_their_lengths() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        limits = BatchLimits(max_batch_size=3, max_wait_s=0.05, min_fill=0.8, max_batch_samples=150, padded=False)
+        batcher = Batcher(rec, limits, sample_rate=100)
+        batcher.start()
+        await asyncio.gather(*(batcher.submit(audio(n)) for n in (100, 30, 95, 28, 90)))
+        assert rec.batches == [[100, 30, 95], [28, 90]]  # arrival order; fill and padded budget do not apply
+        await batcher.stop()
+
+    run(main())
+
+
 class Overlap:
     """Runs batches that wait to be released, and records how many ran at once."""
 

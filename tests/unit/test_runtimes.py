@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.asr.bundle import Bundle, load_bundle
-from app.asr.recognizer import build_recognizer, resolve_runtime
+from app.asr.recognizer import build_recognizer, resolve_batch_execution, resolve_runtime
 from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8
 from tests.support import make_random_bundle
 
@@ -68,6 +68,23 @@ def test_build_recognizer_runtimes_give_the_same_frames(bundle: Bundle, runtime:
     agree = (reference[0, :25].argmax(-1).numpy() == out[0].argmax(-1)).mean()
     assert agree > (0.95 if precision == "int8" else 0.999)
     assert recognizer.runtime == ("onnx" if runtime == "auto" else runtime)
+
+
+def test_per_item_batches_give_the_padded_batches_frames(bundle: Bundle) -> None:
+    waves = [np.random.default_rng(i).standard_normal(8000 * (i + 1)).astype(np.float32) * 0.1 for i in range(3)]
+    padded = build_recognizer(bundle, runtime="onnx", device="cpu", batch_execution="padded")
+    per_item = build_recognizer(bundle, runtime="onnx", device="cpu", batch_execution="per_item")
+    assert padded.pads_batches and not per_item.pads_batches
+    for a, b in zip(padded.infer(waves), per_item.infer(waves), strict=True):
+        assert a.shape == b.shape
+        assert np.allclose(a, b, atol=1e-3)
+
+
+def test_batch_execution_choices() -> None:
+    assert resolve_batch_execution("auto", "cpu") is False
+    assert resolve_batch_execution("auto", "cuda") is True
+    assert resolve_batch_execution("padded", "cpu") is True
+    assert resolve_batch_execution("per_item", "cuda") is False
 
 
 def test_runtime_choices_are_checked() -> None:
