@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 import soundfile as sf
 
 from bench import report, workload
+from bench.http_client import Client, HttpError, client, multipart_body
 from bench.stats import RequestRecord, summarize_windows
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -34,20 +34,24 @@ TIMEOUT_S = 300.0  # client deadline per request; servers' own deadlines are sho
 
 @dataclass(frozen=True)
 class Payload:
-    """One clip, ready to upload: a WAV file as multipart, or raw PCM as the body (``raw_type``)."""
+    """One clip, ready to upload: its request body (built once) and Content-Type."""
 
     name: str
-    data: bytes
+    body: bytes
+    content_type: str
     seconds: float
-    raw_type: str | None = None
 
 
 def payloads(clips: workload.Workload, body: str = "wav") -> list[Payload]:
     """The workload as uploads: ``wav`` (multipart WAV files) or ``pcm`` (raw 16-bit PCM bodies)."""
     if body == "pcm":
         pcm_type = f"audio/pcm;rate={workload.RATE}"
-        return [Payload(c.file, _pcm(clips.path(c)), c.seconds, pcm_type) for c in clips.clips]
-    return [Payload(c.file, clips.path(c).read_bytes(), c.seconds) for c in clips.clips]
+        return [Payload(c.file, _pcm(clips.path(c)), pcm_type, c.seconds) for c in clips.clips]
+    uploads = []
+    for clip in clips.clips:
+        data, content_type = multipart_body("file", clip.file, clips.path(clip).read_bytes(), "audio/wav")
+        uploads.append(Payload(clip.file, data, content_type, clip.seconds))
+    return uploads
 
 
 def _pcm(path: Path) -> bytes:
@@ -69,20 +73,17 @@ def check_loopback(url: str) -> None:
         raise SystemExit(f"bench.load only drives servers on a loopback address, not {host!r}")
 
 
-async def send(client: httpx.AsyncClient, url: str, payload: Payload) -> tuple[int | None, str | None]:
+async def send(pool: Client, url: str, payload: Payload) -> tuple[int | None, str | None]:
     """POST one clip; (status, None) on a response, (None, error name) on a client-side failure."""
     try:
-        if payload.raw_type is not None:
-            response = await client.post(url, content=payload.data, headers={"content-type": payload.raw_type})
-        else:
-            response = await client.post(url, files={"file": (payload.name, payload.data, "audio/wav")})
-    except httpx.TimeoutException:
+        response = await pool.post(url, payload.body, payload.content_type)
+    except TimeoutError:
         return None, "timeout"
-    except httpx.TransportError as exc:
+    except (OSError, HttpError, asyncio.IncompleteReadError, ValueError) as exc:
         return None, type(exc).__name__
-    if response.status_code == 200 and b'"text"' not in response.content:
+    if response.status == 200 and b'"text"' not in response.body:
         return None, "bad_body"
-    return response.status_code, None
+    return response.status, None
 
 
 @dataclass
@@ -116,11 +117,6 @@ def pooled_report(runs: list[Run]) -> dict[str, object]:
     }
 
 
-def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(timeout=timeout_s, limits=limits)
-
-
 async def _finish(tasks: set[asyncio.Task[None]], drain_s: float) -> int:
     """Let in-flight requests finish (so the server is idle afterwards) for up to ``drain_s``,
     then cancel the rest; returns how many were still in flight when the window closed."""
@@ -151,16 +147,16 @@ async def closed_loop(
     window = (started + warmup_s, started + warmup_s + duration_s)
     sent = 0
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(pool: Client) -> None:
         nonlocal sent
         while (due := time.perf_counter()) < window[1]:
             payload = next(sequence)
             sent += 1
-            status, error = await send(client, url, payload)
+            status, error = await send(pool, url, payload)
             records.append(RequestRecord(due, time.perf_counter(), payload.seconds, status, error))
 
-    async with _client(concurrency, timeout_s) as client:
-        tasks = {asyncio.create_task(worker(client)) for _ in range(concurrency)}
+    async with client(url, concurrency, timeout_s) as pool:
+        tasks = {asyncio.create_task(worker(pool)) for _ in range(concurrency)}
         cpu = await _cpu_over(window)
         incomplete = await _finish(tasks, drain_s)
     meta = {"mode": "closed", "concurrency": concurrency, "warmup_s": warmup_s}
@@ -188,11 +184,11 @@ async def open_loop(
     tasks: set[asyncio.Task[None]] = set()
     sent = 0
 
-    async def one(client: httpx.AsyncClient, due: float, payload: Payload) -> None:
-        status, error = await send(client, url, payload)
+    async def one(pool: Client, due: float, payload: Payload) -> None:
+        status, error = await send(pool, url, payload)
         records.append(RequestRecord(due, time.perf_counter(), payload.seconds, status, error))
 
-    async with _client(max_outstanding, timeout_s) as client:
+    async with client(url, max_outstanding, timeout_s) as pool:
         cpu_task = asyncio.create_task(_cpu_over(window))
         due = started
         while (due := due + float(rng.exponential(1 / rate))) < window[1]:
@@ -202,7 +198,7 @@ async def open_loop(
                 records.append(RequestRecord(due, due, payload.seconds, None, "client_shed"))
                 continue
             sent += 1
-            task = asyncio.create_task(one(client, due, payload))
+            task = asyncio.create_task(one(pool, due, payload))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         cpu = await cpu_task
