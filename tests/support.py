@@ -69,8 +69,9 @@ class FakeAcousticModel(nn.Module):
 class FakeFactory:
     """A recognizer factory for ``create_app`` that serves the fake model."""
 
-    def __init__(self, load_delay_s: float = 0.0) -> None:
+    def __init__(self, load_delay_s: float = 0.0, pads_batches: bool = True) -> None:
         self.config = default_config("fake-model")
+        self.pads_batches = pads_batches
         self.model = FakeAcousticModel(self.config)
         self.load_delay_s = load_delay_s
         self.release = threading.Event()
@@ -80,7 +81,7 @@ class FakeFactory:
     def __call__(self, settings: Settings) -> TorchRecognizer:
         self.release.wait(self.load_delay_s or None)
         bundle = Bundle(Path("fake"), self.config, LogMelFrontend(self.config.frontend), self.model)  # type: ignore[arg-type]
-        return TorchRecognizer(bundle, device="cpu", precision="fp32")
+        return TorchRecognizer(bundle, device="cpu", precision="fp32", pads_batches=self.pads_batches)
 
 
 def tone(seconds: float = 2.0, rate: int = RATE, freq: float = 220.0, channels: int = 1) -> np.ndarray:

@@ -9,7 +9,8 @@ cost on a CPU, where a batch saves little). When the model runs a batch's items 
 (``padded`` false, the CPU default), lengths do not matter: the oldest items go together.
 Each item has its own future; cancelled items are dropped before they cost model time. The
 batch runs through ``run_batch`` (which executes off the event loop), up to ``in_flight``
-batches at once (one per model worker); an exception fails only that batch's items.
+batches at once (one per model worker, plus one waiting for a worker when batches run item by
+item); an exception fails only that batch's items.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class BatchLimits:
     max_batch_samples: int = 240 * 16000
     max_queue_samples: int = 3600 * 16000
     min_fill: float = 0.0  # least real/padded audio a batch may have; items that would lower it wait
-    in_flight: int = 1  # batches running at once (one per model worker)
+    in_flight: int = 1  # batches handed to ``run_batch`` at once (one per model worker, or one more)
     padded: bool = True  # False: the model runs items one by one, so lengths need not match
 
 

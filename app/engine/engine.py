@@ -224,15 +224,20 @@ class Engine:
         return BeamDecoder(self.lm, options or self.lm.defaults, config.frame_seconds)
 
     def _limits(self, sample_rate: int) -> BatchLimits:
+        """The batcher's limits. Batches run item by item (CPU) get one batch handed over ahead of
+        the workers, so a worker that finishes starts the next at once instead of waiting for the
+        event loop (about 4% more served audio here, docs/benchmarks.md); padded batches (GPU) are
+        not formed early, as an early batch is a smaller one."""
         s = self.settings
+        padded = getattr(self.recognizer, "pads_batches", True)
         return BatchLimits(
             max_batch_size=self.layout.batch_size,
             max_wait_s=s.max_wait_ms / 1000,
             max_batch_samples=int(s.max_batch_audio_seconds * sample_rate),
             max_queue_samples=int(s.max_queue_audio_seconds * sample_rate),
             min_fill=s.min_batch_fill,
-            in_flight=self.layout.workers,
-            padded=getattr(self.recognizer, "pads_batches", True),
+            in_flight=self.layout.workers + (0 if padded else 1),
+            padded=padded,
         )
 
     def begin_drain(self) -> None:

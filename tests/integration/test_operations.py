@@ -130,3 +130,34 @@ def test_model_workers_run_batches_side_by_side(fake: FakeFactory) -> None:
             gate.set()
             assert all(r.result().json()["text"] == "hello world" for r in requests)
         assert fake.model.batch_sizes == [1, 1, 1]
+
+
+def metric(client: TestClient, name: str) -> float:
+    line = next(line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[1])
+
+
+def test_per_item_batches_reach_the_model_one_by_one_with_a_batch_ready_ahead() -> None:
+    fake = FakeFactory(pads_batches=False)  # as on a CPU: no padding, one item per model call
+    settings = Settings(warmup=False, max_batch_size=1, max_wait_ms=0, model_workers=1)
+    gate = threading.Event()
+    fake.model.gate = gate
+    with TestClient(create_app(settings, recognizer_factory=fake)) as client:
+        wait_ready(client)
+        with ThreadPoolExecutor(3) as pool:
+            requests = [pool.submit(client.post, "/transcribe", files=GOOD) for _ in range(3)]
+            time.sleep(0.5)
+            # one batch in the model, one handed over ahead of the worker, one in the queue
+            assert fake.model.batch_sizes == [1] and metric(client, "asr_queue_depth_items") == 1
+            gate.set()
+            assert all(r.result().json()["text"] == "hello world" for r in requests)
+
+    fake = FakeFactory(pads_batches=False)
+    settings = Settings(warmup=False, max_batch_size=4, max_wait_ms=300, model_workers=1)
+    with TestClient(create_app(settings, recognizer_factory=fake)) as client:
+        wait_ready(client)
+        with ThreadPoolExecutor(4) as pool:
+            requests = [pool.submit(client.post, "/transcribe", files=GOOD) for _ in range(4)]
+            assert all(r.result().json()["text"] == "hello world" for r in requests)
+        assert fake.model.batch_sizes == [1, 1, 1, 1]  # the model saw each item alone
+        assert metric(client, "asr_batch_size_count") < 4  # though the batcher grouped them
