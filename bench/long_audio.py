@@ -198,7 +198,8 @@ def markdown(result: dict[str, Any], command: str, json_path: Path, machine: dic
             f"{r['rss_peak_mb']:.0f} MB); the growth {verdict}.",
             "",
             "Memory grows with the recording's length (about 230 MB of decoded audio per hour, plus the upload) "
-            "and with nothing else: the model sees at most one batch per model worker at a time. The hour took "
+            "and with nothing else: at most one batch per model worker (and one waiting) is handed to the model "
+            "at a time, and on a CPU each runs item by item. The hour took "
             f"{r['transcription_seconds']:.1f} s from upload to answer ({r['x_real_time']:.0f}x real time) on this "
             "shared machine.",
         ]
