@@ -187,11 +187,12 @@ class Batcher(Generic[R]):
             return []
         top = max(item.priority for item in live)
         first = next(item for item in live if item.priority == top)  # the oldest of the most urgent
-        others = sorted(
-            (item for item in live if item is not first),
-            key=lambda item: (-item.priority, abs(item.samples - first.samples)),
-        )
-        if not self.limits.padded:  # lengths cost nothing: the oldest of the most urgent go first
+        if self.limits.padded:  # the closest lengths pad least
+            others = sorted(
+                (item for item in live if item is not first),
+                key=lambda item: (-item.priority, abs(item.samples - first.samples)),
+            )
+        else:  # lengths cost nothing: the oldest of the most urgent go first
             others = sorted((item for item in live if item is not first), key=lambda item: -item.priority)
         batch = [first]
         longest, real = first.samples, first.samples
