@@ -82,23 +82,21 @@ async def read_upload(request: Request, settings: Settings, sample_rate: int | N
 
 async def decode_upload(upload: AudioUpload, target_rate: int, settings: Settings) -> np.ndarray:
     """Decode on a worker thread (large or compressed files must not stall the event loop);
-    short plain PCM at the model's rate is converted in place."""
+    short plain PCM at the model's rate (a raw body, or a 16-bit PCM WAV file's samples) is
+    converted in place."""
     limit = settings.max_audio_seconds
-    if upload.pcm is not None:
-        decode = functools.partial(decode_pcm, upload.data, upload.pcm, target_rate, limit)
+    wav = pcm_wav_format(upload.data) if upload.pcm is None else None
+    if wav is not None:
+        fmt, start, end = wav
+        decode = functools.partial(decode_pcm, memoryview(upload.data)[start:end], fmt, target_rate, limit)
+    elif upload.pcm is not None:
+        fmt = upload.pcm
+        decode = functools.partial(decode_pcm, upload.data, fmt, target_rate, limit)
     else:
-        decode = functools.partial(decode_audio, upload.data, target_rate, limit)
-    if _is_short_plain_pcm(upload, target_rate):
+        return await asyncio.to_thread(decode_audio, upload.data, target_rate, limit)
+    if len(upload.data) <= INLINE_PCM_BYTES and fmt.sample_rate == target_rate:
         return decode()
     return await asyncio.to_thread(decode)
-
-
-def _is_short_plain_pcm(upload: AudioUpload, target_rate: int) -> bool:
-    if len(upload.data) > INLINE_PCM_BYTES:
-        return False
-    wav = pcm_wav_format(upload.data) if upload.pcm is None else None
-    fmt = upload.pcm or (wav[0] if wav is not None else None)
-    return fmt is not None and fmt.sample_rate == target_rate
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:
