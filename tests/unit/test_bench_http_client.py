@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -54,55 +55,57 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
 
 
+@asynccontextmanager
+async def serving() -> AsyncIterator[tuple[Server, str]]:
+    """A :class:`Server` listening on a free loopback port, and its base URL."""
+    server = Server()
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    try:
+        yield server, f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    finally:
+        listener.close()
+
+
 def test_responses_are_framed_and_connections_kept_alive() -> None:
     async def main() -> None:
-        server = Server()
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-        body, content_type = multipart_body("file", "a.wav", b"RIFF\x00\x01", "audio/wav")
-        async with client(url, connections=2, timeout_s=5) as pool:
-            first = await pool.post(url + "/length", body, content_type)
-            second = await pool.post(url + "/chunked?x=1", b"abc", "audio/pcm;rate=16000")
-            assert (first.status, first.body) == (200, b"hello")
-            assert (second.status, second.body) == (201, b"abcde")
-            assert server.connections == 1  # the second request reused the first connection
-            closed = await pool.post(url + "/close", b"", "audio/wav")
-            assert (closed.status, closed.body) == (429, b"no")
-            again = await pool.post(url + "/length", b"x", "audio/wav")
-            assert again.status == 200 and server.connections == 2  # a new one after Connection: close
-        assert server.targets[:2] == [b"/length", b"/chunked?x=1"]
-        assert server.bodies[0] == body and b'name="file"; filename="a.wav"' in body
-        assert content_type.startswith("multipart/form-data; boundary=")
-        listener.close()
+        async with serving() as (server, url):
+            body, content_type = multipart_body("file", "a.wav", b"RIFF\x00\x01", "audio/wav")
+            async with client(url, connections=2, timeout_s=5) as pool:
+                first = await pool.post(url + "/length", body, content_type)
+                second = await pool.post(url + "/chunked?x=1", b"abc", "audio/pcm;rate=16000")
+                assert (first.status, first.body) == (200, b"hello")
+                assert (second.status, second.body) == (201, b"abcde")
+                assert server.connections == 1  # the second request reused the first connection
+                closed = await pool.post(url + "/close", b"", "audio/wav")
+                assert (closed.status, closed.body) == (429, b"no")
+                again = await pool.post(url + "/length", b"x", "audio/wav")
+                assert again.status == 200 and server.connections == 2  # a new one after Connection: close
+            assert server.targets[:2] == [b"/length", b"/chunked?x=1"]
+            assert server.bodies[0] == body and b'name="file"; filename="a.wav"' in body
+            assert content_type.startswith("multipart/form-data; boundary=")
 
     run(main())
 
 
 def test_a_kept_alive_connection_the_server_closed_is_replaced() -> None:
     async def main() -> None:
-        server = Server()
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-        async with client(url, connections=1, timeout_s=5) as pool:
-            assert (await pool.post(url + "/idle-close", b"", "audio/wav")).body == b"ok"
-            await asyncio.sleep(0.2)  # the server has closed it by now
-            assert (await pool.post(url + "/length", b"", "audio/wav")).body == b"hello"
-        assert server.connections == 2
-        listener.close()
+        async with serving() as (server, url):
+            async with client(url, connections=1, timeout_s=5) as pool:
+                assert (await pool.post(url + "/idle-close", b"", "audio/wav")).body == b"ok"
+                await asyncio.sleep(0.2)  # the server has closed it by now
+                assert (await pool.post(url + "/length", b"", "audio/wav")).body == b"hello"
+            assert server.connections == 2
 
     run(main())
 
 
 def test_a_timeout_raises_and_its_connection_is_not_reused() -> None:
     async def main() -> None:
-        server = Server()
-        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
-        async with client(url, connections=1, timeout_s=0.2) as pool:
-            with pytest.raises(TimeoutError):
-                await pool.post(url + "/slow", b"", "audio/wav")
-            assert (await pool.post(url + "/length", b"", "audio/wav")).body == b"hello"
-        assert server.connections == 2
-        listener.close()
+        async with serving() as (server, url):
+            async with client(url, connections=1, timeout_s=0.2) as pool:
+                with pytest.raises(TimeoutError):
+                    await pool.post(url + "/slow", b"", "audio/wav")
+                assert (await pool.post(url + "/length", b"", "audio/wav")).body == b"hello"
+            assert server.connections == 2
 
     run(main())
