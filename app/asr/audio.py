@@ -220,8 +220,7 @@ def decode_pcm(
     if max_seconds is not None and frames > max_seconds * fmt.sample_rate:
         raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
     if fmt.encoding == "s16le":
-        samples = np.frombuffer(data, dtype="<i2").astype(np.float32)
-        samples *= 1 / 32768
+        samples = np.multiply(np.frombuffer(data, dtype="<i2"), np.float32(1 / 32768), dtype=np.float32)
     else:
         samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
     mono = samples if fmt.channels == 1 else samples.reshape(frames, fmt.channels).mean(axis=1)

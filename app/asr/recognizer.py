@@ -186,6 +186,8 @@ class TorchRecognizer:
 def pad_batch(waveforms: Sequence[np.ndarray], device: str = "cpu") -> tuple[Tensor, Tensor]:
     """Stack mono waveforms into a zero-padded (batch, samples) tensor plus lengths."""
     lengths = torch.tensor([w.shape[0] for w in waveforms], dtype=torch.long)
+    if len(waveforms) == 1 and device == "cpu":  # nothing to pad: the samples themselves, not a copy
+        return torch.from_numpy(np.ascontiguousarray(waveforms[0], dtype=np.float32))[None], lengths
     batch = torch.zeros(len(waveforms), int(lengths.max()), dtype=torch.float32)
     for row, wave in enumerate(waveforms):
         batch[row, : wave.shape[0]] = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
