@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         description="Let ONNX Runtime's CPU threads spin between operators: a little faster on an idle "
         "machine, but the spinning takes cycles from request handling (see docs/benchmarks.md).",
     )
+    tune_malloc: bool = Field(
+        True,
+        description="Keep freed blocks under 32 MiB in glibc's heap for reuse, instead of returning them to "
+        "the kernel and faulting them back in for the next utterance (see docs/benchmarks.md).",
+    )
     warmup: bool = Field(True, description="Run dummy batches at start so the first request is not slow.")
 
     # HTTP server

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from app.asr.allocator import tune_malloc
 from app.asr.bundle import load_bundle
 from app.asr.ctc import GreedyDecoder
 from app.asr.recognizer import Recognizer, build_recognizer
@@ -22,7 +23,9 @@ def make_recognizer(
     num_threads: int = 0,
     batch_execution: str = "auto",
 ) -> Recognizer:
-    """The bundle at ``model`` behind the runtime and precision the server would use for these names."""
+    """The bundle at ``model`` behind the runtime and precision the server would use for these names,
+    in a process whose allocator is tuned as the server's is by default (``ASR_TUNE_MALLOC``)."""
+    tune_malloc()
     bundle = load_bundle(model)
     return build_recognizer(
         bundle,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.asr.allocator import tune_malloc
 from app.asr.bundle import Bundle, load_bundle
 from app.asr.ctc import GreedyDecoder
 from app.asr.recognizer import TorchRecognizer, build_recognizer
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench/results/runtimes.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tune_malloc()  # as the server does by default
     bundle = load_bundle(args.model)
     clip = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * bundle.config.sample_rate))).astype(
         np.float32

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from app.asr.allocator import tune_malloc
 from app.asr.bundle import build_model, load_bundle
 from app.asr.configs import BundleConfig, default_config
 from app.asr.features import LogMelFrontend
@@ -253,6 +254,7 @@ def run(argv: list[str] | None = None) -> State:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
+    tune_malloc()  # reuse the feature and activation blocks of one batch for the next
     device = pick_device(cfg.device)
     resume_path = out / "last.pt"
     checkpoint = load_checkpoint(resume_path) if cfg.resume and resume_path.exists() else None

@@ -19,6 +19,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from app.asr.allocator import tune_malloc
 from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
 from app.asr.configs import BundleConfig
@@ -69,6 +70,8 @@ def load_recognizer(settings: Settings) -> Recognizer:
 
     threads = layout_of(settings).threads
     torch.set_num_threads(threads)
+    if settings.tune_malloc:
+        tune_malloc()
     bundle = load_bundle(settings.model_path)
     return build_recognizer(
         bundle,
