@@ -65,6 +65,7 @@ class TrainConfig:
     weight_decay: float = 1e-3
     grad_clip: float = 1.0
     max_hours: float = 1.0  # training wall-clock budget, summed over resumes
+    decay_hours: float = 0.0  # the budget's last hours: the learning rate falls linearly to zero
     max_steps: int = 0  # 0: no step limit
     eval_minutes: float = 6.0
     checkpoint_minutes: float = 5.0
@@ -105,10 +106,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return cfg
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``cfg.lr``, then inverse square-root decay (needs no planned step count)."""
+def lr_at(step: int, cfg: TrainConfig, hours: float = 0.0) -> float:
+    """Linear warm-up to ``cfg.lr``, then inverse square-root decay (needs no planned step count).
+
+    In the last ``cfg.decay_hours`` of the ``cfg.max_hours`` budget (``hours`` is the time spent
+    so far) the rate is scaled down linearly to zero, the annealing that settles a model into the
+    minimum it has been circling.
+    """
     step = max(step, 1)
-    return cfg.lr * min(step / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / step))
+    rate = cfg.lr * min(step / cfg.warmup_steps, math.sqrt(cfg.warmup_steps / step))
+    if cfg.decay_hours > 0:
+        rate *= min(1.0, max(0.0, (cfg.max_hours - hours) / cfg.decay_hours))
+    return rate
 
 
 def feature_stats(
@@ -339,7 +348,7 @@ def run_loop(
         )
         for batch in loader:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(state.step + 1, cfg)
+                group["lr"] = lr_at(state.step + 1, cfg, state.train_seconds / 3600)
             loss = ctc_step(model, batch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -353,7 +362,7 @@ def run_loop(
                 record(
                     "train",
                     loss=round(sum(losses) / len(losses), 4),
-                    lr=round(lr_at(state.step, cfg), 6),
+                    lr=round(lr_at(state.step, cfg, state.train_seconds / 3600), 6),
                     grad_norm=round(float(grad_norm), 3),
                     batch=len(batch["lengths"]),
                 )

@@ -140,3 +140,12 @@ def test_waveform_augmentation_keeps_audio_usable() -> None:
         out = augment_waveform(audio, always, rng, babble=lambda: audio[::-1].copy())
         assert out.dtype == np.float32 and 0.85 * audio.size < out.size < 1.15 * audio.size
         assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+
+
+def test_learning_rate_warms_up_decays_and_anneals_to_zero_at_the_budget() -> None:
+    cfg = train.TrainConfig(lr=1e-3, warmup_steps=100, max_hours=2.0, decay_hours=0.5)
+    assert train.lr_at(50, cfg) == pytest.approx(5e-4)
+    assert train.lr_at(400, cfg, hours=1.0) == pytest.approx(5e-4)  # sqrt(100 / 400), before the decay
+    assert train.lr_at(400, cfg, hours=1.75) == pytest.approx(2.5e-4)  # half-way through the decay
+    assert train.lr_at(400, cfg, hours=2.0) == 0.0
+    assert train.lr_at(400, train.TrainConfig(lr=1e-3, warmup_steps=100), hours=5.0) == pytest.approx(5e-4)
