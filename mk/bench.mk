@@ -2,10 +2,11 @@
 # (git-ignored) and the figures in docs/benchmarks.md. On a shared CPU, compare the ratios of one run.
 #   bench        ceiling, ours batching on/off, LitServe and a naive server in one run (about 9 minutes)
 #   bench-long   a one-hour recording through our server: transcription time and peak memory
+#   bench-frontend  the log-mel frontend per clip, with and without the allocator tuning
 # Extra arguments go through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--rounds 5"`.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-long bench-workload bench-deps
+.PHONY: bench bench-long bench-frontend bench-workload bench-deps
 
 bench-deps: install
 	@$(PY) -c "import litserve, psutil" 2>/dev/null || { \
@@ -19,3 +20,6 @@ bench: bench-workload ## throughput and latency against the offline ceiling and 
 
 bench-long: bench-workload ## one hour in one request: time and peak RSS
 	$(PY) -m bench.long_audio $(BENCH_ARGS)
+
+bench-frontend: install ## the log-mel frontend's time per clip, glibc's default allocator against ASR_TUNE_MALLOC
+	$(PY) -m bench.frontend $(BENCH_ARGS)
