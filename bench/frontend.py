@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,10 +47,10 @@ def child(seconds: float, repeats: int, tuned: bool) -> dict[str, float]:
     def ours() -> None:
         frontend(audio, lengths)
 
-    def time_it(fn: object) -> float:
+    def time_it(fn: Callable[[], None]) -> float:
         started = time.perf_counter()
         for _ in range(repeats):
-            fn()  # type: ignore[operator]
+            fn()
         return (time.perf_counter() - started) / repeats * 1000
 
     result: dict[str, float] = {}
