@@ -12,6 +12,7 @@ Examples::
     asr-train --resume --out runs/en-small                       # continue a stopped run
     asr-train --init models/en-small --train my_domain.jsonl --dev my_dev.jsonl --out runs/my-model \\
               --lr 5e-4 --max-hours 1                           # fine-tune a shipped model
+    asr-train --init models/en-small --stride 2 ...             # ... at twice its output frame rate
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class TrainConfig:
     out: str = "runs/en-small"
     name: str = "en-small"
     init: str | None = None  # bundle folder to fine-tune from
+    stride: int = 0  # total time stride; 0 keeps the architecture's (with --init: the bundle's)
     resume: bool = False
     device: str = "auto"  # auto, cpu, cuda
     threads: int = 2
@@ -145,8 +147,16 @@ def build_config(cfg: TrainConfig, utts: list[Utterance]) -> tuple[BundleConfig,
         bundle = load_bundle(cfg.init)
         config = bundle.config.model_copy(update={"name": cfg.name, "metrics": {}})
         logger.info("fine-tuning from %s (%d parameters)", cfg.init, bundle.num_parameters())
-        return config, bundle.model
+        if not cfg.stride or cfg.stride == config.model.stride:
+            return config, bundle.model
+        config = config.with_stride(cfg.stride)
+        _, model = build_model(config)
+        model.load_state_dict(bundle.model.state_dict())  # same shapes: only the strides change
+        logger.info("time stride %d, %.0f output frames per second", cfg.stride, config.frame_rate)
+        return config, model
     config = default_config(cfg.name, trained=True)
+    if cfg.stride:
+        config = config.with_stride(cfg.stride)
     mean, std = feature_stats(config, utts, cfg.stats_utterances, cfg.seed)
     frontend = config.frontend.model_copy(update={"normalization": "global", "mean": mean, "std": std})
     config = config.model_copy(update={"frontend": frontend})

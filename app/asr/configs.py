@@ -125,6 +125,26 @@ class BundleConfig(BaseModel):
     def sample_rate(self) -> int:
         return self.frontend.sample_rate
 
+    def with_stride(self, stride: int) -> BundleConfig:
+        """The same network with a smaller total time stride, the weights' shapes unchanged.
+
+        The last strided blocks give up their stride (become stride 1) until the product is
+        ``stride``, so a trained model can be fine-tuned at a higher output frame rate.
+        """
+        blocks = [block.model_copy() for block in self.model.blocks]
+        total = self.model.stride
+        for block in reversed(blocks):
+            if total == stride:
+                break
+            if block.stride > 1 and total // block.stride >= stride:
+                total //= block.stride
+                block.stride = 1
+        if total != stride:
+            raise ValueError(f"stride {stride} is not reachable from {self.model.stride} by dropping block strides")
+        model = self.model.model_copy(update={"blocks": blocks})
+        rate = self.frontend.sample_rate / self.frontend.hop_length / stride
+        return BundleConfig.model_validate({**self.model_dump(), "model": model.model_dump(), "frame_rate": rate})
+
     @property
     def frame_seconds(self) -> float:
         """Duration of one output frame in seconds."""

@@ -116,6 +116,22 @@ def test_finetune_from_bundle_changes_weights(manifest: Path, trained_run: Path,
     assert len(changed) > len(before) // 2
 
 
+def test_finetune_at_a_smaller_stride_keeps_the_weights_shapes(
+    manifest: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    base = export.run(["--checkpoint", str(trained_run / "best.pt"), "--out", str(tmp_path / "base")])
+    out = tmp_path / "restride"
+    train.run([*tiny_args(manifest, out, steps=2), "--init", str(base), "--stride", "2"])
+    tuned = load_bundle(export.run(["--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "tuned")]))
+    original = load_bundle(base)
+    assert original.config.model.stride == 4 and tuned.config.model.stride == 2
+    assert tuned.config.frame_rate == 2 * original.config.frame_rate
+    wave = torch.randn(1, 16000) * 0.1
+    feats, lengths = tuned.frontend(wave, torch.tensor([16000]))
+    log_probs, out_lengths = tuned.model(feats, lengths)
+    assert int(out_lengths[0]) == log_probs.shape[1] == (int(lengths[0]) + 1) // 2
+
+
 def test_numbers_are_spelled_in_vocabulary_words() -> None:
     assert number_to_words(1042) == "one thousand and forty two"
     assert ordinal_to_words(21) == "twenty first"

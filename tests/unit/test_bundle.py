@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from app.asr.bundle import BundleError, load_bundle
+from app.asr.bundle import BundleError, build_model, load_bundle
+from app.asr.configs import default_config
 from tests.support import make_random_bundle
 
 
@@ -111,3 +112,16 @@ def test_shipped_default_bundle_loads() -> None:
     bundle = load_bundle(Path(__file__).resolve().parents[2] / "models" / "en-small")
     assert bundle.config.tokens[bundle.config.blank_id] == "<blank>"
     assert bundle.num_parameters() < 10_000_000
+
+
+def test_with_stride_drops_the_last_strides_and_keeps_weight_shapes() -> None:
+    config = default_config()
+    halved = config.with_stride(2)
+    assert [b.stride for b in halved.model.blocks][:2] == [2, 1]
+    assert halved.frame_rate == 2 * config.frame_rate
+    assert [b.stride for b in config.with_stride(1).model.blocks][:2] == [1, 1]
+    _, model = build_model(config)
+    _, restrided = build_model(halved)
+    restrided.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="not reachable"):
+        config.with_stride(3)
