@@ -4,6 +4,8 @@
 SPEECHOCEAN ?= ../shared/data/speechocean762
 DATA_DIR ?= data
 RUN_DIR ?= runs/en-small
+# the training logs behind the exported checkpoint: several for a chain of runs, base first
+EXPORT_LOGS ?= $(RUN_DIR)/log.jsonl
 MODEL_DIR ?= models/en-small
 TRAIN_HOURS ?= 1.08
 TRAIN_DEVICE ?= auto
@@ -18,7 +20,10 @@ DEV_SETS = $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl
 EVAL_SETS = --set synth_test=$(MANIFESTS)/synth_test.jsonl --set so762_test=$(MANIFESTS)/so762_test.jsonl \
 	--unseen so762_test --train-manifests $(MANIFESTS)/synth_train.jsonl $(MANIFESTS)/so762_train.jsonl
 
-.PHONY: tts data train train-resume eval export test-train
+STRIDE2_DIR ?= runs/en-small-s2
+STRIDE2_HOURS ?= 1.6
+
+.PHONY: tts data train train-resume train-stride2 eval export test-train
 
 tts: ## install the Debian TTS engines and text corpora (needs root or sudo)
 	scripts/install-tts.sh
@@ -33,13 +38,17 @@ train: ## train $(RUN_DIR) from scratch for TRAIN_HOURS of wall clock (checkpoin
 train-resume: ## continue $(RUN_DIR) until TRAIN_HOURS in total (other flags: TRAIN_FLAGS=...)
 	$(PY) -m train.train --resume --out $(RUN_DIR) --max-hours $(TRAIN_HOURS) --device $(TRAIN_DEVICE) $(TRAIN_FLAGS)
 
+train-stride2: ## fine-tune the stride-4 bundle in $(MODEL_DIR) at time stride 2 (50 frames/s) into $(STRIDE2_DIR)
+	$(PY) -m train.train --init $(MODEL_DIR) --stride 2 --train $(TRAIN_SETS) --dev $(DEV_SETS) --out $(STRIDE2_DIR) \
+		--max-hours $(STRIDE2_HOURS) --decay-hours 0.6 --lr 2e-3 --device $(TRAIN_DEVICE) --augment-strength $(AUGMENT_STRENGTH) $(TRAIN_FLAGS)
+
 eval: ## WER/CER of the best checkpoint, fp32 and int8, per test set
 	$(PY) -m train.evaluate --checkpoint $(RUN_DIR)/best.pt $(EVAL_SETS) --int8 \
 		--json $(RUN_DIR)/eval.json --markdown $(RUN_DIR)/eval.md
 
 export: ## the best checkpoint as the bundle $(MODEL_DIR), with its model card and convergence plot
 	$(PY) -m train.export --checkpoint $(RUN_DIR)/best.pt --out $(MODEL_DIR) --eval $(RUN_DIR)/eval.json \
-		--log $(RUN_DIR)/log.jsonl --data-summary $(DATA_DIR)/summary.json --notes $(MODEL_NOTES)
+		--log $(EXPORT_LOGS) --data-summary $(DATA_DIR)/summary.json --notes $(MODEL_NOTES)
 
 test-train: tts ## the training recipe's end-to-end tests
 	$(PY) -m pytest -q tests/integration/test_training.py

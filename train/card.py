@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from app.asr.configs import BundleConfig
 from app.asr.model import SepConvCTC
+from train.export import Stage
 
 LICENCES = (
     "\n".join(
@@ -83,11 +85,18 @@ def model_card(
     summary: dict[str, Any],
     has_plot: bool,
     notes: str = "",
+    stages: Sequence[Stage] = (),
 ) -> str:
-    """The markdown model card."""
+    """The markdown model card; ``stages`` are the chain of runs that led to the checkpoint."""
     state = checkpoint["state"]
     cfg = checkpoint["train_config"]
     hours = state["train_seconds"] / 3600
+    steps = state["step"]
+    chain = ""
+    if len(stages) > 1:
+        hours, steps = sum(s.hours for s in stages), sum(s.steps for s in stages)
+        parts = [f"{s.hours:.2f} h ({s.steps} steps, `{s.log.parent}`)" for s in stages]
+        chain = f" in {len(stages)} runs, each from the one before's weights: {', then '.join(parts)}"
     params = model.num_parameters()
     plot = "![dev WER against training hours](convergence.png)\n" if has_plot else ""
     template = (Path(__file__).parent / "card_template.md").read_text()
@@ -106,7 +115,8 @@ def model_card(
         threads=cfg["threads"],
         device=cfg["device"],
         hours=hours,
-        steps=state["step"],
+        steps=steps,
+        chain=chain,
         epochs=state["epoch"],
         batch_seconds=cfg["batch_seconds"],
         lr=cfg["lr"],

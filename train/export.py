@@ -4,13 +4,18 @@ Example::
 
     asr-export --checkpoint runs/en-small/best.pt --out models/en-small \\
         --eval runs/en-small/eval.json --log runs/en-small/log.jsonl
+    asr-export --checkpoint runs/en-small-s2/best.pt --out models/en-small \
+        --log runs/en-small/log.jsonl runs/en-small-s2/log.jsonl  # a fine-tuned run after its base
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +47,33 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return sorted(latest.values(), key=lambda e: (e["step"], e["kind"]))
 
 
-def plot_convergence(entries: list[dict[str, Any]], path: Path) -> Path:
-    """Dev WER per dev set (and training loss) against training hours, as a PNG."""
+@dataclass(frozen=True)
+class Stage:
+    """One training run of a chain (a run fine-tuned from the one before): its length in the log."""
+
+    log: Path
+    hours: float
+    steps: int
+
+
+def read_stages(paths: list[Path]) -> tuple[list[dict[str, Any]], list[Stage]]:
+    """The entries of one or more chained training logs, each later log's hours and steps counted
+    on from where the one before ended, so a fine-tuned model's plot shows its whole history."""
+    entries: list[dict[str, Any]] = []
+    stages: list[Stage] = []
+    hours, steps = 0.0, 0
+    for path in paths:
+        own = read_log(path)
+        entries += [{**e, "hours": e["hours"] + hours, "step": e["step"] + steps} for e in own]
+        stage = Stage(path, max((e["hours"] for e in own), default=0.0), max((e["step"] for e in own), default=0))
+        stages.append(stage)
+        hours, steps = hours + stage.hours, steps + stage.steps
+    return entries, stages
+
+
+def plot_convergence(entries: list[dict[str, Any]], path: Path, boundaries: Sequence[float] = ()) -> Path:
+    """Dev WER per dev set (and training loss) against training hours, as a PNG; a dotted line
+    marks where each later stage of a chain of runs began."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,6 +90,9 @@ def plot_convergence(entries: list[dict[str, Any]], path: Path) -> Path:
     ax_wer.grid(alpha=0.3)
     ax_wer.legend()
     ax_loss.plot([e["hours"] for e in train], [e["loss"] for e in train], linewidth=0.8)
+    for hours in boundaries:
+        for ax in (ax_wer, ax_loss):
+            ax.axvline(hours, color="grey", linestyle=":", linewidth=1)
     ax_loss.set(xlabel="training hours (2-core CPU)", ylabel="CTC loss", title="Training loss", yscale="log")
     ax_loss.grid(alpha=0.3)
     fig.tight_layout()
@@ -77,7 +110,9 @@ def run(argv: list[str] | None = None) -> Path:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="bundle folder, e.g. models/en-small")
     parser.add_argument("--eval", type=Path, default=None, help="asr-eval JSON for the card's WER table")
-    parser.add_argument("--log", type=Path, default=None, help="training log.jsonl for the convergence plot")
+    parser.add_argument(
+        "--log", type=Path, nargs="+", default=[], help="training log.jsonl for the plot (several: a chain of runs)"
+    )
     parser.add_argument("--data-summary", type=Path, default=Path("data/summary.json"))
     parser.add_argument("--notes", type=Path, default=None, help="markdown for the card's 'Limitations' section")
     args = parser.parse_args(argv)
@@ -93,12 +128,14 @@ def run(argv: list[str] | None = None) -> Path:
             metrics[f"wer_{name}"] = float(entry["wer"])
     config = bundle.config.model_copy(update={"trained": True, "metrics": metrics})
     args.out.mkdir(parents=True, exist_ok=True)
-    entries = read_log(args.log) if args.log and args.log.exists() else []
+    entries, stages = read_stages([log for log in args.log if log.exists()])
     if entries:
-        plot_convergence(entries, args.out / PLOT_FILE)
+        plot_convergence(entries, args.out / PLOT_FILE, list(itertools.accumulate(s.hours for s in stages))[:-1])
     summary = json.loads(args.data_summary.read_text()) if args.data_summary.exists() else {}
     notes = args.notes.read_text().strip() if args.notes and args.notes.exists() else ""
-    card = model_card(config, bundle.model, checkpoint, results, summary, has_plot=bool(entries), notes=notes)
+    card = model_card(
+        config, bundle.model, checkpoint, results, summary, has_plot=bool(entries), notes=notes, stages=stages
+    )
     save_bundle(args.out, config, bundle.model, card)
     loaded = load_bundle(args.out)
     logger.info("exported %s (%d parameters) to %s", loaded.name, loaded.num_parameters(), args.out)

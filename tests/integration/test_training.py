@@ -122,8 +122,11 @@ def test_finetune_at_a_smaller_stride_keeps_the_weights_shapes(
     base = export.run(["--checkpoint", str(trained_run / "best.pt"), "--out", str(tmp_path / "base")])
     out = tmp_path / "restride"
     train.run([*tiny_args(manifest, out, steps=2), "--init", str(base), "--stride", "2"])
-    tuned = load_bundle(export.run(["--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "tuned")]))
-    original = load_bundle(base)
+    logs = [str(trained_run / "log.jsonl"), str(out / "log.jsonl")]
+    exported = export.run(["--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "tuned"), "--log", *logs])
+    assert "in 2 runs, each from the one before's weights" in (exported / "README.md").read_text()
+    assert (exported / "convergence.png").stat().st_size > 0
+    tuned, original = load_bundle(exported), load_bundle(base)
     assert original.config.model.stride == 4 and tuned.config.model.stride == 2
     assert tuned.config.frame_rate == 2 * original.config.frame_rate
     wave = torch.randn(1, 16000) * 0.1
