@@ -5,11 +5,13 @@ from __future__ import annotations
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.asr.configs import BundleConfig
 from app.asr.model import SepConvCTC
-from train.export import Stage
+
+if TYPE_CHECKING:
+    from train.export import Stage  # export imports this module to write the card
 
 LICENCES = (
     "\n".join(

@@ -4,7 +4,7 @@ Example::
 
     asr-export --checkpoint runs/en-small/best.pt --out models/en-small \\
         --eval runs/en-small/eval.json --log runs/en-small/log.jsonl
-    asr-export --checkpoint runs/en-small-s2/best.pt --out models/en-small \
+    asr-export --checkpoint runs/en-small-s2/best.pt --out models/en-small \\
         --log runs/en-small/log.jsonl runs/en-small-s2/log.jsonl  # a fine-tuned run after its base
 """
 
