@@ -22,8 +22,12 @@ EVAL_SETS = --set synth_test=$(MANIFESTS)/synth_test.jsonl --set so762_test=$(MA
 
 STRIDE2_DIR ?= runs/en-small-s2
 STRIDE2_HOURS ?= 1.6
+# fine-tuning the bundle in MODEL_DIR further on the recipe's data (run 3 of the shipped model)
+FINETUNE_DIR ?= runs/en-small-s2b
+FINETUNE_HOURS ?= 2.0
+FINETUNE_FLAGS ?= --decay-hours 0.7 --lr 1.5e-3 --augment-strength 0.7
 
-.PHONY: tts data train train-resume train-stride2 eval export test-train
+.PHONY: tts data train train-resume train-stride2 train-finetune eval export test-train
 
 tts: ## install the Debian TTS engines and text corpora (needs root or sudo)
 	scripts/install-tts.sh
@@ -41,6 +45,10 @@ train-resume: ## continue $(RUN_DIR) until TRAIN_HOURS in total (other flags: TR
 train-stride2: ## fine-tune the stride-4 bundle in $(MODEL_DIR) at time stride 2 (50 frames/s) into $(STRIDE2_DIR)
 	$(PY) -m train.train --init $(MODEL_DIR) --stride 2 --train $(TRAIN_SETS) --dev $(DEV_SETS) --out $(STRIDE2_DIR) \
 		--max-hours $(STRIDE2_HOURS) --decay-hours 0.6 --lr 2e-3 --device $(TRAIN_DEVICE) --augment-strength $(AUGMENT_STRENGTH) $(TRAIN_FLAGS)
+
+train-finetune: ## fine-tune the bundle in $(MODEL_DIR) again on the recipe's data into $(FINETUNE_DIR) (FINETUNE_FLAGS=...)
+	$(PY) -m train.train --init $(MODEL_DIR) --train $(TRAIN_SETS) --dev $(DEV_SETS) --out $(FINETUNE_DIR) \
+		--max-hours $(FINETUNE_HOURS) --device $(TRAIN_DEVICE) $(FINETUNE_FLAGS) $(TRAIN_FLAGS)
 
 eval: ## WER/CER of the best checkpoint, fp32 and int8, per test set
 	$(PY) -m train.evaluate --checkpoint $(RUN_DIR)/best.pt $(EVAL_SETS) --int8 \
