@@ -42,13 +42,13 @@ train: ## train $(RUN_DIR) from scratch for TRAIN_HOURS of wall clock (checkpoin
 train-resume: ## continue $(RUN_DIR) until TRAIN_HOURS in total (other flags: TRAIN_FLAGS=...)
 	$(PY) -m train.train --resume --out $(RUN_DIR) --max-hours $(TRAIN_HOURS) --device $(TRAIN_DEVICE) $(TRAIN_FLAGS)
 
-train-stride2: ## fine-tune the stride-4 bundle in $(MODEL_DIR) at time stride 2 (50 frames/s) into $(STRIDE2_DIR)
-	$(PY) -m train.train --init $(MODEL_DIR) --stride 2 --train $(TRAIN_SETS) --dev $(DEV_SETS) --out $(STRIDE2_DIR) \
-		--max-hours $(STRIDE2_HOURS) --decay-hours 0.6 --lr 2e-3 --device $(TRAIN_DEVICE) --augment-strength $(AUGMENT_STRENGTH) $(TRAIN_FLAGS)
-
 train-finetune: ## fine-tune the bundle in $(MODEL_DIR) again on the recipe's data into $(FINETUNE_DIR) (FINETUNE_FLAGS=...)
 	$(PY) -m train.train --init $(MODEL_DIR) --train $(TRAIN_SETS) --dev $(DEV_SETS) --out $(FINETUNE_DIR) \
 		--max-hours $(FINETUNE_HOURS) --device $(TRAIN_DEVICE) $(FINETUNE_FLAGS) $(TRAIN_FLAGS)
+
+train-stride2: ## fine-tune the stride-4 bundle in $(MODEL_DIR) at time stride 2 (50 frames/s) into $(STRIDE2_DIR)
+	$(MAKE) train-finetune FINETUNE_DIR=$(STRIDE2_DIR) FINETUNE_HOURS=$(STRIDE2_HOURS) \
+		FINETUNE_FLAGS="--stride 2 --decay-hours 0.6 --lr 2e-3 --augment-strength $(AUGMENT_STRENGTH)"
 
 eval: ## WER/CER of the best checkpoint, fp32 and int8, per test set
 	$(PY) -m train.evaluate --checkpoint $(RUN_DIR)/best.pt $(EVAL_SETS) --int8 \
