@@ -6,6 +6,7 @@ import io
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -136,3 +137,12 @@ def make_random_bundle(path: Path, name: str = "tiny") -> Path:
     config.model.blocks = config.model.blocks[:2] + config.model.blocks[-1:]
     _, model = build_model(config)
     return save_bundle(path, config, model, f"# {name}\n\nRandomly initialised test bundle.\n")
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, message: str, interval_s: float = 0.02) -> None:
+    """Poll ``condition`` until it holds; fail with ``message`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(interval_s)

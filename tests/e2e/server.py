@@ -6,8 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from app.asr.bundle import build_model, save_bundle
 from app.asr.configs import default_config
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,11 +88,3 @@ def _ready(server: ServerProcess) -> bool:
         return httpx.get(f"{server.base_url}/readyz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, message: str, interval_s: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(interval_s)

@@ -19,8 +19,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.e2e.server import ServerProcess, random_bundle, running_server, wait_for
-from tests.support import tone, wav_bytes
+from tests.e2e.server import ServerProcess, random_bundle, running_server
+from tests.support import tone, wait_for, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 GRACE_S = 20.0

@@ -17,7 +17,7 @@ import uvicorn
 
 from app.config import Settings
 from app.main import create_app
-from tests.support import FakeFactory, tone, wav_bytes
+from tests.support import FakeFactory, tone, wait_for, wav_bytes
 
 
 def free_port() -> int:
@@ -59,7 +59,7 @@ def test_disconnected_clients_work_is_dropped(live: tuple[str, FakeFactory]) -> 
 
     first = threading.Thread(target=hold_the_model)
     first.start()
-    time.sleep(0.5)  # the first request is inside the (gated) model
+    wait_for(lambda: fake.model.batch_sizes == [1], 10, "the first request did not reach the (gated) model")
     with pytest.raises(httpx.ReadTimeout):  # the second waits in the queue; its client gives up
         httpx.post(f"{base}/transcribe", files={"file": ("b.wav", wav_bytes(tone(2.5)))}, timeout=1.0)
     time.sleep(0.3)  # the server notices the closed connection

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import wait_ready
-from tests.support import FakeFactory, tone, wav_bytes
+from tests.support import FakeFactory, tone, wait_for, wav_bytes
 
 GOOD = {"file": ("a.wav", wav_bytes(tone()))}
 
@@ -79,9 +79,9 @@ def test_full_queue_answers_429_with_retry_after(fake: FakeFactory) -> None:
         wait_ready(client)
         with ThreadPoolExecutor(4) as pool:
             running = pool.submit(client.post, "/transcribe", files=GOOD)  # holds the model
-            time.sleep(0.3)
+            wait_for(lambda: fake.model.batch_sizes == [1], 10, "the first request did not reach the model")
             queued = pool.submit(client.post, "/transcribe", files=GOOD)  # waits in the queue: 2 s
-            time.sleep(0.3)
+            wait_for(lambda: metric(client, "asr_queue_depth_audio_seconds") == 2.0, 10, "the second was not queued")
             rejected = client.post("/transcribe", files=GOOD)  # 2 + 2 > 3 s
             gate.set()
             assert running.result().status_code == 200 and queued.result().status_code == 200
@@ -100,8 +100,8 @@ def test_deadline_answers_504_and_server_recovers(fake: FakeFactory) -> None:
         response = client.post("/transcribe", files=GOOD)
         assert response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
         fake.model.delay_s = 0.0
-        time.sleep(0.6)  # the timed-out batch still holds the model until it finishes
-        assert client.post("/transcribe", files=GOOD).status_code == 200
+        # The timed-out batch holds the model until it finishes; then requests succeed again.
+        wait_for(lambda: client.post("/transcribe", files=GOOD).status_code == 200, 10, "the server did not recover")
 
 
 def test_recording_longer_than_the_queue_is_fed_piece_by_piece(fake: FakeFactory) -> None:
@@ -125,8 +125,7 @@ def test_model_workers_run_batches_side_by_side(fake: FakeFactory) -> None:
         fake.model.batch_sizes.clear()
         with ThreadPoolExecutor(3) as pool:
             requests = [pool.submit(client.post, "/transcribe", files=GOOD) for _ in range(3)]
-            time.sleep(0.5)
-            assert fake.model.batch_sizes == [1, 1], "two batches inside the model at once, the third queued"
+            wait_for(lambda: fake.model.batch_sizes == [1, 1], 10, "two batches did not reach the model at once")
             gate.set()
             assert all(r.result().json()["text"] == "hello world" for r in requests)
         assert fake.model.batch_sizes == [1, 1, 1]
@@ -135,6 +134,18 @@ def test_model_workers_run_batches_side_by_side(fake: FakeFactory) -> None:
 def metric(client: TestClient, name: str) -> float:
     line = next(line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " "))
     return float(line.split()[1])
+
+
+def steady(client: TestClient, fake: FakeFactory, expected: tuple[list[int], float]) -> bool:
+    """True when (the model's batch sizes, the queue depth) is ``expected`` now and 0.3 s later."""
+
+    def state() -> tuple[list[int], float]:
+        return list(fake.model.batch_sizes), metric(client, "asr_queue_depth_items")
+
+    if state() != expected:
+        return False
+    time.sleep(0.3)
+    return state() == expected
 
 
 def test_per_item_batches_reach_the_model_one_by_one_with_a_batch_ready_ahead() -> None:
@@ -146,9 +157,8 @@ def test_per_item_batches_reach_the_model_one_by_one_with_a_batch_ready_ahead() 
         wait_ready(client)
         with ThreadPoolExecutor(3) as pool:
             requests = [pool.submit(client.post, "/transcribe", files=GOOD) for _ in range(3)]
-            time.sleep(0.5)
             # one batch in the model, one handed over ahead of the worker, one in the queue
-            assert fake.model.batch_sizes == [1] and metric(client, "asr_queue_depth_items") == 1
+            wait_for(lambda: steady(client, fake, ([1], 1.0)), 10, "expected one batch in the model, one item queued")
             gate.set()
             assert all(r.result().json()["text"] == "hello world" for r in requests)
 
