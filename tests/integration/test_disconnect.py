@@ -62,7 +62,11 @@ def test_disconnected_clients_work_is_dropped(live: tuple[str, FakeFactory]) -> 
     wait_for(lambda: fake.model.batch_sizes == [1], 10, "the first request did not reach the (gated) model")
     with pytest.raises(httpx.ReadTimeout):  # the second waits in the queue; its client gives up
         httpx.post(f"{base}/transcribe", files={"file": ("b.wav", wav_bytes(tone(2.5)))}, timeout=1.0)
-    time.sleep(0.3)  # the server notices the closed connection
+    wait_for(
+        lambda: 'asr_rejected_requests_total{reason="client_disconnected"} 1.0' in httpx.get(f"{base}/metrics").text,
+        10,
+        "the server did not notice the closed connection",
+    )
     gate.set()
     first.join(timeout=30)
     assert results["first"] == 200
