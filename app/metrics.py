@@ -20,6 +20,9 @@ class Metrics:
         self.requests = Counter(
             "asr_http_requests", "HTTP requests by route, method and status.", ["route", "method", "status"], registry=r
         )
+        self.requests_in_progress = Gauge(
+            "asr_http_requests_in_progress", "HTTP requests being handled (uploading, queued or running).", registry=r
+        )
         self.request_duration = Histogram(
             "asr_http_request_duration_seconds", "HTTP request latency.", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )

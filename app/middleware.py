@@ -35,6 +35,9 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = {"code": 500, "sent": False}
+        counted = scope["type"] == "http" and scope["path"] != "/metrics"  # a scrape does not count itself
+        if counted:
+            self.metrics.requests_in_progress.inc()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -54,6 +57,8 @@ class RequestContextMiddleware:
             elif scope["type"] == "http":
                 raise
         finally:
+            if counted:
+                self.metrics.requests_in_progress.dec()
             if scope["type"] == "http":
                 self._observe(scope, status["code"], time.perf_counter() - started)
             request_id_var.reset(token)

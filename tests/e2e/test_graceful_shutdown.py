@@ -194,7 +194,9 @@ def test_sigterm_finishes_requests_still_uploading(bundle: Path, tmp_path: Path)
         uploads = [SlowUpload(server, wav_bytes(tone(seconds)), multipart=bool(i % 2)) for i in range(3)]
         for upload in uploads:
             upload.start()
-        time.sleep(0.5)  # the server has read the request heads: these requests are in progress
+        wait_for(
+            lambda: server.metric("asr_http_requests_in_progress") == len(uploads), 30, "the uploads did not start"
+        )
         signalled = terminate(server)
         results = [upload.finish() for upload in uploads]
         assert_clean_exit(server, signalled)

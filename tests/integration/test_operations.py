@@ -57,6 +57,7 @@ def test_metrics_after_a_request(client: TestClient) -> None:
         "asr_batch_size_count 1.0",
         "asr_queue_wait_seconds_count 1.0",
         "asr_model_ready 1.0",
+        "asr_http_requests_in_progress 0.0",
     ):
         assert series in text, series
 
@@ -159,6 +160,7 @@ def test_per_item_batches_reach_the_model_one_by_one_with_a_batch_ready_ahead() 
             requests = [pool.submit(client.post, "/transcribe", files=GOOD) for _ in range(3)]
             # one batch in the model, one handed over ahead of the worker, one in the queue
             wait_for(lambda: steady(client, fake, ([1], 1.0)), 10, "expected one batch in the model, one item queued")
+            assert metric(client, "asr_http_requests_in_progress") == 3
             gate.set()
             assert all(r.result().json()["text"] == "hello world" for r in requests)
 
