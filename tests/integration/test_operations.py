@@ -38,9 +38,7 @@ def test_failed_model_load_keeps_readyz_503() -> None:
         raise RuntimeError("no such model")
 
     with TestClient(create_app(Settings(warmup=False), recognizer_factory=broken)) as client:
-        deadline = time.monotonic() + 5
-        while client.get("/readyz").json()["status"] != "failed" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: client.get("/readyz").json()["status"] == "failed", 5, "the failed load was not reported")
         response = client.get("/readyz")
         assert response.status_code == 503 and response.json()["status"] == "failed"
         assert "no such model" not in response.text

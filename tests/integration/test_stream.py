@@ -7,7 +7,6 @@ import itertools
 import json
 import re
 import signal
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from app.config import Settings
 from app.main import create_app
 from tests.conftest import wait_ready
 from tests.streaming_support import ToneFactory, chunks, live_server, pcm16, spell
-from tests.support import FakeFactory, wav_bytes
+from tests.support import FakeFactory, wait_for, wav_bytes
 
 CHUNK = 3200  # 100 ms of 16 kHz s16le
 
@@ -233,9 +232,7 @@ def test_stream_at_its_time_limit_gets_its_final_then_closes_1008(stream_client:
 @pytest.mark.parametrize("stream_client", [{"max_streams": 2}], indirect=True)
 def test_streams_beyond_the_limit_close_1013(stream_client: TestClient) -> None:
     with stream_client.websocket_connect("/stream") as first, stream_client.websocket_connect("/stream") as second:
-        deadline = time.monotonic() + 10
-        while metric(stream_client, "asr_active_streams") < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: metric(stream_client, "asr_active_streams") == 2, 10, "the two streams did not open")
         with stream_client.websocket_connect("/stream") as third:
             messages, code = collect(third)
         assert code == 1013 and messages[0]["code"] == "too_many_streams"
@@ -292,10 +289,7 @@ def test_fifty_concurrent_streams_get_their_own_finals(tones: ToneFactory) -> No
 
 
 def wait_for_ready(base: str) -> None:
-    deadline = time.monotonic() + 30
-    while httpx.get(f"http://{base}/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "server not ready"
-        time.sleep(0.02)
+    wait_for(lambda: httpx.get(f"http://{base}/readyz").status_code == 200, 30, "server not ready")
 
 
 def test_abrupt_disconnect_frees_the_stream(tones: ToneFactory) -> None:
@@ -312,10 +306,10 @@ def test_abrupt_disconnect_frees_the_stream(tones: ToneFactory) -> None:
     with live_server(app) as (base, _):
         wait_for_ready(base)
         partial = asyncio.run(vanish(base))
-        deadline = time.monotonic() + 10
-        while "asr_active_streams 0.0" not in (text := httpx.get(f"http://{base}/metrics").text):
-            assert time.monotonic() < deadline, "the stream was not freed"
-            time.sleep(0.02)
+        wait_for(
+            lambda: "asr_active_streams 0.0" in httpx.get(f"http://{base}/metrics").text, 10, "the stream was not freed"
+        )
+        text = httpx.get(f"http://{base}/metrics").text
     assert partial["type"] == "partial"
     # No close frame: uvicorn reports 1006 (legacy websockets) or 1005 (sans-I/O) to the app.
     assert re.search(r'asr_stream_closes_total\{code="100[56]"\} 1.0', text), text
