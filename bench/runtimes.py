@@ -27,7 +27,7 @@ CONFIGS = [  # (label, runtime, precision)
     ("torch eager, batch norm folded", "torch", "fp32"),
     ("torch.compile", "compile", "fp32"),
     ("ONNX Runtime fp32", "onnx", "fp32"),
-    ("ONNX Runtime int8 (dynamic)", "onnx", "int8"),
+    ("ONNX Runtime int8 weights", "onnx", "int8"),
 ]
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,12 @@ import numpy as np
 import torch
 
 from app.asr.bundle import WEIGHTS_FILE, Bundle, load_bundle
+from app.asr.runtimes import OnnxNetwork, export_onnx, quantize_onnx_int8
 from app.asr.text import normalize_text
 from train.data.audio_io import read_manifest
 from train.data.dataset import load_utterances
 from train.data.voices import HELD_OUT_ESPEAK_LANG, HELD_OUT_FLITE
 from train.export import checkpoint_bundle
-from train.quantize import OnnxModel, export_onnx, quantize_int8
 from train.scoring import AcousticModel, Score, score, transcribe
 
 logger = logging.getLogger(__name__)
@@ -126,12 +125,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     if args.model:
         results["sizes_mb"]["fp32_safetensors"] = round((args.model / WEIGHTS_FILE).stat().st_size / 1e6, 3)
     if args.int8:
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = export_onnx(bundle.model, Path(tmp) / "model.onnx")
-            int8 = quantize_int8(fp32, Path(tmp) / "model.int8.onnx")
-            results["sizes_mb"]["fp32_onnx"] = round(fp32.stat().st_size / 1e6, 3)
-            results["sizes_mb"]["int8_onnx"] = round(int8.stat().st_size / 1e6, 3)
-            results["runtimes"]["int8"] = score_runtime(OnnxModel(int8, args.threads), bundle, sets)
+        fp32 = export_onnx(bundle.model)
+        int8 = quantize_onnx_int8(fp32)
+        results["sizes_mb"]["fp32_onnx"] = round(len(fp32) / 1e6, 3)
+        results["sizes_mb"]["int8_onnx"] = round(len(int8) / 1e6, 3)
+        results["runtimes"]["int8"] = score_runtime(OnnxNetwork(int8, args.threads), bundle, sets)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -102,7 +102,7 @@ def build_recognizer(
 
     ``torch``: eager PyTorch with batch norms folded; ``compile``: the same through
     ``torch.compile``; ``onnx``: the network exported to ONNX and run by ONNX Runtime (``int8``
-    quantizes its weights dynamically; ``spin_wait`` lets its threads spin between operators).
+    stores its weights as int8, one scale per output channel; ``spin_wait`` lets its threads spin between operators).
     ``batch_execution``: ``padded``, ``per_item`` or ``auto`` (:func:`resolve_batch_execution`).
     """
     device = resolve_device(device)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from app.asr.bundle import Bundle, load_bundle
 from app.asr.recognizer import build_recognizer, resolve_batch_execution, resolve_runtime
-from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8
+from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8, quantize_per_channel
 from tests.support import make_random_bundle
 
 
@@ -54,6 +56,31 @@ def test_int8_is_smaller_and_close(bundle: Bundle) -> None:
     agree = (reference.argmax(-1) == quantized.argmax(-1)).float().mean()
     assert agree > 0.95
 
+
+
+def test_int8_stores_every_convolution_weight_as_int8_per_output_channel(bundle: Bundle) -> None:
+    graph = onnx.load_from_string(quantize_onnx_int8(export_onnx(bundle.model))).graph
+    initializers = {t.name: t for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    dequantize = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    assert convs and all(conv.input[1] in dequantize for conv in convs)
+    for conv in convs:
+        node = dequantize[conv.input[1]]
+        weight, scale = (numpy_helper.to_array(initializers[name]) for name in node.input[:2])
+        assert weight.dtype == np.int8
+        assert scale.shape == (weight.shape[0],)  # one scale per output channel
+        assert [a.i for a in node.attribute if a.name == "axis"] == [0]
+
+
+def test_per_channel_scales_keep_small_channels() -> None:
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 8, 3)).astype(np.float32) * np.array([1.0, 1e-3, 10.0, 0.0])[:, None, None]
+    quantized, scale = quantize_per_channel(weight)
+    restored = quantized.astype(np.float32) * scale[:, None, None]
+    for channel in range(4):  # each channel within half a step of its own scale, the tiny one included
+        assert np.abs(restored[channel] - weight[channel]).max() <= scale[channel] / 2 + 1e-9
+    assert np.count_nonzero(quantized[1]) > 0
+    assert not restored[3].any()
 
 @pytest.mark.parametrize("runtime,precision", [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("auto", "auto")])
 def test_build_recognizer_runtimes_give_the_same_frames(bundle: Bundle, runtime: str, precision: str) -> None:
