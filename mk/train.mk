@@ -4,6 +4,10 @@
 SPEECHOCEAN ?= ../shared/data/speechocean762
 DATA_DIR ?= data
 RUN_DIR ?= runs/en-small
+# which checkpoint of RUN_DIR eval and export read: best (lowest dev WER) or averaged (make average)
+CHECKPOINT ?= best
+AVERAGE_LAST ?= 6
+EVAL_FILE = $(RUN_DIR)/$(if $(filter best,$(CHECKPOINT)),eval,eval-$(CHECKPOINT))
 # the training logs behind the exported checkpoint: several for a chain of runs, base first
 EXPORT_LOGS ?= $(RUN_DIR)/log.jsonl
 MODEL_DIR ?= models/en-small
@@ -27,7 +31,7 @@ FINETUNE_DIR ?= runs/en-small-s2b
 FINETUNE_HOURS ?= 2.0
 FINETUNE_FLAGS ?= --decay-hours 0.7 --lr 1.5e-3 --augment-strength 0.7
 
-.PHONY: tts data train train-resume train-stride2 train-finetune eval export test-train
+.PHONY: tts data train train-resume train-stride2 train-finetune average eval export test-train
 
 tts: ## install the Debian TTS engines and text corpora (needs root or sudo)
 	scripts/install-tts.sh
@@ -50,12 +54,15 @@ train-stride2: ## fine-tune the stride-4 bundle in $(MODEL_DIR) at time stride 2
 	$(MAKE) train-finetune FINETUNE_DIR=$(STRIDE2_DIR) FINETUNE_HOURS=$(STRIDE2_HOURS) \
 		FINETUNE_FLAGS="--stride 2 --decay-hours 0.6 --lr 2e-3 --augment-strength $(AUGMENT_STRENGTH)"
 
-eval: ## WER/CER of the best checkpoint, fp32 and int8, per test set
-	$(PY) -m train.evaluate --checkpoint $(RUN_DIR)/best.pt $(EVAL_SETS) --int8 \
-		--json $(RUN_DIR)/eval.json --markdown $(RUN_DIR)/eval.md
+average: ## $(RUN_DIR)/averaged.pt: the mean of the AVERAGE_LAST checkpoints a run kept (--keep-checkpoints N)
+	$(PY) -m train.average $(RUN_DIR)/checkpoints/step-*.pt --last $(AVERAGE_LAST) --out $(RUN_DIR)/averaged.pt
 
-export: ## the best checkpoint as the bundle $(MODEL_DIR), with its model card and convergence plot
-	$(PY) -m train.export --checkpoint $(RUN_DIR)/best.pt --out $(MODEL_DIR) --eval $(RUN_DIR)/eval.json \
+eval: ## WER/CER of $(RUN_DIR)/$(CHECKPOINT).pt, fp32 and int8, per test set
+	$(PY) -m train.evaluate --checkpoint $(RUN_DIR)/$(CHECKPOINT).pt $(EVAL_SETS) --int8 \
+		--json $(EVAL_FILE).json --markdown $(EVAL_FILE).md
+
+export: ## $(RUN_DIR)/$(CHECKPOINT).pt as the bundle $(MODEL_DIR), with its model card and convergence plot
+	$(PY) -m train.export --checkpoint $(RUN_DIR)/$(CHECKPOINT).pt --out $(MODEL_DIR) --eval $(EVAL_FILE).json \
 		--log $(EXPORT_LOGS) --data-summary $(DATA_DIR)/summary.json --notes $(MODEL_NOTES)
 
 test-train: tts ## the training recipe's end-to-end tests

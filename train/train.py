@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ class TrainConfig:
     max_steps: int = 0  # 0: no step limit
     eval_minutes: float = 6.0
     checkpoint_minutes: float = 5.0
+    keep_checkpoints: int = 0  # also keep the last N periodic checkpoints in OUT/checkpoints/ (asr-average)
     log_steps: int = 20
     max_utt_seconds: float = 16.0
     stats_utterances: int = 500
@@ -235,6 +237,17 @@ def save_checkpoint(
     tmp.replace(path)
 
 
+def keep_checkpoint(out: Path, step: int, keep: int) -> None:
+    """Copy ``out/last.pt`` to ``out/checkpoints/step-N.pt``; delete all but the ``keep`` latest."""
+    if keep <= 0:
+        return
+    folder = out / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(out / "last.pt", folder / f"step-{step:07d}.pt")
+    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
+        old.unlink()
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`."""
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -383,6 +396,7 @@ def run_loop(
                 last_eval = time.time()
             if now - last_ckpt >= cfg.checkpoint_minutes * 60:
                 save_checkpoint(out / "last.pt", model, optimizer, config, cfg, state)
+                keep_checkpoint(out, state.step, cfg.keep_checkpoints)
                 last_ckpt = time.time()
             over_time = state.train_seconds >= cfg.max_hours * 3600
             if over_time or (cfg.max_steps and state.step >= cfg.max_steps):
@@ -394,6 +408,7 @@ def run_loop(
     if dev:
         evaluate_and_keep_best()
     save_checkpoint(out / "last.pt", model, optimizer, config, cfg, state)
+    keep_checkpoint(out, state.step, cfg.keep_checkpoints)
     record("end", best_dev=state.best_dev)
     log.close()
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from app.asr.bundle import load_bundle
-from train import export, train
+from train import average, export, train
 from train.data.audio_io import read_audio, write_flac, write_manifest
 from train.data.augment import AugmentConfig, augment_waveform
 from train.data.dataset import BucketBatchSampler
@@ -134,6 +134,33 @@ def test_finetune_at_a_smaller_stride_keeps_the_weights_shapes(
     log_probs, out_lengths = tuned.model(feats, lengths)
     assert int(out_lengths[0]) == log_probs.shape[1] == (int(lengths[0]) + 1) // 2
 
+
+
+def test_kept_checkpoints_average_into_an_exportable_model(manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train.run([*tiny_args(manifest, out, steps=6), "--checkpoint-minutes", "0", "--keep-checkpoints", "3"])
+    kept = sorted((out / "checkpoints").glob("step-*.pt"))
+    steps = [train.load_checkpoint(p)["state"]["step"] for p in kept]
+    assert steps == [4, 5, 6]  # the three latest; older ones deleted
+    average.main([*(str(p) for p in kept), "--last", "2", "--out", str(out / "averaged.pt")])
+    averaged = train.load_checkpoint(out / "averaged.pt")
+    assert averaged["averaged_steps"] == [5, 6]
+    five, six = (train.load_checkpoint(p)["model"] for p in kept[1:])
+    name = next(k for k in six if k.endswith("pointwise.weight"))
+    assert not torch.equal(five[name], six[name])
+    assert torch.allclose(averaged["model"][name], (five[name] + six[name]) / 2, atol=1e-6)
+    bundle = load_bundle(export.run(["--checkpoint", str(out / "averaged.pt"), "--out", str(tmp_path / "avg")]))
+    assert torch.allclose(bundle.model.state_dict()[name], averaged["model"][name])
+
+
+def test_checkpoints_of_different_architectures_are_not_averaged() -> None:
+    def checkpoint(step: int, channels: int) -> dict:
+        return {"state": {"step": step}, "bundle_config": {"model": {"channels": channels}}, "model": {}}
+
+    with pytest.raises(ValueError, match="different architectures"):
+        average.average_checkpoints([checkpoint(1, 192), checkpoint(2, 256)])
+    with pytest.raises(ValueError, match="no checkpoints"):
+        average.average_checkpoints([])
 
 def test_numbers_are_spelled_in_vocabulary_words() -> None:
     assert number_to_words(1042) == "one thousand and forty two"
