@@ -54,6 +54,15 @@ def architecture_table(config: BundleConfig) -> str:
     return "\n".join(lines)
 
 
+def clean_epochs(augment_from_epoch: int) -> str:
+    """The card's sentence on which epochs train on clean audio."""
+    if augment_from_epoch <= 0:
+        return "every epoch is augmented"
+    if augment_from_epoch == 1:
+        return "the first epoch uses clean audio"
+    return f"the first {augment_from_epoch} epochs use clean audio"
+
+
 def wer_table(results: dict[str, Any] | None) -> str:
     """Per test set WER/CER for fp32 and int8, in percent."""
     if not results:
@@ -124,7 +133,7 @@ def model_card(
         lr=cfg["lr"],
         warmup=cfg["warmup_steps"],
         augment_strength=cfg.get("augment_strength", 1.0),
-        augment_from_epoch=cfg.get("augment_from_epoch", 0),
+        clean_epochs=clean_epochs(cfg.get("augment_from_epoch", 0)),
         best_dev=100 * state["best_dev"],
         plot=plot,
         wer_table=wer_table(results),
