@@ -135,7 +135,6 @@ def test_finetune_at_a_smaller_stride_keeps_the_weights_shapes(
     assert int(out_lengths[0]) == log_probs.shape[1] == (int(lengths[0]) + 1) // 2
 
 
-
 def test_kept_checkpoints_average_into_an_exportable_model(manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train.run([*tiny_args(manifest, out, steps=6), "--checkpoint-minutes", "0", "--keep-checkpoints", "3"])
@@ -161,6 +160,7 @@ def test_checkpoints_of_different_architectures_are_not_averaged() -> None:
         average.average_checkpoints([checkpoint(1, 192), checkpoint(2, 256)])
     with pytest.raises(ValueError, match="no checkpoints"):
         average.average_checkpoints([])
+
 
 def test_numbers_are_spelled_in_vocabulary_words() -> None:
     assert number_to_words(1042) == "one thousand and forty two"
