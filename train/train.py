@@ -36,12 +36,13 @@ from torch.utils.data import DataLoader
 
 from app.asr.allocator import tune_malloc
 from app.asr.bundle import build_model, load_bundle
-from app.asr.configs import BundleConfig, default_config
+from app.asr.configs import ENGLISH_CHARS, BundleConfig, default_config
 from app.asr.features import LogMelFrontend
 from app.asr.model import SepConvCTC
 from train.data.augment import AugmentConfig
 from train.data.dataset import BucketBatchSampler, SpeechDataset, Utterance, load_utterances, parse_manifest_arg
 from train.data.dataset import worker_init as dataset_worker_init
+from train.data.wordpieces import learn_word_pieces
 from train.scoring import score, transcribe
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class TrainConfig:
     name: str = "en-small"
     init: str | None = None  # bundle folder to fine-tune from
     stride: int = 0  # total time stride; 0 keeps the architecture's (with --init: the bundle's)
+    vocab: int = 0  # tokens: 0 keeps the bundle's (characters for a new model); N adds word pieces up to N
+    new_head: bool = False  # with --init: a freshly initialised output layer even if the tokens are unchanged
     resume: bool = False
     device: str = "auto"  # auto, cpu, cuda
     threads: int = 2
@@ -144,21 +147,38 @@ def feature_stats(
 
 
 def build_config(cfg: TrainConfig, utts: list[Utterance]) -> tuple[BundleConfig, SepConvCTC]:
-    """A fresh model (with feature statistics from the training data) or the one in ``cfg.init``."""
+    """A fresh model (with feature statistics from the training data) or the one in ``cfg.init``.
+
+    ``cfg.vocab`` > 0 sets the token list: the characters plus word pieces learned from the
+    training text (:func:`learn_word_pieces`). A fine-tuned model whose tokens change (or with
+    ``cfg.new_head``) keeps every weight but the output layer's, which starts afresh.
+    """
+    tokens = None
+    if cfg.vocab:
+        if cfg.vocab < len(ENGLISH_CHARS):
+            raise SystemExit(f"--vocab {cfg.vocab}: the {len(ENGLISH_CHARS)} characters are the smallest vocabulary")
+        tokens = learn_word_pieces([u.text for u in utts], list(ENGLISH_CHARS), cfg.vocab)
+        logger.info("%d tokens, %d of them word pieces", len(tokens), len(tokens) - len(ENGLISH_CHARS))
     if cfg.init:
         bundle = load_bundle(cfg.init)
         config = bundle.config.model_copy(update={"name": cfg.name, "metrics": {}})
         logger.info("fine-tuning from %s (%d parameters)", cfg.init, bundle.num_parameters())
-        if not cfg.stride or cfg.stride == config.model.stride:
-            return config, bundle.model
-        config = config.with_stride(cfg.stride)
+        if cfg.stride and cfg.stride != config.model.stride:
+            config = config.with_stride(cfg.stride)
+            logger.info("time stride %d, %.0f output frames per second", cfg.stride, config.frame_rate)
+        weights = bundle.model.state_dict()
+        if (tokens is not None and tokens != config.tokens) or cfg.new_head:
+            config = config.with_tokens(tokens or config.tokens)
+            weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+            logger.info("new output layer for %d tokens", len(config.tokens))
         _, model = build_model(config)
-        model.load_state_dict(bundle.model.state_dict())  # same shapes: only the strides change
-        logger.info("time stride %d, %.0f output frames per second", cfg.stride, config.frame_rate)
+        model.load_state_dict(weights, strict=False)  # same shapes: at most the strides and the head change
         return config, model
     config = default_config(cfg.name, trained=True)
     if cfg.stride:
         config = config.with_stride(cfg.stride)
+    if tokens is not None:
+        config = config.with_tokens(tokens)
     mean, std = feature_stats(config, utts, cfg.stats_utterances, cfg.seed)
     frontend = config.frontend.model_copy(update={"normalization": "global", "mean": mean, "std": std})
     config = config.model_copy(update={"frontend": frontend})

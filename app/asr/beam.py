@@ -40,7 +40,7 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from app.asr.ctc import Alternative, Hypothesis, decode_path
+from app.asr.ctc import Alternative, Hypothesis, decode_path, spell
 from app.asr.text import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,8 @@ class LexiconLM:
     """A KenLM model with its lexicon, loaded once and shared read-only by every decoder.
 
     Args:
-        folder: holds ``lm.bin`` (KenLM binary or ARPA), ``lexicon.txt`` (``word<TAB>c h a r s``)
+        folder: holds ``lm.bin`` (KenLM binary or ARPA), ``lexicon.txt`` (``word<TAB>c h a r s``;
+            each word is spelled with the model's own tokens, so word pieces need no other lexicon)
             and optionally ``decoder.json`` (default :class:`BeamOptions` fields).
         tokens: the acoustic model's token list; ``delimiter`` separates words, ``blank_id`` is CTC's blank.
     """
@@ -172,8 +173,9 @@ class LexiconLM:
         self.tokens = tokens
         self.blank_id = blank_id
         self.delimiter_id = tokens.index(delimiter)
-        index = {t: i for i, t in enumerate(tokens)}
-        self.words, self.spellings = _read_lexicon(folder / LEXICON_FILE, index, self.delimiter_id)
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self.longest = max(len(t) for t in tokens)
+        self.words, self.spellings = self._read_lexicon(folder / LEXICON_FILE)
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.unk = len(self.words)
         self.kenlm = KenLM(str(folder / LM_FILE), Dictionary([*self.words, UNK]))
@@ -187,10 +189,21 @@ class LexiconLM:
         logger.info("language model %s: %d lexicon words", folder, len(self.words))
 
     def spell(self, word: str) -> list[int] | None:
-        """Token ids of ``word`` followed by the delimiter, or None if a letter is not a token."""
-        index = {t: i for i, t in enumerate(self.tokens)}
-        ids = [index.get(ch) for ch in word]
-        return None if None in ids else [*(i for i in ids if i is not None), self.delimiter_id]
+        """Token ids of ``word`` (as training spelled it) and the delimiter; None if a letter is not a token."""
+        ids = spell(word, self.index, self.longest)
+        return None if not ids else [*ids, self.delimiter_id]
+
+    def _read_lexicon(self, path: Path) -> tuple[list[str], list[list[int]]]:
+        words, spellings = [], []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            word = line.partition("\t")[0]
+            spelled = self.spell(word)
+            if spelled is not None:
+                words.append(word)
+                spellings.append(spelled)
+        if not words:
+            raise ValueError(f"{path}: no usable lexicon entries")
+        return words, spellings
 
     def search_for(self, options: BeamOptions) -> _Search:
         """The trie and LM for ``options``: the shared ones, or for hotwords a boosting LM wrapper
@@ -248,19 +261,6 @@ class LexiconLM:
             trie.insert(spelling, idx, weight * self.unk_unigram + bonus.get(idx, 0.0))
         trie.smear(SmearingMode.MAX)
         return trie
-
-
-def _read_lexicon(path: Path, index: dict[str, int], delimiter: int) -> tuple[list[str], list[list[int]]]:
-    words, spellings = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        word, _, spelled = line.partition("\t")
-        ids = [index.get(ch) for ch in spelled.split()]
-        if word and ids and None not in ids:
-            words.append(word)
-            spellings.append([*(i for i in ids if i is not None), delimiter])
-    if not words:
-        raise ValueError(f"{path}: no usable lexicon entries")
-    return words, spellings
 
 
 def _read_defaults(path: Path) -> BeamOptions:

@@ -145,6 +145,11 @@ class BundleConfig(BaseModel):
         rate = self.frontend.sample_rate / self.frontend.hop_length / stride
         return BundleConfig.model_validate({**self.model_dump(), "model": model.model_dump(), "frame_rate": rate})
 
+    def with_tokens(self, tokens: list[str]) -> BundleConfig:
+        """The same network with another token list (its output layer sized to match)."""
+        model = self.model.model_copy(update={"vocab_size": len(tokens)})
+        return BundleConfig.model_validate({**self.model_dump(), "model": model.model_dump(), "tokens": tokens})
+
     @property
     def frame_seconds(self) -> float:
         """Duration of one output frame in seconds."""

@@ -149,13 +149,43 @@ def ctc_collapse(ids: list[int], blank_id: int) -> list[int]:
     return out
 
 
-def text_to_ids(text: str, tokens: list[str]) -> list[int]:
-    """Map normalised text to token ids; raise ValueError on a character outside the vocabulary."""
+def spell(word: str, index: dict[str, int], longest: int) -> list[int] | None:
+    """Token ids of ``word``: the longest token that matches at each position, left to right.
+
+    ``index`` maps token strings to ids and ``longest`` is the longest token's length. With a
+    character vocabulary this is one id per character; with word pieces (multi-character tokens
+    learned from text, see ``train.data.wordpieces``) it is the greedy segmentation WordPiece
+    uses. None if some character is not a token.
+    """
+    ids = []
+    start = 0
+    while start < len(word):
+        for end in range(min(len(word), start + longest), start, -1):
+            token = index.get(word[start:end])
+            if token is not None:
+                ids.append(token)
+                start = end
+                break
+        else:
+            return None
+    return ids
+
+
+def text_to_ids(text: str, tokens: list[str], word_delimiter: str = " ") -> list[int]:
+    """Map normalised text to token ids (:func:`spell` per word, the delimiter between words).
+
+    Raises ValueError on a character outside the vocabulary.
+    """
     index = {t: i for i, t in enumerate(tokens)}
-    try:
-        return [index[ch] for ch in text]
-    except KeyError as exc:
-        raise ValueError(f"character {exc.args[0]!r} is not in the vocabulary") from exc
+    longest = max(len(t) for t in tokens)
+    ids: list[int] = []
+    for n, word in enumerate(text.split(word_delimiter)):
+        spelled = spell(word, index, longest)
+        if spelled is None:
+            bad = next(ch for ch in word if ch not in index)
+            raise ValueError(f"character {bad!r} is not in the vocabulary")
+        ids += [index[word_delimiter], *spelled] if n else spelled
+    return ids
 
 
 class GreedyDecoder:

@@ -135,6 +135,27 @@ def test_finetune_at_a_smaller_stride_keeps_the_weights_shapes(
     assert int(out_lengths[0]) == log_probs.shape[1] == (int(lengths[0]) + 1) // 2
 
 
+def test_finetune_to_word_pieces_keeps_the_encoder_and_sizes_a_new_output_layer(
+    manifest: Path, trained_run: Path, tmp_path: Path
+) -> None:
+    base = export.run(["--checkpoint", str(trained_run / "best.pt"), "--out", str(tmp_path / "base")])
+    out = tmp_path / "pieces"
+    train.run([*tiny_args(manifest, out, steps=2), "--init", str(base), "--vocab", "40", "--lr", "1e-9"])
+    tuned = load_bundle(export.run(["--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "tuned")]))
+    original = load_bundle(base)
+    tokens = tuned.config.tokens
+    assert len(tokens) == 40 and tokens[:29] == original.config.tokens and "the" in tokens
+    weights, before = dict(tuned.model.named_parameters()), dict(original.model.named_parameters())
+    assert weights["head.weight"].shape[0] == 40
+    encoder = [k for k in before if not k.startswith("head.")]
+    assert all(torch.allclose(weights[k], before[k], atol=1e-6) for k in encoder)  # lr 1e-9: copied, unchanged
+    wave = torch.randn(1, 16000) * 0.1
+    log_probs, _ = tuned.model(*tuned.frontend(wave, torch.tensor([16000])))
+    assert log_probs.shape[-1] == 40
+    with pytest.raises(SystemExit, match="smallest vocabulary"):
+        train.run([*tiny_args(manifest, tmp_path / "small", steps=1), "--vocab", "20"])
+
+
 def test_kept_checkpoints_average_into_an_exportable_model(manifest: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     train.run([*tiny_args(manifest, out, steps=6), "--checkpoint-minutes", "0", "--keep-checkpoints", "3"])

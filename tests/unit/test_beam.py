@@ -22,7 +22,7 @@ from app.asr.beam import (
     parse_hotwords,
 )
 from app.asr.configs import ENGLISH_CHARS
-from app.asr.ctc import GreedyDecoder, Hypothesis
+from app.asr.ctc import GreedyDecoder, Hypothesis, text_to_ids
 from app.asr.segment import stitch
 
 LM_DIR = Path(__file__).resolve().parents[2] / "models" / "en-small" / "lm"
@@ -121,6 +121,27 @@ def test_alternatives_are_distinct_and_ranked(lm: LexiconLM) -> None:
     assert texts[0] == hyp.text
     scores = [a.score for a in hyp.alternatives]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_word_piece_models_search_the_same_lexicon_spelled_in_their_pieces() -> None:
+    tokens = [*ENGLISH_CHARS, "th", "the", "er", "ing", "ain", "tr"]
+    pieces = load_lexicon_lm(LM_DIR, tokens, 0)
+    assert pieces is not None
+    spelled = pieces.spellings[pieces.word_index["the"]]
+    assert [tokens[i] for i in spelled] == ["the", " "]
+    text = "the train was late again this evening"
+    ids = text_to_ids(text, tokens)
+    assert len(ids) < len(text)  # pieces, not characters
+    rows = []
+    for token in ids:
+        row = np.full(len(tokens), 0.01)
+        row[token] = 1.0
+        blank = np.full(len(tokens), 0.01)
+        blank[0] = 1.0
+        rows += [row / row.sum(), row / row.sum(), blank / blank.sum()]
+    hyp = BeamDecoder(pieces, BeamOptions(), FRAME_S).decode(np.log(np.stack(rows)).astype(np.float32))
+    assert hyp.text == text
+    assert [w.word for w in hyp.words] == text.split()
 
 
 def test_hotword_missing_from_the_lexicon_is_recognised(lm: LexiconLM) -> None:

@@ -60,3 +60,16 @@ def test_text_to_ids() -> None:
     assert text_to_ids("a b", ENGLISH_CHARS) == [3, 1, 4]
     with pytest.raises(ValueError, match="'7' is not in the vocabulary"):
         text_to_ids("a7", ENGLISH_CHARS)
+
+
+def test_word_pieces_spell_with_the_longest_piece_first_and_decode_back_to_words() -> None:
+    tokens = [*ENGLISH_CHARS, "th", "the", "ing", "in"]
+    ids = text_to_ids("the thing is", tokens)
+    assert [tokens[i] for i in ids] == ["the", " ", "th", "ing", " ", "i", "s"]
+    path = [x for i in ids for x in (i, BLANK)]  # one frame per token, a blank after each
+    log_probs = torch.full((1, len(path), len(tokens)), -20.0)
+    log_probs[0, torch.arange(len(path)), torch.tensor(path)] = 0.0
+    hyp = greedy_decode(log_probs, torch.tensor([len(path)]), tokens, BLANK, 0.02)[0]
+    assert hyp.text == "the thing is"
+    assert [w.word for w in hyp.words] == ["the", "thing", "is"]
+    assert hyp.words[1].start == pytest.approx(4 * 0.02) and hyp.words[1].end == pytest.approx(7 * 0.02)
