@@ -40,7 +40,7 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
-from app.asr.ctc import Alternative, Hypothesis, decode_path, spell
+from app.asr.ctc import Alternative, Hypothesis, decode_path, spell, spelling_index
 from app.asr.text import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -173,8 +173,7 @@ class LexiconLM:
         self.tokens = tokens
         self.blank_id = blank_id
         self.delimiter_id = tokens.index(delimiter)
-        self.index = {t: i for i, t in enumerate(tokens)}
-        self.longest = max(len(t) for t in tokens)
+        self.index, self.longest = spelling_index(tokens)
         self.words, self.spellings = self._read_lexicon(folder / LEXICON_FILE)
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.unk = len(self.words)

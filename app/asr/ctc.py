@@ -149,6 +149,13 @@ def ctc_collapse(ids: list[int], blank_id: int) -> list[int]:
     return out
 
 
+def spelling_index(tokens: list[str]) -> tuple[dict[str, int], int]:
+    """The tokens that spell words (not ``<blank>``-style markers or whitespace) by string, and
+    the longest one's length: the arguments of :func:`spell`."""
+    index = {t: i for i, t in enumerate(tokens) if t.strip() and not (t.startswith("<") and t.endswith(">"))}
+    return index, max((len(t) for t in index), default=1)
+
+
 def spell(word: str, index: dict[str, int], longest: int) -> list[int] | None:
     """Token ids of ``word``: the longest token that matches at each position, left to right.
 
@@ -176,15 +183,15 @@ def text_to_ids(text: str, tokens: list[str], word_delimiter: str = " ") -> list
 
     Raises ValueError on a character outside the vocabulary.
     """
-    index = {t: i for i, t in enumerate(tokens)}
-    longest = max(len(t) for t in tokens)
+    index, longest = spelling_index(tokens)
+    delimiter = tokens.index(word_delimiter)
     ids: list[int] = []
     for n, word in enumerate(text.split(word_delimiter)):
         spelled = spell(word, index, longest)
         if spelled is None:
             bad = next(ch for ch in word if ch not in index)
             raise ValueError(f"character {bad!r} is not in the vocabulary")
-        ids += [index[word_delimiter], *spelled] if n else spelled
+        ids += [delimiter, *spelled] if n else spelled
     return ids
 
 
