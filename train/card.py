@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.asr.configs import BundleConfig
+from app.asr.configs import ENGLISH_CHARS, BundleConfig
 from app.asr.model import SepConvCTC
 
 if TYPE_CHECKING:
@@ -52,6 +52,13 @@ def architecture_table(config: BundleConfig) -> str:
     for i, b in enumerate(config.model.blocks):
         lines.append(f"| {i} | {b.channels} | {b.kernel} | {b.repeat} | {b.stride} | {b.dilation} | {b.residual} |")
     return "\n".join(lines)
+
+
+def token_kinds(tokens: list[str]) -> str:
+    """What the output tokens are, in words."""
+    kinds = "CTC blank, space, apostrophe, a-z"
+    pieces = len(tokens) - len(ENGLISH_CHARS)
+    return f"{kinds} and {pieces} word pieces learned from the training text" if pieces > 0 else kinds
 
 
 def clean_epochs(augment_from_epoch: int) -> str:
@@ -119,6 +126,8 @@ def model_card(
         frame_rate=config.frame_rate,
         n_mels=config.frontend.n_mels,
         vocab=len(config.tokens),
+        unit="word-piece" if len(config.tokens) > len(ENGLISH_CHARS) else "character-level",
+        token_kinds=token_kinds(config.tokens),
         architecture=architecture_table(config),
         data=training_data(checkpoint, summary),
         licences=LICENCES,

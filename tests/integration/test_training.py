@@ -145,6 +145,7 @@ def test_finetune_to_word_pieces_keeps_the_encoder_and_sizes_a_new_output_layer(
     original = load_bundle(base)
     tokens = tuned.config.tokens
     assert len(tokens) == 40 and tokens[:29] == original.config.tokens and "the" in tokens
+    assert "a-z and 11 word pieces learned from the training text" in (tmp_path / "tuned" / "README.md").read_text()
     weights, before = dict(tuned.model.named_parameters()), dict(original.model.named_parameters())
     assert weights["head.weight"].shape[0] == 40
     encoder = [k for k in before if not k.startswith("head.")]
