@@ -32,10 +32,12 @@ def average_checkpoints(checkpoints: list[dict[str, Any]]) -> dict[str, Any]:
     if not checkpoints:
         raise ValueError("no checkpoints to average")
     latest = max(checkpoints, key=lambda c: c["state"]["step"])
-    architecture = latest["bundle_config"]["model"]
+    architecture, tokens = latest["bundle_config"]["model"], latest["bundle_config"].get("tokens")
     for checkpoint in checkpoints:
         if checkpoint["bundle_config"]["model"] != architecture:
             raise ValueError("checkpoints of different architectures cannot be averaged")
+        if checkpoint["bundle_config"].get("tokens") != tokens:  # same head size, other word pieces
+            raise ValueError("checkpoints with different token lists cannot be averaged")
     weights = {}
     for name, tensor in latest["model"].items():
         if tensor.is_floating_point():

@@ -182,6 +182,13 @@ def test_checkpoints_of_different_architectures_are_not_averaged() -> None:
         average.average_checkpoints([checkpoint(1, 192), checkpoint(2, 256)])
     with pytest.raises(ValueError, match="no checkpoints"):
         average.average_checkpoints([])
+    pieces = [checkpoint(1, 192), checkpoint(2, 192)]
+    pieces[0]["bundle_config"]["tokens"], pieces[1]["bundle_config"]["tokens"] = (
+        ["<blank>", " ", "ab"],
+        ["<blank>", " ", "cd"],
+    )
+    with pytest.raises(ValueError, match="different token lists"):
+        average.average_checkpoints(pieces)
 
 
 def test_numbers_are_spelled_in_vocabulary_words() -> None:
