@@ -30,8 +30,11 @@ STRIDE2_HOURS ?= 1.6
 FINETUNE_DIR ?= runs/en-small-s2b
 FINETUNE_HOURS ?= 2.0
 FINETUNE_FLAGS ?= --decay-hours 0.7 --lr 1.5e-3 --augment-strength 0.7
+# a deeper copy of the bundle in MODEL_DIR: a new residual block after each of these blocks
+GROW_AFTER ?= 2 4
+GROW_DIR ?= runs/en-small-deep/init
 
-.PHONY: tts data train train-resume train-stride2 train-finetune average eval export test-train
+.PHONY: tts data train train-resume train-stride2 train-finetune grow average eval export test-train
 
 tts: ## install the Debian TTS engines and text corpora (needs root or sudo)
 	scripts/install-tts.sh
@@ -53,6 +56,10 @@ train-finetune: ## fine-tune the bundle in $(MODEL_DIR) again on the recipe's da
 train-stride2: ## fine-tune the stride-4 bundle in $(MODEL_DIR) at time stride 2 (50 frames/s) into $(STRIDE2_DIR)
 	$(MAKE) train-finetune FINETUNE_DIR=$(STRIDE2_DIR) FINETUNE_HOURS=$(STRIDE2_HOURS) \
 		FINETUNE_FLAGS="--stride 2 --decay-hours 0.6 --lr 2e-3 --augment-strength $(AUGMENT_STRENGTH)"
+
+grow: ## $(GROW_DIR): the bundle in $(MODEL_DIR) with new blocks after GROW_AFTER, the same output until fine-tuned
+	$(PY) -m train.grow --model $(MODEL_DIR) --after $(GROW_AFTER) --out $(GROW_DIR) \
+		--manifest $(MANIFESTS)/synth_train.jsonl $(MANIFESTS)/so762_train.jsonl
 
 average: ## $(RUN_DIR)/averaged.pt: the mean of the AVERAGE_LAST checkpoints a run kept (--keep-checkpoints N)
 	$(PY) -m train.average $(RUN_DIR)/checkpoints/step-*.pt --last $(AVERAGE_LAST) --out $(RUN_DIR)/averaged.pt

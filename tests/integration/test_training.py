@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from app.asr.bundle import load_bundle
-from train import average, export, train
+from train import average, export, grow, train
 from train.data.audio_io import read_audio, write_flac, write_manifest
 from train.data.augment import AugmentConfig, augment_waveform
 from train.data.dataset import BucketBatchSampler
@@ -155,6 +155,32 @@ def test_finetune_to_word_pieces_keeps_the_encoder_and_sizes_a_new_output_layer(
     assert log_probs.shape[-1] == 40
     with pytest.raises(SystemExit, match="smallest vocabulary"):
         train.run([*tiny_args(manifest, tmp_path / "small", steps=1), "--vocab", "20"])
+
+
+def test_grown_model_computes_the_same_until_fine_tuned(manifest: Path, trained_run: Path, tmp_path: Path) -> None:
+    base = export.run(["--checkpoint", str(trained_run / "best.pt"), "--out", str(tmp_path / "base")])
+    grown_dir = tmp_path / "grown"
+    grow.main(["--model", str(base), "--after", "1", "3", "--manifest", str(manifest), "--out", str(grown_dir)])
+    original, grown = load_bundle(base), load_bundle(grown_dir)
+    blocks = original.config.model.blocks
+    copies = [blocks[i].model_copy(update={"stride": 1}) for i in (1, 3)]
+    assert grown.config.model.blocks == [*blocks[:2], copies[0], *blocks[2:4], copies[1], *blocks[4:]]
+    assert grown.num_parameters() > original.num_parameters()
+    noise = np.random.default_rng(0).normal(0, 0.1, 9000)
+    waves = [read_audio(manifest.parent / "0.flac"), read_audio(manifest.parent / "5.flac"), noise]
+    for wave in waves:
+        audio = torch.from_numpy(wave.astype(np.float32))[None]
+        with torch.inference_mode():
+            before, _ = original.model(*original.frontend(audio, torch.tensor([audio.shape[1]])))
+            after, _ = grown.model(*grown.frontend(audio, torch.tensor([audio.shape[1]])))
+        assert torch.allclose(before, after, atol=1e-4)
+    out = tmp_path / "deep"
+    train.run([*tiny_args(manifest, out, steps=3), "--init", str(grown_dir)])
+    tuned = load_bundle(export.run(["--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "tuned")]))
+    new_block = dict(tuned.model.named_parameters())["blocks.2.layers.2.norm.weight"]
+    assert new_block.abs().sum() > 0  # the new block's zero-initialised output began to learn
+    with pytest.raises(ValueError, match="no block"):
+        grow.deeper_config(original.config, [len(blocks)])
 
 
 def test_kept_checkpoints_average_into_an_exportable_model(manifest: Path, tmp_path: Path) -> None:
