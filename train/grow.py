@@ -24,15 +24,17 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from app.asr.bundle import Bundle, build_model, load_bundle, save_bundle
 from app.asr.configs import BlockConfig, BundleConfig
-from app.asr.model import SepConvCTC, strided_lengths
-from train.data.dataset import load_utterances
+from app.asr.model import SepConvCTC
+from train.data.audio_io import read_audio, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -60,30 +62,49 @@ def deeper_config(config: BundleConfig, after: list[int]) -> tuple[BundleConfig,
 
 
 @torch.no_grad()
-def block_input_stats(bundle: Bundle, waves: list[np.ndarray], block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of ``block``'s output over the valid frames."""
-    total = squares = None
-    frames = 0
-    for wave in waves:
-        audio = torch.from_numpy(wave.astype(np.float32) / 32768.0)[None]
-        feats, lengths = bundle.frontend(audio, torch.tensor([audio.shape[1]]))
-        x = feats
-        for b, stride in zip(bundle.model.blocks[: block + 1], bundle.model.strides, strict=False):
-            lengths = strided_lengths(lengths, stride)
-            x = b(x, lengths)
-        valid = x[0, :, : int(lengths[0])].double()
-        total = valid.sum(1) if total is None else total + valid.sum(1)
-        squares = valid.square().sum(1) if squares is None else squares + valid.square().sum(1)
-        frames += valid.shape[1]
-    if total is None or squares is None or frames == 0:
-        raise ValueError("no audio to measure the activations on")
-    mean = total / frames
-    std = (squares / frames - mean.square()).clamp_min(1e-4).sqrt()
-    return mean.float(), std.float()
+def block_output_stats(
+    bundle: Bundle, waves: list[np.ndarray], blocks: list[int]
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel mean and standard deviation of each of ``blocks``' outputs over the valid frames.
+
+    One forward pass per wave; hooks on the blocks read their outputs and valid lengths.
+    """
+    sums: dict[int, list[torch.Tensor]] = {}
+    frames = dict.fromkeys(blocks, 0)
+
+    def measure(i: int) -> Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor], torch.Tensor], None]:
+        def hook(_: nn.Module, inputs: tuple[torch.Tensor, torch.Tensor], output: torch.Tensor) -> None:
+            valid = output[0, :, : int(inputs[1][0])].double()
+            moments = [valid.sum(1), valid.square().sum(1)]
+            sums[i] = [a + b for a, b in zip(sums[i], moments, strict=True)] if i in sums else moments
+            frames[i] += valid.shape[1]
+
+        return hook
+
+    handles = [bundle.model.blocks[i].register_forward_hook(measure(i)) for i in blocks]
+    try:
+        for wave in waves:
+            audio = torch.from_numpy(wave.astype(np.float32))[None]
+            bundle.model(*bundle.frontend(audio, torch.tensor([audio.shape[1]])))
+    finally:
+        for handle in handles:
+            handle.remove()
+    stats = {}
+    for i in blocks:
+        if not frames[i]:
+            raise ValueError("no audio to measure the activations on")
+        total, squares = sums[i]
+        mean = total / frames[i]
+        std = (squares / frames[i] - mean.square()).clamp_min(1e-4).sqrt()
+        stats[i] = (mean.float(), std.float())
+    return stats
 
 
 def deepen(bundle: Bundle, after: list[int], waves: list[np.ndarray]) -> tuple[BundleConfig, SepConvCTC]:
-    """A deeper copy of ``bundle``'s model that computes the same function (see module doc)."""
+    """A deeper copy of ``bundle``'s model that computes the same function (see module doc).
+
+    ``waves``: float audio at the model's sample rate, to measure the new blocks' inputs on.
+    """
     config, positions = deeper_config(bundle.config, after)
     _, model = build_model(config)
     state = model.state_dict()
@@ -92,16 +113,15 @@ def deepen(bundle: Bundle, after: list[int], waves: list[np.ndarray]) -> tuple[B
             _, index, rest = key.split(".", 2)
             key = f"blocks.{positions[int(index)]}.{rest}"
         state[key] = tensor.clone()
-    for i in after:
+    for i, (mean, std) in block_output_stats(bundle, waves, after).items():
         new = positions[i] + 1
-        mean, std = block_input_stats(bundle, waves, i)
         last = len(model.blocks[new].layers) - 1
         state[f"blocks.{new}.layers.{last}.norm.weight"].zero_()
         state[f"blocks.{new}.layers.{last}.norm.bias"].zero_()
-        eps = 1e-5  # nn.BatchNorm1d's default, which every norm of the model uses
+        norm = model.blocks[new].residual[1]  # type: ignore[index]
         state[f"blocks.{new}.residual.0.weight"] = torch.eye(mean.numel())[:, :, None]
         state[f"blocks.{new}.residual.1.running_mean"] = mean.clone()
-        state[f"blocks.{new}.residual.1.running_var"] = std.square() - eps
+        state[f"blocks.{new}.residual.1.running_var"] = std.square() - norm.eps
         state[f"blocks.{new}.residual.1.weight"] = std.clone()
         state[f"blocks.{new}.residual.1.bias"] = mean.clone()
     model.load_state_dict(state)
@@ -122,9 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for the grown bundle")
     args = parser.parse_args(argv)
     bundle = load_bundle(args.model)
-    utts = [u for manifest in args.manifest for u in load_utterances(manifest)]
-    sample = random.Random(args.seed).sample(utts, min(args.utterances, len(utts)))
-    config, model = deepen(bundle, args.after, [u.audio for u in sample])
+    rows = [row for manifest in args.manifest for row in read_manifest(manifest)]
+    sample = random.Random(args.seed).sample(rows, min(args.utterances, len(rows)))
+    config, model = deepen(bundle, args.after, [read_audio(row["audio"]) for row in sample])
     card = (
         f"# {config.name} (grown)\n\n{args.model} with a new residual block after blocks "
         f"{', '.join(map(str, args.after))}: {model.num_parameters()} parameters, "
