@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -67,13 +68,33 @@ class FakeAcousticModel(nn.Module):
         return 0
 
 
-class FakeFactory:
-    """A recognizer factory for ``create_app`` that serves the fake model."""
+class FakeSecondPass:
+    """Stands in for Whisper's decoder: every clip reads as ``text``; records each batch's
+    size and longest clip in feature frames."""
 
-    def __init__(self, load_delay_s: float = 0.0, pads_batches: bool = True) -> None:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.batches: list[tuple[int, int]] = []
+
+    def to(self, device: str) -> FakeSecondPass:
+        return self
+
+    def transcribe(self, features: Tensor, lengths: Tensor) -> list[str]:
+        self.batches.append((features.shape[0], int(lengths.max())))
+        return [self.text] * features.shape[0]
+
+
+class FakeFactory:
+    """A recognizer factory for ``create_app`` that serves the fake model (with a fake second
+    pass reading ``second_pass_text`` when given)."""
+
+    def __init__(
+        self, load_delay_s: float = 0.0, pads_batches: bool = True, second_pass_text: str | None = None
+    ) -> None:
         self.config = default_config("fake-model")
         self.pads_batches = pads_batches
         self.model = FakeAcousticModel(self.config)
+        self.second_pass = FakeSecondPass(second_pass_text) if second_pass_text is not None else None
         self.load_delay_s = load_delay_s
         self.release = threading.Event()
         if not load_delay_s:
@@ -82,6 +103,7 @@ class FakeFactory:
     def __call__(self, settings: Settings) -> TorchRecognizer:
         self.release.wait(self.load_delay_s or None)
         bundle = Bundle(Path("fake"), self.config, LogMelFrontend(self.config.frontend), self.model)  # type: ignore[arg-type]
+        bundle.second_pass = self.second_pass  # type: ignore[assignment]
         return TorchRecognizer(bundle, device="cpu", precision="fp32", pads_batches=self.pads_batches)
 
 
@@ -146,3 +168,23 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, message: str, inte
         if time.monotonic() > deadline:
             raise AssertionError(message)
         time.sleep(interval_s)
+
+
+DATA_ROOT = Path(os.environ.get("ASR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+"""Real speech for tests that need it (evaluation sets only: never training)."""
+
+
+def cv100_clips(count: int) -> list[tuple[np.ndarray, str]]:
+    """The first ``count`` Common Voice clips of ``DATA_ROOT/cv100`` as (16 kHz audio, reference);
+    skips the test when the set is absent."""
+    import json
+
+    import pytest
+
+    from train.data.audio_io import read_audio
+
+    manifest = DATA_ROOT / "cv100" / "manifest.jsonl"
+    if not manifest.is_file():
+        pytest.skip(f"real speech not found: {manifest} (set ASR_DATA)")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()[:count]]
+    return [(read_audio(manifest.parent / row["audio"]), row["text"]) for row in rows]

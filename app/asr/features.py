@@ -6,7 +6,7 @@ import torch
 import torchaudio
 from torch import Tensor, nn
 
-from app.asr.configs import FrontendConfig
+from app.asr.configs import FrontendConfig, WhisperFrontendConfig
 
 
 def num_frames(num_samples: Tensor, config: FrontendConfig) -> Tensor:
@@ -105,3 +105,42 @@ def _unpadded(waveforms: Tensor, lengths: Tensor) -> bool:
     """Whether every row of a CPU batch is full length, so no frame needs masking (the case of
     a batch of one); on other devices the check would wait for the device, so it says no."""
     return waveforms.device.type == "cpu" and int(lengths.min()) == waveforms.shape[1]
+
+
+class WhisperLogMel(nn.Module):
+    """Whisper's log-mel frames at each utterance's own length (no padding to 30 s).
+
+    Centred STFT (n_fft 400, hop 160, Hann window, reflect padding on the left, zeros after the
+    audio as Whisper's 30-second padding gives), power spectrum, Slaney mel filters, log10
+    clamped at 1e-10, then floored at each utterance's maximum minus 8 and scaled as (x + 4) / 4.
+    ``samples // hop`` frames per utterance; frames past a row's length are zero.
+    """
+
+    def __init__(self, config: WhisperFrontendConfig) -> None:
+        super().__init__()
+        self.config = config
+        filters = torchaudio.functional.melscale_fbanks(
+            config.n_fft // 2 + 1, 0.0, config.sample_rate / 2, config.n_mels, config.sample_rate, "slaney", "slaney"
+        )
+        self.filters: Tensor
+        self.window: Tensor
+        self.register_buffer("filters", filters.T.contiguous(), persistent=False)  # (n_mels, freqs)
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(batch, samples) audio and (batch,) lengths -> (batch, n_mels, frames) features and frame lengths."""
+        if waveforms.dim() != 2:
+            raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
+        hop, half = self.config.hop_length, self.config.n_fft // 2
+        frame_lengths = torch.div(lengths, hop, rounding_mode="floor")
+        frames = waveforms.shape[1] // hop
+        padded = nn.functional.pad(waveforms.float(), (0, half + 1))
+        left = padded[:, 1 : half + 1].flip(-1)  # reflect padding, as a centred STFT's
+        padded = torch.cat([left, padded], dim=1)
+        spec = torch.stft(padded, self.config.n_fft, hop, window=self.window, center=False, return_complex=True)
+        power = spec[..., :frames].abs().square()
+        logmel = torch.clamp(self.filters @ power, min=1e-10).log10()  # (batch, n_mels, frames)
+        valid = torch.arange(frames, device=logmel.device)[None, :] < frame_lengths[:, None]
+        peak = logmel.masked_fill(~valid[:, None, :], -torch.inf).amax(dim=(1, 2), keepdim=True)
+        feats = (torch.maximum(logmel, peak - 8.0) + 4.0) / 4.0
+        return feats * valid[:, None, :], frame_lengths

@@ -25,7 +25,7 @@ from typing import ClassVar
 import av
 import numpy as np
 
-from app.asr.configs import BundleConfig
+from app.asr.configs import BundleConfig, ModelConfig
 from app.asr.model import receptive_field
 
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -47,8 +47,9 @@ class FrameGrid:
         ``max_context_s`` > 0 caps the context kept on each side below the receptive field: less
         work per window, but frames are then committed before all they depend on is known.
         """
-        frontend = config.frontend
-        radius = receptive_field(config.model)
+        frontend, model = config.frontend, config.model
+        # attention sees the whole window: a Whisper encoder's field is its 30 s
+        radius = receptive_field(model) if isinstance(model, ModelConfig) else model.max_frames * model.stride
         if max_context_s > 0:
             radius = min(radius, round(max_context_s * frontend.sample_rate / frontend.hop_length))
         return cls(frontend.hop_length, frontend.n_fft, config.model.stride, radius)

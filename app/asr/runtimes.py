@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from app.asr.model import Block, SeparableConv, SepConvCTC
+from app.asr.whisper.model import WhisperCTC
 
 logger = logging.getLogger(__name__)
 
@@ -54,18 +55,27 @@ def fold_batchnorm(model: SepConvCTC) -> SepConvCTC:
     return fused
 
 
-def export_onnx(model: SepConvCTC, example_frames: int = 200) -> bytes:
+def inference_copy(model: SepConvCTC | WhisperCTC) -> nn.Module:
+    """The network as it runs for inference: batch norms folded (convolutional), or an eval-mode copy."""
+    if isinstance(model, SepConvCTC):
+        return fold_batchnorm(model)
+    return copy.deepcopy(model).eval()
+
+
+def export_onnx(model: SepConvCTC | WhisperCTC, example_frames: int = 200) -> bytes:
     """Serialise the (folded) network to ONNX with dynamic batch and time axes.
 
     Inputs: ``features`` (batch, n_mels, frames) float32 and ``lengths`` (batch,) int64.
     Outputs: ``log_probs`` (batch, frames_out, vocab) and ``out_lengths`` (batch,).
     """
-    model = fold_batchnorm(model)
+    exported = inference_copy(model)
+    if isinstance(exported, WhisperCTC):
+        exported.encoder.always_mask = True  # tracing sees one unpadded row; the graph must mask any batch
     features = torch.zeros(1, model.config.n_mels, example_frames)
     lengths = torch.tensor([example_frames])
     buffer = io.BytesIO()
     torch.onnx.export(
-        model,
+        exported,
         (features, lengths),
         buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects
         input_names=["features", "lengths"],
@@ -83,7 +93,8 @@ def export_onnx(model: SepConvCTC, example_frames: int = 200) -> bytes:
 
 
 def quantize_onnx_int8(onnx_model: bytes) -> bytes:
-    """The ONNX network with every convolution's weights stored as int8, one scale per output channel.
+    """The ONNX network with every convolution's and matrix product's weights stored as int8, one
+    scale per output channel.
 
     Each weight tensor becomes an int8 initializer (symmetric, zero point 0, scale
     ``max|w| / 127`` per output channel) feeding a ``DequantizeLinear`` node, so the file is
@@ -98,11 +109,16 @@ def quantize_onnx_int8(onnx_model: bytes) -> bytes:
     model = onnx.load_from_string(onnx_model)
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    weights = [node.input[1] for node in graph.node if node.op_type == "Conv" and node.input[1] in initializers]
+    axes = {
+        node.input[1]: 0 if node.op_type == "Conv" else 1 for node in graph.node if node.op_type in ("Conv", "MatMul")
+    }
+    weights = {name: axis for name, axis in axes.items() if name in initializers and len(initializers[name].dims) >= 2}
     dequantize = []
-    for name in dict.fromkeys(weights):
+    for name, axis in weights.items():
         tensor = initializers[name]
-        quantized, scale = quantize_per_channel(numpy_helper.to_array(tensor))
+        array = numpy_helper.to_array(tensor)
+        quantized, scale = quantize_per_channel(array if axis == 0 else array.T)
+        quantized = quantized if axis == 0 else np.ascontiguousarray(quantized.T)
         graph.initializer.remove(tensor)
         graph.initializer.extend(
             [
@@ -112,7 +128,7 @@ def quantize_onnx_int8(onnx_model: bytes) -> bytes:
             ]
         )
         inputs = [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"]
-        dequantize.append(helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", axis=0))
+        dequantize.append(helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", axis=axis))
     for node in reversed(dequantize):
         graph.node.insert(0, node)
     return model.SerializeToString()

@@ -69,7 +69,7 @@ def test_wrong_token_count(bundle_dir: Path) -> None:
         ({"blank_id": 99}, "blank_id 99 is outside"),
         ({"model.blocks": []}, "model.blocks"),
         ({"frontend.normalization": "global"}, "global normalization needs mean"),
-        ({"model.type": "transformer"}, "model.type"),
+        ({"model.type": "transformer"}, "model: Input tag 'transformer' found using 'type'"),
         ({"format_version": 7}, "format_version 7 is not supported"),
     ],
 )

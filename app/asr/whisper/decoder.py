@@ -1,0 +1,123 @@
+"""Whisper's pretrained text decoder with a key/value cache, and batched greedy decoding.
+
+It reads the encoder states the CTC path already computed (at the utterance's own length) and
+writes Whisper's tokens. Rows of a batch decode side by side; each stops at end-of-text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from app.asr.whisper.layers import Attention, KeyValue, Mlp
+
+
+@dataclass(frozen=True)
+class DecodingRules:
+    """Whisper's prompt and token suppression for greedy decoding without timestamps."""
+
+    prompt: tuple[int, ...]  # start-of-transcript, no-timestamps
+    end_of_text: int
+    suppress: tuple[int, ...]  # never emitted (special and timestamp tokens, Whisper's suppress list)
+    suppress_first: tuple[int, ...]  # not as the first token (a blank, end-of-text)
+    max_tokens: int  # the decoder's positions, prompt included
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention, cross-attention to the encoder states, MLP; each pre-norm."""
+
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.attn_ln = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, heads)
+        self.cross_attn_ln = nn.LayerNorm(d_model)
+        self.cross_attn = Attention(d_model, heads, cross=True)
+        self.mlp_ln = nn.LayerNorm(d_model)
+        self.mlp = Mlp(d_model)
+
+    def forward(
+        self, x: Tensor, cache: KeyValue | None, cross: KeyValue, cross_mask: Tensor | None
+    ) -> tuple[Tensor, KeyValue]:
+        attended, cache = self.attn(self.attn_ln(x), cache=cache, causal=x.shape[1] > 1)
+        x = x + attended
+        x = x + self.cross_attn(self.cross_attn_ln(x), cross_mask, cache=cross)[0]
+        return x + self.mlp(self.mlp_ln(x)), cache
+
+
+class WhisperDecoder(nn.Module):
+    """Tokens in, next-token logits out, attending to encoder states."""
+
+    def __init__(self, vocab_size: int, d_model: int, heads: int, layers: int, max_tokens: int) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(vocab_size, d_model)
+        self.positions = nn.Parameter(torch.zeros(max_tokens, d_model), requires_grad=False)
+        self.blocks = nn.ModuleList(DecoderBlock(d_model, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(d_model)
+
+    def cross_keys(self, states: Tensor) -> list[KeyValue]:
+        """Each block's cross-attention keys and values of ``states`` (batch, frames, d_model)."""
+        blocks: list[DecoderBlock] = list(self.blocks)  # type: ignore[arg-type]
+        return [block.cross_attn.project_key_value(states) for block in blocks]
+
+    def forward(
+        self, tokens: Tensor, caches: list[KeyValue] | None, cross: list[KeyValue], cross_mask: Tensor | None
+    ) -> tuple[Tensor, list[KeyValue]]:
+        """Logits (batch, tokens, vocab) of the next token after each of ``tokens`` (batch, n).
+
+        ``caches`` holds the self-attention keys and values of the earlier positions (None at
+        the start); the updated caches are returned.
+        """
+        offset = 0 if caches is None else caches[0][0].shape[2]
+        x = self.token_embedding(tokens) + self.positions[offset : offset + tokens.shape[1]]
+        new_caches = []
+        for i, block in enumerate(self.blocks):
+            x, cache = block(x, None if caches is None else caches[i], cross[i], cross_mask)
+            new_caches.append(cache)
+        logits = self.ln(x) @ self.token_embedding.weight.T
+        return logits.float(), new_caches
+
+    @torch.inference_mode()
+    def greedy(
+        self, states: Tensor, lengths: Tensor, rules: DecodingRules, max_new: Sequence[int] | None = None
+    ) -> list[list[int]]:
+        """Greedy text tokens (prompt and end-of-text removed) for each row of ``states``.
+
+        Args:
+            states: (batch, frames, d_model) encoder output, rows padded past ``lengths``.
+            lengths: (batch,) valid frames per row.
+            max_new: per-row cap on new tokens (default: as many as the positions allow).
+        """
+        batch = states.shape[0]
+        limit = rules.max_tokens - len(rules.prompt)
+        caps = [min(limit, m) for m in max_new] if max_new is not None else [limit] * batch
+        mask = None
+        if batch > 1 and bool((lengths < states.shape[1]).any()):
+            mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
+        cross = self.cross_keys(states)
+        suppress = torch.tensor(rules.suppress, device=states.device)
+        tokens = torch.tensor([rules.prompt] * batch, device=states.device)
+        caches: list[KeyValue] | None = None
+        out: list[list[int]] = [[] for _ in range(batch)]
+        done = [cap <= 0 for cap in caps]
+        step = 0
+        while not all(done):
+            logits, caches = self(tokens, caches, cross, mask)
+            last = logits[:, -1]
+            last[:, suppress] = -torch.inf
+            if step == 0:
+                last[:, list(rules.suppress_first)] = -torch.inf
+            chosen = last.argmax(dim=-1)
+            for row, token in enumerate(chosen.tolist()):
+                if done[row]:
+                    continue
+                if token == rules.end_of_text:
+                    done[row] = True
+                else:
+                    out[row].append(token)
+                    done[row] = len(out[row]) >= caps[row]
+            tokens = chosen[:, None]
+            step += 1
+        return out

@@ -1,0 +1,105 @@
+"""The served Whisper network: encoder + CTC head, and the pretrained decoder as a second pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from app.asr.configs import WhisperCTCConfig
+from app.asr.whisper.base import base_file, load_base
+from app.asr.whisper.decoder import DecodingRules, WhisperDecoder
+from app.asr.whisper.encoder import WhisperEncoder
+from app.asr.whisper.tokenizer import WhisperTokenizer
+from app.asr.whisper.weights import part
+
+
+class WhisperCTC(nn.Module):
+    """Whisper log-mel frames in, per-frame CTC log-probabilities (50 per second) out."""
+
+    def __init__(self, config: WhisperCTCConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = WhisperEncoder(
+            config.n_mels, config.d_model, config.heads, config.encoder_layers, config.max_frames
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.d_model, config.vocab_size)
+
+    @property
+    def stride(self) -> int:
+        return self.config.stride
+
+    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """features (batch, n_mels, frames) -> log_probs (batch, frames_out, vocab) and lengths (batch,)."""
+        states, out_lengths = self.encoder(features, lengths)
+        return self.ctc(states), out_lengths
+
+    def ctc(self, states: Tensor) -> Tensor:
+        """CTC log-probs (batch, frames, vocab) of encoder states (batch, frames, d_model)."""
+        return torch.log_softmax(self.head(self.dropout(states)).float(), dim=-1)
+
+    def trained_state(self) -> dict[str, Tensor]:
+        """What a bundle stores: the head, and the encoder blocks fine-tuned here."""
+        keep = ("head.", *(f"encoder.blocks.{i}." for i in self.config.tuned_layers))
+        return {k: v for k, v in self.state_dict().items() if k.startswith(keep)}
+
+    def load_base(self) -> None:
+        """Load the pretrained encoder weights from the installed base package."""
+        _, state = load_base(base_file(self.config.base))
+        self.encoder.load_state_dict(part(state, "encoder"), strict=False)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@dataclass
+class SecondPass:
+    """Whisper's pretrained encoder and decoder, run as Whisper runs them: the clip's log-mel
+    frames zero-padded to 30 s in, text out (greedy, no timestamps).
+
+    The decoder was trained only on 30-second encoder windows: on states of the clip's own
+    length it loops instead of ending (docs/benchmarks.md), so this pass encodes the padded window
+    with the untouched pretrained encoder (the CTC path's encoder may be fine-tuned).
+    """
+
+    encoder: WhisperEncoder
+    decoder: WhisperDecoder
+    tokenizer: WhisperTokenizer
+    rules: DecodingRules
+    window_frames: int = 3000  # 30 s of log-mel frames
+    frame_seconds: float = 0.01  # one log-mel frame
+    tokens_per_second: float = 12.0  # cap on output length: a runaway loop stops there
+
+    @classmethod
+    def from_base(cls, config: WhisperCTCConfig) -> SecondPass:
+        path = base_file(config.base)
+        dims, state = load_base(path)
+        encoder = WhisperEncoder(dims.n_mels, dims.d_model, dims.heads, dims.encoder_layers, dims.max_frames)
+        encoder.load_state_dict(part(state, "encoder"))
+        decoder = WhisperDecoder(dims.vocab_size, dims.d_model, dims.heads, dims.decoder_layers, dims.max_tokens)
+        decoder.load_state_dict(part(state, "decoder"))
+        tokenizer = WhisperTokenizer(path)
+        return cls(encoder.eval(), decoder.eval(), tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens))
+
+    @torch.inference_mode()
+    def transcribe(self, features: Tensor, lengths: Tensor) -> list[str]:
+        """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
+        Whisper log-mel frames zero past each row's ``lengths`` (at most 30 s)."""
+        if features.shape[-1] > self.window_frames:
+            raise ValueError(f"the second pass takes at most {self.window_frames} frames, got {features.shape[-1]}")
+        window = torch.nn.functional.pad(features, (0, self.window_frames - features.shape[-1]))
+        full = torch.full((features.shape[0],), self.window_frames, device=features.device)
+        states, state_lengths = self.encoder(window, full)
+        caps = [8 + int(self.tokens_per_second * n * self.frame_seconds) for n in lengths.tolist()]
+        return [self.tokenizer.decode(ids) for ids in self.decoder.greedy(states, state_lengths, self.rules, caps)]
+
+    def to(self, device: str) -> SecondPass:
+        """Move the encoder and decoder to ``device``."""
+        self.encoder.to(device)
+        self.decoder.to(device)
+        return self
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.decoder.parameters())

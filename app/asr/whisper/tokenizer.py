@@ -1,0 +1,47 @@
+"""Whisper's byte-level BPE tokenizer (``tokenizer.json`` of the base package) and its decoding rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.asr.whisper.base import package_config
+from app.asr.whisper.decoder import DecodingRules
+
+
+class WhisperTokenizer:
+    """Token ids to text, and the special tokens that greedy decoding needs."""
+
+    def __init__(self, model_file: Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = model_file.parent / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer.json beside {model_file}")
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._config = package_config(model_file)
+        self.end_of_text = self._special("<|endoftext|>")
+        self.start_of_transcript = self._special("<|startoftranscript|>")
+        self.no_timestamps = self._special("<|notimestamps|>")
+
+    def _special(self, token: str) -> int:
+        token_id = self._tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"the tokenizer has no {token}")
+        return int(token_id)
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of ordinary tokens (special ones dropped), without the leading space."""
+        return self._tokenizer.decode([i for i in ids if i < self.end_of_text]).strip()
+
+    def rules(self, vocab_size: int, max_tokens: int) -> DecodingRules:
+        """Greedy decoding without timestamps, as Whisper does for English-only models."""
+        specials = range(self.end_of_text + 1, vocab_size)  # task, language and timestamp tokens
+        suppress = sorted({*self._config.get("suppress_ids", []), *specials} - {self.end_of_text})
+        first = self._config.get("suppress_ids_begin", [self._tokenizer.token_to_id(" "), self.end_of_text])
+        return DecodingRules(
+            prompt=(self.start_of_transcript, self.no_timestamps),
+            end_of_text=self.end_of_text,
+            suppress=tuple(suppress),
+            suppress_first=tuple(int(i) for i in first),
+            max_tokens=max_tokens,
+        )
