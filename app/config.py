@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "en-small"
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
 
 
 class Settings(BaseSettings):
@@ -86,8 +86,10 @@ class Settings(BaseSettings):
     chunk_seconds: float = Field(20.0, gt=1, description="Long audio is cut into pieces of about this length.")
 
     # Decoding
-    decoder: Literal["auto", "greedy", "beam"] = Field(
-        "auto", description="Default decoder of requests; auto is beam search when the bundle has a language model."
+    decoder: Literal["auto", "greedy", "beam", "attention"] = Field(
+        "auto",
+        description="Default decoder of requests and stream finals; auto is the second pass (attention) when the "
+        "model has one, else beam search when the bundle has a language model, else greedy.",
     )
     lm_path: Path | None = Field(
         None, description="Folder of the beam search LM (lm.bin, lexicon.txt); default: the bundle's lm/ folder."
@@ -106,6 +108,11 @@ class Settings(BaseSettings):
     stream_max_utterance_limit_s: float = Field(60.0, gt=1, description="Largest max_utterance_s a client may ask.")
     stream_partial_interval_s: float = Field(
         0.5, gt=0, description="New audio, in seconds, between a stream's model steps (and partials)."
+    )
+    stream_final_decoder: Literal["auto", "greedy", "beam", "attention"] = Field(
+        "auto",
+        description="Decoder of stream finals; auto is ASR_DECODER's choice (the second pass for the default model). "
+        "beam serves several times more streams per core (docs/benchmarks.md).",
     )
     stream_silence_db: float = Field(-45.0, le=0, description="Frame energy (dBFS) below which audio is silence.")
     stream_max_context_s: float = Field(

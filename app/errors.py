@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.asr import audio
 from app.asr.beam import BeamOptionsError
 from app.engine.batcher import QueueFull
-from app.engine.engine import EngineUnavailable, NoLanguageModel, RequestTimeout
+from app.engine.engine import EngineUnavailable, NoLanguageModel, NoSecondPass, RequestTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NoLanguageModel)
     async def _no_lm(request: Request, exc: NoLanguageModel) -> JSONResponse:
         return await _service_error(request, InvalidRequest(str(exc), code="no_language_model"))
+
+    @app.exception_handler(NoSecondPass)
+    async def _no_second_pass(request: Request, exc: NoSecondPass) -> JSONResponse:
+        return await _service_error(request, InvalidRequest(str(exc), code="no_second_pass"))
 
     @app.exception_handler(EngineUnavailable)
     async def _unavailable(request: Request, exc: EngineUnavailable) -> JSONResponse:

@@ -51,6 +51,8 @@ class ModelCard(BaseModel):
     runtime: str
     trained: bool
     frame_rate: float
+    decoders: list[str] = []
+    default_decoder: str = "greedy"
 
 
 class ModelList(BaseModel):

@@ -3,10 +3,11 @@
 #   bench        ceiling, ours batching on/off, LitServe and a naive server in one run (about 9 minutes)
 #   bench-long   a one-hour recording through our server: transcription time and peak memory
 #   bench-frontend  the log-mel frontend per clip, with and without the allocator tuning
+#   bench-peers  WER (cv100, speechocean762 test) and single-stream speed of faster-whisper and pocketsphinx
 # Extra arguments go through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--rounds 5"`.
 BENCH_ARGS ?=
 
-.PHONY: bench bench-long bench-frontend bench-workload bench-deps
+.PHONY: bench bench-long bench-frontend bench-peers bench-workload bench-deps
 
 bench-deps: install
 	@$(PY) -c "import litserve, psutil" 2>/dev/null || { \
@@ -23,3 +24,6 @@ bench-long: bench-workload ## one hour in one request: time and peak RSS
 
 bench-frontend: install ## the log-mel frontend's time per clip, glibc's default allocator against ASR_TUNE_MALLOC
 	$(PY) -m bench.frontend $(BENCH_ARGS)
+
+bench-peers: install ## WER and single-stream speed of the peer recognisers, one normaliser (e.g. BENCH_ARGS="--limit 20")
+	$(PY) -m bench.peers_accuracy $(BENCH_ARGS)

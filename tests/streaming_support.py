@@ -116,12 +116,14 @@ class ToneModel(nn.Module):
 class ToneFactory:
     """A recognizer factory for ``create_app`` that serves :class:`ToneModel`."""
 
-    def __init__(self) -> None:
+    def __init__(self, second_pass: object | None = None) -> None:
         self.config = tone_config()
         self.model = ToneModel(self.config)
+        self.second_pass = second_pass
 
     def __call__(self, settings: Settings) -> TorchRecognizer:
         bundle = Bundle(Path("tone"), self.config, LogMelFrontend(self.config.frontend), self.model)  # type: ignore[arg-type]
+        bundle.second_pass = self.second_pass  # type: ignore[assignment]
         return TorchRecognizer(bundle, device="cpu", precision="fp32")
 
 

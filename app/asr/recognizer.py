@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from app.asr.align import SecondPassOutput
 from app.asr.bundle import Bundle
 from app.asr.configs import BundleConfig
-from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8
+from app.asr.runtimes import OnnxNetwork, export_onnx, inference_copy, quantize_onnx_int8
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,16 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def resolve_runtime(runtime: str, device: str, precision: str) -> str:
-    """``auto`` is ONNX Runtime on CPU (measured fastest, docs/benchmarks.md) and PyTorch on CUDA.
+def resolve_runtime(runtime: str, device: str, precision: str, network: str = "sepconv_ctc") -> str:
+    """``auto`` is PyTorch on CUDA; on CPU, what was measured fastest for the ``network`` type
+    (docs/benchmarks.md): ONNX Runtime for the convolutional ``sepconv_ctc`` (about 1.2x eager),
+    eager PyTorch for the transformer ``whisper_ctc`` (about 1.3x ONNX Runtime).
 
     int8 exists only as an ONNX Runtime model.
     """
     if runtime == "auto":
-        return "onnx" if device == "cpu" else "torch"
+        onnx_on_cpu = network == "sepconv_ctc" or precision == "int8"
+        return "onnx" if device == "cpu" and onnx_on_cpu else "torch"
     if runtime == "onnx" and device != "cpu":
         raise RuntimeError("the onnx runtime runs on the CPU here; use torch or compile on CUDA")
     if precision == "int8" and runtime != "onnx":
@@ -107,7 +111,7 @@ def build_recognizer(
     """
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    runtime = resolve_runtime(runtime, device, precision)
+    runtime = resolve_runtime(runtime, device, precision, bundle.config.model.type)
     network: Network
     if runtime == "onnx":
         onnx_model = export_onnx(bundle.model)
@@ -115,7 +119,7 @@ def build_recognizer(
             onnx_model = quantize_onnx_int8(onnx_model)
         network = OnnxNetwork(onnx_model, num_threads, spin_wait)
     else:
-        folded = fold_batchnorm(bundle.model).to(device)
+        folded = inference_copy(bundle.model).to(device)
         network = torch.compile(folded, dynamic=True) if runtime == "compile" else folded
     padded = resolve_batch_execution(batch_execution, device)
     logger.info(
@@ -156,9 +160,36 @@ class TorchRecognizer:
         self.pads_batches = pads_batches
         self.frontend = bundle.frontend.to(self.device).eval()
         self.model: Network = network if network is not None else bundle.model.to(self.device).eval()
+        if bundle.second_pass is not None:
+            bundle.second_pass.to(self.device)
 
     def num_parameters(self) -> int:
         return self.bundle.num_parameters()
+
+    @property
+    def has_second_pass(self) -> bool:
+        """Whether the bundle has a second pass (Whisper's pretrained decoder)."""
+        return self.bundle.second_pass is not None
+
+    @torch.inference_mode()
+    def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
+        """Each waveform's CTC log-probs (for word times) and the second pass's text, in one batch.
+
+        Each waveform must be at most 30 s (the engine cuts longer audio into pieces).
+        """
+        passes = self.bundle.second_pass
+        if passes is None:
+            raise RuntimeError(f"model {self.config.name} has no second pass")
+        if not waveforms:
+            return []
+        log_probs = self.infer(waveforms)
+        batch, lengths = pad_batch(waveforms, self.device)
+        dtype = _DTYPES.get(self.precision)
+        autocast = torch.autocast(self.device, dtype=dtype) if dtype is not None else nullcontext()
+        with autocast:
+            features, frame_lengths = self.frontend(batch, lengths)
+            texts = passes.transcribe(features, frame_lengths)
+        return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
     @torch.inference_mode()
     def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -86,6 +86,7 @@ class Batcher(Generic[R]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._seconds_per_sample_run = 0.0  # running estimate, for Retry-After
+        self._reported = (0, 0.0)  # the depth this batcher last added to the shared gauges
 
     @property
     def running(self) -> bool:
@@ -244,9 +245,13 @@ class Batcher(Generic[R]):
         m.audio_processed.inc(audio_seconds)
 
     def _update_depth(self) -> None:
+        """Add this batcher's change of depth to the queue gauges, which sum every batcher's queue
+        (the CTC batcher's and the second pass's)."""
         if self._metrics is not None:
-            self._metrics.queue_items.set(len(self._pending))
-            self._metrics.queue_audio.set(self.queued_seconds)
+            items, audio = len(self._pending), self.queued_seconds
+            self._metrics.queue_items.inc(items - self._reported[0])
+            self._metrics.queue_audio.inc(audio - self._reported[1])
+            self._reported = (items, audio)
 
     def _retry_after(self) -> float:
         """Seconds until the queue should have room, from the measured processing speed."""

@@ -15,10 +15,11 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from app.asr.align import AlignedDecoder, SecondPassOutput
 from app.asr.allocator import tune_malloc
 from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
@@ -38,10 +39,17 @@ RecognizerFactory = Callable[[Settings], Recognizer]
 T = TypeVar("T")
 
 
-class Decoder(Protocol):
+class CTCDecoder(Protocol):
     """Turns one piece's (frames, vocab) log-probs into a hypothesis."""
 
     def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Hypothesis: ...
+
+
+Decoder = CTCDecoder | AlignedDecoder
+"""A request's decoder: a CTC decoder (greedy, beam) or the second pass's aligner."""
+
+SECOND_PASS_PIECE_S = 25.0
+"""Longest piece the second pass gets (its window is 30 s; pieces are cut at quiet points near the target)."""
 
 
 class EngineState(enum.StrEnum):
@@ -62,6 +70,10 @@ class RequestTimeout(Exception):
 
 class NoLanguageModel(Exception):
     """Beam search was asked for, but the served bundle has no language model."""
+
+
+class NoSecondPass(Exception):
+    """The second pass (``decoder=attention``) was asked for, but the served model has none."""
 
 
 def load_recognizer(settings: Settings) -> Recognizer:
@@ -110,6 +122,7 @@ class Engine:
         self.recognizer: Recognizer | None = None
         self._runner: ModelRunner | None = None
         self._batcher: Batcher[np.ndarray] | None = None
+        self._second_batcher: Batcher[SecondPassOutput] | None = None
         self._decoder: GreedyDecoder | None = None
         self.lm: LexiconLM | None = None
         self.error: str | None = None
@@ -165,6 +178,17 @@ class Engine:
             raise EngineUnavailable("the model is not loaded yet")
         return self._batcher
 
+    @property
+    def has_second_pass(self) -> bool:
+        """Whether the served model has a second pass (``decoder=attention``)."""
+        return self._second_batcher is not None
+
+    @property
+    def second_batcher(self) -> Batcher[SecondPassOutput]:
+        if self._second_batcher is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        return self._second_batcher
+
     async def start(self) -> None:
         """Load and warm the model on a worker thread, then start the batcher."""
         started = time.monotonic()
@@ -177,6 +201,8 @@ class Engine:
             lm = await asyncio.to_thread(self._load_lm, recognizer)
             if self.settings.warmup:
                 await asyncio.to_thread(runner.warmup, recognizer.config.sample_rate)
+                if getattr(recognizer, "has_second_pass", False):
+                    await asyncio.to_thread(runner.warmup_second_pass, recognizer.config.sample_rate)
         except Exception as exc:
             self.state = EngineState.FAILED
             self.error = str(exc)
@@ -189,6 +215,11 @@ class Engine:
             runner.infer, self._limits(recognizer.config.sample_rate), recognizer.config.sample_rate, self.metrics
         )
         self._batcher.start()
+        if getattr(recognizer, "has_second_pass", False):
+            self._second_batcher = Batcher(
+                runner.second_pass, self._limits(config.sample_rate), config.sample_rate, self.metrics
+            )
+            self._second_batcher.start()
         if self.state is EngineState.LOADING:
             self.state = EngineState.READY
             self.metrics.model_ready.set(1)
@@ -209,19 +240,32 @@ class Engine:
         config = recognizer.config
         return load_lexicon_lm(folder, config.tokens, config.blank_id, config.word_delimiter)
 
+    @property
+    def default_decoder_kind(self) -> str:
+        """``ASR_DECODER``; ``auto`` is the second pass when the model has one, else beam search
+        when an LM is loaded, else greedy."""
+        if self.settings.decoder != "auto":
+            return self.settings.decoder
+        return "attention" if self.has_second_pass else "beam" if self.lm else "greedy"
+
     def decoder(self, kind: str | None = None, options: BeamOptions | None = None) -> Decoder:
         """A decoder for one request: ``greedy``, ``beam`` (with ``options``, default: the LM's tuned
-        ones), or None for the server's default (``ASR_DECODER``; auto is beam when an LM is loaded).
+        ones), ``attention`` (the second pass), or None for the server's default (:attr:`default_decoder_kind`).
 
-        Raises :class:`NoLanguageModel` for ``beam`` without an LM. (Whether the engine takes
-        work now is :meth:`transcribe`'s decision, not this one's.)
+        Raises :class:`NoLanguageModel` for ``beam`` without an LM and :class:`NoSecondPass` for
+        ``attention`` on a model without one. (Whether the engine takes work now is
+        :meth:`transcribe`'s decision, not this one's.)
         """
         if self.recognizer is None:
             raise EngineUnavailable("the model is not loaded yet")
         config = self.recognizer.config
-        kind = kind or (self.settings.decoder if self.settings.decoder != "auto" else "beam" if self.lm else "greedy")
+        kind = kind or self.default_decoder_kind
         if kind == "greedy":
             return self.greedy_decoder
+        if kind == "attention":
+            if not self.has_second_pass:
+                raise NoSecondPass(f"decoder=attention needs a second pass, and model {config.name} has none")
+            return AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
         if self.lm is None:
             raise NoLanguageModel(f"beam search needs a language model, and model {config.name} has none")
         return BeamDecoder(self.lm, options or self.lm.defaults, config.frame_seconds)
@@ -255,27 +299,33 @@ class Engine:
         self.begin_drain()
         if self._batcher is not None:
             await self._batcher.stop()
+        if self._second_batcher is not None:
+            await self._second_batcher.stop()
         if self._runner is not None:
             await asyncio.to_thread(self._runner.close)
         self.state = EngineState.STOPPED
         self.metrics.model_ready.set(0)
 
-    async def transcribe(self, audio: np.ndarray, decoder: Decoder | None = None) -> Transcript:
+    async def transcribe(
+        self, audio: np.ndarray, decoder: Decoder | None = None, time_offset: float = 0.0, priority: int = 0
+    ) -> Transcript:
         """Transcribe mono float32 audio at the model's rate; long audio is cut and stitched.
 
-        ``decoder`` turns each piece's log-probs into a hypothesis (default: greedy).
+        ``decoder`` turns each piece into a hypothesis (default: greedy); ``time_offset`` (seconds)
+        is added to every time; ``priority`` orders the pieces in the batch queue (live streams'
+        finals go ahead of uploads).
 
         Raises :class:`EngineUnavailable` unless ready, ``QueueFull`` past the queue limit and
         :class:`RequestTimeout` past ``request_timeout_s``.
         """
         rate = self.model_config(accepted=True).sample_rate
-        async with contextlib.aclosing(self.transcribe_pieces(audio, decoder)) as results:
+        async with contextlib.aclosing(self.transcribe_pieces(audio, decoder, time_offset, priority)) as results:
             pieces = [hyp async for hyp in results]
         hypothesis = stitch(pieces, [0.0] * len(pieces))  # piece times are already absolute
         return Transcript(hypothesis=hypothesis, duration=audio.shape[0] / rate)
 
     async def transcribe_pieces(
-        self, audio: np.ndarray, decoder: Decoder | None = None
+        self, audio: np.ndarray, decoder: Decoder | None = None, time_offset: float = 0.0, priority: int = 0
     ) -> AsyncGenerator[Hypothesis, None]:
         """Yield each piece's hypothesis (times on the recording's timeline) in order, as soon as
         it is decoded.
@@ -286,20 +336,25 @@ class Engine:
         """
         rate = self.model_config(accepted=True).sample_rate  # callers admit requests on arrival
         chosen = decoder or self.greedy_decoder
-        starts = split_points(audio, rate, self.settings.chunk_seconds)
+        second = isinstance(chosen, AlignedDecoder)
+        batcher: Batcher[Any] = self.second_batcher if second else self.batcher
+        decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
+        piece_s = min(self.settings.chunk_seconds, SECOND_PASS_PIECE_S) if second else self.settings.chunk_seconds
+        starts = split_points(audio, rate, piece_s)
         bounds = [*starts[1:], audio.shape[0]]
         window = max(2, self.layout.batch_size * self.layout.workers)
         deadline = time.monotonic() + self.settings.request_timeout_s
-        futures: list[asyncio.Future[np.ndarray]] = []
+        futures: list[asyncio.Future[Any]] = []
         try:
             for index, start in enumerate(starts):
                 while len(futures) < min(len(starts), index + window):
                     piece = len(futures)
-                    futures.append(self.batcher.submit(audio[starts[piece] : bounds[piece]]))
+                    futures.append(batcher.submit(audio[starts[piece] : bounds[piece]], priority))
                 remaining = deadline - time.monotonic()
                 try:
-                    log_probs = await asyncio.wait_for(futures[index], max(remaining, 0.001))
-                    yield await asyncio.wait_for(self.run_decoder(chosen.decode, log_probs, start / rate), remaining)
+                    output = await asyncio.wait_for(futures[index], max(remaining, 0.001))
+                    offset = time_offset + start / rate
+                    yield await asyncio.wait_for(self.run_decoder(decode, output, offset), remaining)
                 except TimeoutError as exc:
                     limit = self.settings.request_timeout_s
                     raise RequestTimeout(f"transcription did not finish within {limit:g} s") from exc

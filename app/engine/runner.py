@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from app.asr.align import SecondPassOutput
 from app.asr.recognizer import Recognizer
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,11 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._model, self.recognizer.infer, list(waveforms))
 
+    async def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
+        """CTC log-probs and the second pass's text per waveform, computed on the model thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._model, self.recognizer.second_pass, list(waveforms))  # type: ignore[attr-defined]
+
     async def decode(self, fn: Callable[..., T], *args: object) -> T:
         """Run a decoding function on the decode pool."""
         loop = asyncio.get_running_loop()
@@ -49,6 +55,11 @@ class ModelRunner:
             for duration in seconds:
                 batch = [0.01 * rng.standard_normal(int(duration * sample_rate)).astype(np.float32)] * size
                 self._model.submit(self.recognizer.infer, batch).result()
+
+    def warmup_second_pass(self, sample_rate: int, seconds: float = 2.0) -> None:
+        """Run the second pass once on a short noise clip (blocking; call from a worker thread)."""
+        noise = 0.01 * np.random.default_rng(0).standard_normal(int(seconds * sample_rate)).astype(np.float32)
+        self._model.submit(self.recognizer.second_pass, [noise]).result()  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self._model.shutdown(wait=True)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from app.asr.align import AlignedDecoder
 from app.asr.ctc import Hypothesis
 from app.asr.incremental import EnergyGate, FrameGrid, PcmStream, Utterance, quietest_point
 from app.engine.batcher import QueueFull
@@ -61,6 +62,7 @@ class StreamTuning:
     silence_db: float = -45.0
     preroll_s: float = 0.3
     max_context_s: float = 1.0  # partial windows' context per side; 0: the model's whole receptive field
+    final_decoder: str | None = None  # decoder of finals; None: the server's default
 
 
 class StreamSession:
@@ -235,8 +237,7 @@ class StreamSession:
         utt = self._utt
         rest = utt.split(end) if end < utt.samples else utt.audio[:0]
         if self._gate.heard_speech and utt.samples > 0:
-            log_probs = await self._infer(utt.audio)  # the whole utterance: the final equals offline
-            hyp = await self._decode(log_probs, utt.start, final=True)
+            hyp = await self._final_hypothesis(utt)
             await self._emit(self._final_message(hyp, utt))
             self.metrics.stream_finals.inc()
         self._utt = Utterance(self.grid, utt.start + utt.samples)
@@ -258,11 +259,20 @@ class StreamSession:
             "words": [{"word": w.word, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words],
         }
 
-    async def _decode(self, log_probs: np.ndarray, start: int, final: bool = False) -> Hypothesis:
-        """Partials decode greedily (cheap, frequent); finals use the server's default decoder,
-        beam search with the language model when the bundle has one, as offline requests do."""
-        decoder = self.engine.decoder() if final else self.engine.greedy_decoder
-        return await self.engine.run_decoder(decoder.decode, log_probs, start / self.rate)
+    async def _final_hypothesis(self, utt: Utterance) -> Hypothesis:
+        """The final of the whole utterance with ``ASR_STREAM_FINAL_DECODER`` (by default the
+        server's default decoder, as an offline request of the same audio gets it: the second pass
+        when the model has one, else CTC beam search when the bundle has an LM, else greedy)."""
+        decoder = self.engine.decoder(self.tuning.final_decoder)
+        offset = utt.start / self.rate
+        if isinstance(decoder, AlignedDecoder):
+            return (await self.engine.transcribe(utt.audio, decoder, offset, STREAM_PRIORITY)).hypothesis
+        log_probs = await self._infer(utt.audio)
+        return await self.engine.run_decoder(decoder.decode, log_probs, offset)
+
+    async def _decode(self, log_probs: np.ndarray, start: int) -> Hypothesis:
+        """Partials decode greedily: cheap and frequent."""
+        return await self.engine.run_decoder(self.engine.greedy_decoder.decode, log_probs, start / self.rate)
 
     def _observe_partial(self, due: float | None) -> None:
         now = time.perf_counter()

@@ -24,10 +24,11 @@ class DecodeParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    decoder: Literal["greedy", "beam"] | None = Field(
+    decoder: Literal["greedy", "beam", "attention"] | None = Field(
         None,
-        description="`beam`: beam search with the bundle's language model; `greedy`: best path. "
-        "Default: the server's (beam when the model has a language model).",
+        description="`attention`: the model's second pass (Whisper's pretrained decoder; word times from CTC "
+        "alignment); `beam`: CTC beam search with the bundle's language model (hotwords); `greedy`: CTC best path. "
+        "Default: the server's (attention when the model has a second pass, else beam when it has a language model).",
     )
     beam_size: int | None = Field(None, ge=1, le=MAX_BEAM_SIZE, description="Hypotheses kept per frame (beam).")
     lm_weight: float | None = Field(None, ge=0, le=10, description="Weight of the language model score (beam).")
@@ -74,10 +75,10 @@ def choose_decoder(engine: Engine, params: DecodeParams) -> Decoder:
     beam_only = [name for name in _BEAM_ONLY if name in params.model_fields_set and getattr(params, name)]
     if params.alternatives == 1 and "alternatives" in beam_only:
         beam_only.remove("alternatives")
-    if params.decoder == "greedy" and beam_only:
+    if params.decoder in ("greedy", "attention") and beam_only:
         raise InvalidParameter(f"{beam_only[0]} needs decoder=beam", param=beam_only[0])
     kind = params.decoder or ("beam" if beam_only else None)
-    if kind == "greedy" or engine.lm is None:
+    if kind in ("greedy", "attention") or (kind is None and engine.default_decoder_kind != "beam") or engine.lm is None:
         return engine.decoder(kind)
     base = engine.lm.defaults
     options = replace(

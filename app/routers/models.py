@@ -13,7 +13,8 @@ router = APIRouter(tags=["models"])
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request, engine: Engine = Depends(get_engine)) -> ModelList:
-    """The model this server runs: name, vocabulary size, sample rate, parameters, precision, device."""
+    """The model this server runs: name, vocabulary size, sample rate, parameters, precision, device,
+    the decoders a request may choose and the one it gets by default."""
     recognizer = engine.recognizer
     if recognizer is None:
         raise EngineUnavailable(f"the service is {engine.state.value}")
@@ -29,5 +30,7 @@ async def list_models(request: Request, engine: Engine = Depends(get_engine)) ->
         runtime=recognizer.runtime,
         trained=config.trained,
         frame_rate=config.frame_rate,
+        decoders=["greedy", *(["beam"] if engine.lm else []), *(["attention"] if engine.has_second_pass else [])],
+        default_decoder=engine.default_decoder_kind,
     )
     return ModelList(data=[card])

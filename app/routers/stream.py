@@ -126,6 +126,7 @@ class StreamConnection:
             partial_interval_s=s.stream_partial_interval_s,
             silence_db=s.stream_silence_db,
             max_context_s=s.stream_max_context_s,
+            final_decoder=None if s.stream_final_decoder == "auto" else s.stream_final_decoder,
         )
 
     async def _run(self, session: StreamSession) -> int:

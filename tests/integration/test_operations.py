@@ -68,6 +68,7 @@ def test_v1_models_describes_the_loaded_model(client: TestClient) -> None:
     assert model["vocab_size"] == 29 and model["sample_rate"] == 16000
     assert model["precision"] == "fp32" and model["device"] == "cpu"
     assert model["frame_rate"] == 25.0
+    assert model["decoders"] == ["greedy"] and model["default_decoder"] == "greedy"
 
 
 def test_full_queue_answers_429_with_retry_after(fake: FakeFactory) -> None:

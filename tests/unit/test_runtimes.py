@@ -116,6 +116,8 @@ def test_batch_execution_choices() -> None:
 
 def test_runtime_choices_are_checked() -> None:
     assert resolve_runtime("auto", "cpu", "fp32") == "onnx"
+    assert resolve_runtime("auto", "cpu", "fp32", "whisper_ctc") == "torch"
+    assert resolve_runtime("auto", "cpu", "int8", "whisper_ctc") == "onnx"
     assert resolve_runtime("auto", "cuda", "fp16") == "torch"
     with pytest.raises(RuntimeError, match="int8 needs the onnx runtime"):
         resolve_runtime("torch", "cpu", "int8")

@@ -35,7 +35,8 @@ class StubEngine:
         self.windows: list[int] = []
         self.refused = asyncio.Event()
 
-    def decoder(self) -> GreedyDecoder:  # the server's default decoder, used for finals
+    def decoder(self, kind: str | None = None) -> GreedyDecoder:  # the server's default decoder, used for finals
+        assert kind in (None, "greedy")
         return self.greedy_decoder
 
     def model_config(self) -> Any:

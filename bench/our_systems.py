@@ -1,0 +1,69 @@
+"""This server's recognizers as systems of ``bench.peers_accuracy``: the second pass, and the CTC path
+greedy or with beam search and the LM, on any runtime and precision, built as the server builds them."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from app.asr.align import AlignedDecoder
+from app.asr.beam import BeamDecoder, load_lexicon_lm
+from app.asr.ctc import GreedyDecoder
+from app.asr.segment import split_points
+from bench.recognizers import make_recognizer
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
+PIECE_S = 25.0  # as the engine cuts audio for the second pass
+
+
+class OurModel:
+    """A bundle behind the server's recognizer, decoded one way (``attention``, ``greedy`` or ``beam``)."""
+
+    def __init__(self, model: Path, decoder: str, precision: str, threads: int) -> None:
+        runtime = "onnx" if precision == "int8" else "auto"
+        self.recognizer = make_recognizer(model, runtime=runtime, precision=precision, num_threads=threads)
+        config = self.recognizer.config
+        self.name = f"ours-{decoder}" + ("-int8" if precision == "int8" else "")
+        self.rate = config.sample_rate
+        self.decoder = decoder
+        self.aligner = AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+        self.greedy = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+        self.beam: BeamDecoder | None = None
+        if decoder == "beam":
+            lm = load_lexicon_lm(model / "lm", config.tokens, config.blank_id, config.word_delimiter)
+            if lm is None:
+                raise SystemExit(f"{model} has no lm/ folder for beam search")
+            self.beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
+
+    def transcribe(self, wave: np.ndarray) -> str:
+        starts = split_points(wave, self.rate, PIECE_S)
+        pieces = [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
+        if self.decoder == "attention":
+            outputs = self.recognizer.second_pass(pieces)  # type: ignore[attr-defined]
+            return " ".join(self.aligner.align(out).text for out in outputs).strip()
+        decoder = self.beam or self.greedy
+        return " ".join(decoder.decode(lp).text for lp in self.recognizer.infer(pieces)).strip()
+
+    def transcribe_batch(self, waves: list[np.ndarray]) -> list[str]:
+        """Clips of at most 25 s in one batch, as the server's batcher hands concurrent requests over."""
+        if self.decoder == "attention":
+            outputs = self.recognizer.second_pass(waves)  # type: ignore[attr-defined]
+            return [self.aligner.align(out).text for out in outputs]
+        decoder = self.beam or self.greedy
+        return [decoder.decode(lp).text for lp in self.recognizer.infer(waves)]
+
+    def close(self) -> None:
+        del self.recognizer
+
+
+def factories() -> dict[str, Callable[[argparse.Namespace], OurModel]]:
+    """Systems ``ours-attention``, ``ours-greedy``, ``ours-beam`` and ``ours-greedy-int8`` on ``--model``."""
+    return {
+        "ours-attention": lambda a: OurModel(a.model, "attention", "fp32", a.threads),
+        "ours-greedy": lambda a: OurModel(a.model, "greedy", "fp32", a.threads),
+        "ours-beam": lambda a: OurModel(a.model, "beam", "fp32", a.threads),
+        "ours-greedy-int8": lambda a: OurModel(a.model, "greedy", "int8", a.threads),
+    }
