@@ -29,7 +29,7 @@ RUN pip install --no-cache-dir -c requirements.lock .
 
 # Files the runtime image ships, made world-readable whatever their mode in the checkout
 # (the server runs as an unprivileged user).
-COPY models/en-small /stage/models/en-small
+COPY models/en-whisper-tiny /stage/models/en-whisper-tiny
 COPY deploy/docker/healthcheck.py /stage/healthcheck.py
 RUN chmod -R u=rwX,go=rX /stage
 
@@ -53,7 +53,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     XDG_CACHE_HOME=/tmp/.cache \
     ASR_HOST=0.0.0.0 \
     ASR_PORT=8000 \
-    ASR_MODEL_PATH=/opt/asr/models/en-small
+    ASR_MODEL_PATH=/opt/asr/models/en-whisper-tiny
 
 USER ${UID}:${UID}
 EXPOSE 8000

@@ -12,7 +12,7 @@ from app.asr.bundle import load_bundle
 from app.asr.ctc import GreedyDecoder
 from app.asr.recognizer import Recognizer, build_recognizer
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "en-small"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
 
 
 def make_recognizer(

@@ -3,12 +3,13 @@
 #   kenlm     build KenLM's lmplz and build_binary into $(KENLM_DIR) (CMake + Debian Boost; a few minutes)
 #   lm        estimate the pruned n-gram LM from the data recipe's text (held-out sentences excluded)
 #             and write $(LM_DIR)/lm.bin, lexicon.txt and card.json
-#   lm-tune   grid-search lm_weight and word_score on the dev sets with the trained model
+#   lm-tune   grid-search lm_weight and word_score on the dev sets with the model in LM_MODEL
 #             and write $(LM_DIR)/decoder.json (the served defaults)
 #   bench-beam  WER greedy vs beam+LM on the test sets, and served throughput at concurrency 16
 
 KENLM_DIR ?= build/kenlm
-LM_DIR ?= models/en-small/lm
+LM_MODEL ?= models/en-whisper-tiny
+LM_DIR ?= $(LM_MODEL)/lm
 LM_ORDER ?= 4
 LM_PRUNE ?= 0 0 1 1
 SPEECHOCEAN ?= ../shared/data/speechocean762
@@ -25,10 +26,10 @@ lm: install $(KENLM_DIR)/bin/lmplz
 		--order $(LM_ORDER) --prune $(LM_PRUNE)
 
 lm-tune: install
-	$(PY) bench/beam_vs_greedy.py tune --model models/en-small --lm $(LM_DIR) \
+	$(PY) bench/beam_vs_greedy.py tune --model $(LM_MODEL) --lm $(LM_DIR) \
 		--dev data/manifests/synth_dev.jsonl data/manifests/so762_dev.jsonl
 
 bench-beam: install
-	$(PY) bench/beam_vs_greedy.py wer --model models/en-small --lm $(LM_DIR) --speechocean $(SPEECHOCEAN) \
+	$(PY) bench/beam_vs_greedy.py wer --model $(LM_MODEL) --lm $(LM_DIR) --speechocean $(SPEECHOCEAN) \
 		--synth data/manifests/synth_test.jsonl
-	$(PY) bench/beam_vs_greedy.py throughput --model models/en-small --concurrency 16
+	$(PY) bench/beam_vs_greedy.py throughput --model $(LM_MODEL) --concurrency 16

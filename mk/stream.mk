@@ -3,7 +3,7 @@
 #   test-browser   install Debian's chromium and Playwright for Python, then drive GET / headless
 #   bench-stream   N concurrent real-time streams: partial latency and the largest N kept in real time
 #   bench-stream-wer  finals of streamed utterances against offline transcription (WER)
-STREAM_BENCH_MODEL ?= models/en-small
+STREAM_BENCH_MODEL ?= models/en-whisper-tiny
 STREAM_BENCH_MANIFEST ?= $(firstword $(wildcard data/manifests/synth_test.jsonl) data/manifests/so762_test.jsonl)
 
 .PHONY: browser-deps test-browser bench-stream bench-stream-wer

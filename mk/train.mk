@@ -74,3 +74,39 @@ export: ## $(RUN_DIR)/$(CHECKPOINT).pt as the bundle $(MODEL_DIR), with its mode
 
 test-train: tts ## the training recipe's end-to-end tests
 	$(PY) -m pytest -q tests/integration/test_training.py
+
+# --- models/en-whisper-tiny: Whisper tiny.en's encoder with a CTC head (train/whisper_head.py) ---
+# cache the frozen encoder's states once, train the tuned blocks and the head on them, export the bundle
+DCTTS ?= ../shared/data/dctts-reader
+WHISPER_CACHE ?= $(DATA_DIR)/cache/whisper-tiny-en
+WHISPER_RUN ?= runs/en-whisper-tiny
+WHISPER_MODEL ?= models/en-whisper-tiny
+WHISPER_LAYERS ?= 3
+WHISPER_HOURS ?= 1.1
+WHISPER_FLAGS ?=
+WHISPER_CACHE_SETS ?= synth_dev=$(MANIFESTS)/synth_dev.jsonl so762_dev=$(MANIFESTS)/so762_dev.jsonl \
+	dctts=$(DCTTS)/manifest.jsonl so762_train=$(MANIFESTS)/so762_train.jsonl synth_train=$(MANIFESTS)/synth_train.jsonl
+WHISPER_TRAIN_SETS ?= synth_train so762_train:3 dctts:3
+WHISPER_DEV_SETS ?= synth_dev so762_dev
+
+.PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head
+
+whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
+
+whisper-cache: ## encoder states before the first tuned block, per set, under $(WHISPER_CACHE) (skips shards written)
+	$(PY) -m train.whisper_head cache --sets $(WHISPER_CACHE_SETS) --root $(WHISPER_CACHE) --tuned-layers $(WHISPER_LAYERS)
+
+whisper-train: ## train block(s) WHISPER_LAYERS and the CTC head into $(WHISPER_RUN) for WHISPER_HOURS
+	$(PY) -m train.whisper_head train --train $(WHISPER_TRAIN_SETS) --dev $(WHISPER_DEV_SETS) \
+		--cache-root $(WHISPER_CACHE) --out $(WHISPER_RUN) --tuned-layers $(WHISPER_LAYERS) \
+		--max-hours $(WHISPER_HOURS) $(WHISPER_FLAGS)
+
+whisper-train-resume: ## continue $(WHISPER_RUN) until WHISPER_HOURS in total
+	$(PY) -m train.whisper_head train --resume --out $(WHISPER_RUN) --max-hours $(WHISPER_HOURS) $(WHISPER_FLAGS)
+
+whisper-export: ## $(WHISPER_RUN)/best.pt as the bundle $(WHISPER_MODEL) (head and tuned blocks only)
+	$(PY) -m train.whisper_head export --checkpoint $(WHISPER_RUN)/best.pt --out $(WHISPER_MODEL) \
+		--cache-root $(WHISPER_CACHE)
+
+test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
+	$(PY) -m pytest -q tests/integration/test_whisper_head.py

@@ -3,11 +3,12 @@
 The text is the data recipe's English text (train/data: WordNet, GCIDE and fortune sentences,
 generated sentences, speechocean762 train/ transcripts) minus every held-out sentence: the
 synthetic dev and test sentences, the speechocean762 dev speakers' transcripts (the decoder is
-tuned on the dev sets) and all speechocean762 test/ transcripts. KenLM's ``lmplz``
+tuned on the dev sets), all speechocean762 test/ transcripts and the evaluation manifests of
+``--exclude-manifest`` (cv100). KenLM's ``lmplz``
 estimates a pruned n-gram model from it and ``build_binary`` packs it; the lexicon spells every
 word of the system word list and of the LM text in the model's characters.
 
-Writes into ``--out`` (default models/en-small/lm)::
+Writes into ``--out`` (default models/en-whisper-tiny/lm)::
 
     lm.bin        KenLM binary (trie, quantised), loaded by the decoder
     lexicon.txt   word, tab, its characters separated by spaces
@@ -25,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from app.asr.configs import ENGLISH_CHARS
-from app.asr.text import normalize_text
+from app.asr.text import normalize_text, spoken_form
 from train.data.corpus import load_word_list, real_sentences
 from train.data.generate import generated_sentences
 from train.data.prepare import parse_args as recipe_args
@@ -115,13 +116,20 @@ def estimate(kenlm_bin: Path, text: Path, work: Path, order: int, prune: list[in
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("models/en-small/lm"))
+    parser.add_argument("--out", type=Path, default=Path("models/en-whisper-tiny/lm"))
     parser.add_argument("--work", type=Path, default=Path("build/lm"), help="scratch folder (text, ARPA)")
     parser.add_argument("--kenlm", type=Path, default=Path("build/kenlm/bin"), help="folder of lmplz, build_binary")
     parser.add_argument("--speechocean", type=Path, default=Path("../shared/data/speechocean762"))
     parser.add_argument("--data", type=Path, default=Path("data"), help="the data recipe's output folder")
     parser.add_argument("--train-utts", type=int, default=16000, help="the data recipe's --train-utts")
     parser.add_argument("--seed", type=int, default=1234, help="the data recipe's --seed")
+    parser.add_argument(
+        "--exclude-manifest",
+        type=Path,
+        nargs="*",
+        default=[Path("../shared/data/cv100/manifest.jsonl")],
+        help="evaluation sets whose sentences the LM must never see (JSONL with a text field; absent files skipped)",
+    )
     parser.add_argument("--order", type=int, default=4)
     parser.add_argument("--prune", type=int, nargs="+", default=[0, 0, 1, 1], help="lmplz --prune thresholds")
     parser.add_argument(
@@ -141,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pools = recipe_pools(args.speechocean, args.train_utts, args.seed)
     banned = held_out(pools, args.data, args.speechocean, args.train_utts, args.seed)
+    for manifest in args.exclude_manifest:
+        if manifest.is_file():
+            rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+            banned |= {form(row["text"]) for row in rows for form in (normalize_text, spoken_form)}
     repeat = {name: int(n) for name, _, n in (item.partition("=") for item in args.repeat)}
     sentences = lm_text(pools, banned, repeat)
     if banned & set(sentences):

@@ -50,7 +50,7 @@ cd "$WORK/opt/asr"
 setpriv --reuid="$RUN_AS" --regid="$(id -g "$RUN_AS")" --clear-groups \
   env -i PATH="$WORK/opt/venv/bin:/usr/bin:/bin" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
   HOME=/tmp XDG_CACHE_HOME=/tmp/.cache ASR_HOST=127.0.0.1 ASR_PORT="$PORT" \
-  ASR_MODEL_PATH="$WORK/opt/asr/models/en-small" ASR_DEVICE=cpu \
+  ASR_MODEL_PATH="$WORK/opt/asr/models/en-whisper-tiny" ASR_DEVICE=cpu \
   asr-serve >"$WORK/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true' EXIT
