@@ -1,0 +1,216 @@
+"""Step 1 of the Whisper head recipe (``asr-train-head cache``): the frozen half of the encoder, run once.
+
+The pretrained encoder's stem and its blocks before the first tuned one never change, so their
+states are computed once per utterance and stored in fp16 shards; :func:`encode_frozen` and
+:func:`encode_tuned` are the encoder split at the first tuned block, shared with training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from app.asr.bundle import build_model
+from app.asr.configs import BundleConfig, WhisperCTCConfig, whisper_ctc_config
+from app.asr.ctc import text_to_ids
+from app.asr.features import WhisperLogMel
+from app.asr.text import normalize_text
+from app.asr.whisper.model import WhisperCTC
+from train.data.audio_io import SAMPLE_RATE, read_audio, read_manifest
+
+logger = logging.getLogger(__name__)
+
+CACHE_ROOT = Path("data/cache/whisper-tiny-en")
+META_FILE = "meta.json"
+MAX_SECONDS = 30.0  # the encoder's positions cover 30 s
+
+
+# ---------------------------------------------------------------- the encoder in two halves
+
+
+def first_tuned(config: WhisperCTCConfig) -> int:
+    """Index of the first encoder block trained here: the cache holds the states before it."""
+    return min(config.tuned_layers, default=config.encoder_layers)
+
+
+def key_mask(lengths: Tensor, frames: int) -> Tensor | None:
+    """(batch, 1, 1, frames) True on valid keys, or None when no row is padded."""
+    if int(lengths.min()) == frames:
+        return None
+    return (torch.arange(frames, device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
+
+
+@torch.no_grad()
+def encode_frozen(model: WhisperCTC, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """The frozen first half of ``WhisperEncoder.forward``: stem and the blocks before the first tuned one.
+
+    Args:
+        features: (batch, n_mels, frames) Whisper log-mels, zero past each length.
+        lengths: (batch,) valid feature frames.
+
+    Returns:
+        states (batch, frames_out, d_model) and (batch,) output lengths; rows are exactly what
+        each utterance gives alone (padding is masked as the encoder masks it).
+    """
+    encoder = model.encoder
+    x, out_lengths, _ = encoder.stem(features, lengths)
+    mask = key_mask(out_lengths, x.shape[1])
+    for block in encoder.blocks[: first_tuned(model.config)]:
+        x = block(x, mask)
+    return x, out_lengths
+
+
+def encode_tuned(model: WhisperCTC, states: Tensor, lengths: Tensor, frozen: bool = False) -> Tensor:
+    """The second half: the remaining blocks, ``ln_post`` and the CTC head.
+
+    ``states`` (batch, frames, d_model) from :func:`encode_frozen` -> log-probs (batch, frames, vocab).
+    ``frozen`` runs the blocks without gradients (the head-only step).
+    """
+    mask = key_mask(lengths, states.shape[1])
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+        for block in model.encoder.blocks[first_tuned(model.config) :]:
+            states = block(states, mask)
+        states = model.encoder.ln_post(states)
+    return model.ctc(states)
+
+
+def waves_to_batch(waves: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Zero-padded (batch, samples) float32 audio and (batch,) lengths."""
+    lengths = torch.tensor([w.size for w in waves])
+    batch = torch.zeros(len(waves), int(lengths.max()))
+    for row, wave in enumerate(waves):
+        batch[row, : wave.size] = torch.from_numpy(wave)
+    return batch, lengths
+
+
+# ---------------------------------------------------------------- step 1: cache
+
+
+@dataclass
+class CacheConfig:
+    """Settings of ``asr-train-head cache``."""
+
+    sets: list[str] = field(default_factory=list)  # 'name=manifest.jsonl' or a manifest (named by its stem)
+    root: str = str(CACHE_ROOT)
+    tuned_layers: list[int] = field(default_factory=lambda: [3])
+    shard_utts: int = 256
+    batch_seconds: float = 120.0  # padded audio per encoder batch
+    limit: int = 0  # only the first N rows of each manifest (0: all)
+    threads: int = 2
+
+
+def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[str, Any]:
+    """What a cache folder's states depend on; a folder written with other values is refused."""
+    return {
+        "manifest": str(manifest),
+        "base_sha256": config.model.base.sha256,
+        "frozen_blocks": first_tuned(config.model),
+        "shard_utts": cfg.shard_utts,
+        "limit": cfg.limit,
+    }
+
+
+def prepare_rows(rows: list[dict[str, Any]], tokens: list[str]) -> list[tuple[dict[str, Any], list[int]]]:
+    """Rows whose normalised text is non-empty and spelled in ``tokens``, with their ids."""
+    kept = []
+    for row in rows:
+        text = normalize_text(row["text"])
+        try:
+            ids = text_to_ids(text, tokens) if text else []
+        except ValueError:
+            ids = []
+        if ids:
+            kept.append(({**row, "text": text}, ids))
+    return kept
+
+
+def encode_shard(
+    model: WhisperCTC, frontend: WhisperLogMel, rows: list[tuple[dict[str, Any], list[int]]], cfg: CacheConfig
+) -> dict[str, Any]:
+    """The frozen states (fp16) of a shard's utterances, in batches of similar length, with their targets."""
+    with ThreadPoolExecutor(cfg.threads) as pool:
+        waves = list(pool.map(lambda r: read_audio(r[0]["audio"]), rows))
+    keep = [i for i, w in enumerate(waves) if 0 < w.size < MAX_SECONDS * SAMPLE_RATE]
+    keep.sort(key=lambda i: waves[i].size)
+    states: dict[int, Tensor] = {}
+    start = 0
+    while start < len(keep):
+        end = start + 1
+        while end < len(keep) and waves[keep[end]].size * (end - start + 1) <= cfg.batch_seconds * SAMPLE_RATE:
+            end += 1
+        audio, lengths = waves_to_batch([waves[i] for i in keep[start:end]])
+        with torch.inference_mode():
+            feats, frame_lengths = frontend(audio, lengths)
+            out, out_lengths = encode_frozen(model, feats, frame_lengths)
+        for row, i in enumerate(keep[start:end]):
+            states[i] = out[row, : int(out_lengths[row])].half()
+        start = end
+    order = [i for i in range(len(rows)) if i in states and states[i].shape[0] >= len(rows[i][1])]
+    return {
+        "states": torch.cat([states[i] for i in order]) if order else torch.zeros(0, model.config.d_model).half(),
+        "lengths": torch.tensor([states[i].shape[0] for i in order], dtype=torch.long),
+        "targets": torch.tensor([t for i in order for t in rows[i][1]], dtype=torch.long),
+        "target_lengths": torch.tensor([len(rows[i][1]) for i in order], dtype=torch.long),
+        "seconds": torch.tensor([waves[i].size / SAMPLE_RATE for i in order]),
+        "texts": [rows[i][0]["text"] for i in order],
+        "ids": [str(rows[i][0].get("id", rows[i][0]["audio"])) for i in order],
+    }
+
+
+def cache_set(name: str, manifest: Path, model: WhisperCTC, frontend: WhisperLogMel, cfg: CacheConfig) -> dict:
+    """Write the shards of one manifest under ``root/name`` (skipping those already there); return its meta."""
+    folder = Path(cfg.root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    config = whisper_ctc_config(tuned_layers=cfg.tuned_layers)
+    want = cache_meta(config, manifest, cfg)
+    meta_path = folder / META_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {**want, "shards": {}}
+    stale = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+    if stale:
+        raise SystemExit(f"{folder} was cached with other settings {stale}: delete it or pick another --root")
+    rows = prepare_rows(read_manifest(manifest)[: cfg.limit or None], config.tokens)
+    shards = range(0, len(rows), cfg.shard_utts)
+    started, audio = time.time(), 0.0
+    for k, first in enumerate(shards):
+        path = folder / f"shard-{k:05d}.pt"
+        if path.exists() and path.name in meta["shards"]:
+            continue
+        shard = encode_shard(model, frontend, rows[first : first + cfg.shard_utts], cfg)
+        torch.save(shard, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        seconds = float(shard["seconds"].sum())
+        meta["shards"][path.name] = {"utterances": len(shard["texts"]), "seconds": round(seconds, 2)}
+        meta_path.write_text(json.dumps(meta, indent=1))
+        audio += seconds
+        rate = audio / (time.time() - started)
+        logger.info("%s: shard %d/%d, %.2f h of audio at %.0f audio s/s", name, k + 1, len(shards), audio / 3600, rate)
+    meta["utterances"] = sum(s["utterances"] for s in meta["shards"].values())
+    meta["hours"] = round(sum(s["seconds"] for s in meta["shards"].values()) / 3600, 4)
+    meta["skipped"] = len(read_manifest(manifest)[: cfg.limit or None]) - meta["utterances"]
+    if audio:
+        meta["rate"] = round(audio / (time.time() - started), 1)  # audio seconds per second, last run
+    meta_path.write_text(json.dumps(meta, indent=1))
+    logger.info("%s: %d utterances (%.2f h) cached in %s", name, meta["utterances"], meta["hours"], folder)
+    return meta
+
+
+def run_cache(cfg: CacheConfig) -> dict[str, dict]:
+    """Cache every set of ``cfg.sets``; return their metas by name."""
+    torch.set_num_threads(cfg.threads)
+    frontend, model = build_model(whisper_ctc_config(tuned_layers=cfg.tuned_layers))
+    model.eval()
+    metas = {}
+    for arg in cfg.sets:
+        name, _, path = arg.rpartition("=")
+        manifest = Path(path)
+        metas[name or manifest.stem] = cache_set(name or manifest.stem, manifest, model, frontend, cfg)
+    return metas
