@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 import numpy as np
@@ -182,12 +182,16 @@ class TorchRecognizer:
             raise RuntimeError(f"model {self.config.name} has no second pass")
         if not waveforms:
             return []
-        log_probs = self.infer(waveforms)
         batch, lengths = pad_batch(waveforms, self.device)
-        dtype = _DTYPES.get(self.precision)
-        autocast = torch.autocast(self.device, dtype=dtype) if dtype is not None else nullcontext()
-        with autocast:
-            features, frame_lengths = self.frontend(batch, lengths)
+        features, frame_lengths = self.frontend(batch, lengths)  # one log-mel for both passes
+        if self.pads_batches or len(waveforms) == 1:
+            log_probs = rows(*self.network(features, frame_lengths))
+        else:  # item by item at each item's own length, as infer() runs them
+            log_probs = [
+                rows(*self.network(features[row : row + 1, :, :n].contiguous(), frame_lengths[row : row + 1]))[0]
+                for row, n in enumerate(frame_lengths.tolist())
+            ]
+        with self._autocast():
             texts = passes.transcribe(features, frame_lengths)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
@@ -201,17 +205,26 @@ class TorchRecognizer:
 
     def _infer_padded(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
         batch, lengths = pad_batch(waveforms, self.device)
-        log_probs, out_lengths = self.forward(batch, lengths)
-        log_probs_np = log_probs.float().cpu().numpy()
-        return [log_probs_np[row, :n] for row, n in enumerate(out_lengths.tolist())]
+        return rows(*self.forward(batch, lengths))
 
     def forward(self, batch: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(batch, samples) audio -> (batch, frames, vocab) log-probs and frame lengths."""
-        features, frame_lengths = self.frontend(batch, lengths)
-        dtype = _DTYPES.get(self.precision)
-        autocast = torch.autocast(self.device, dtype=dtype) if dtype is not None else nullcontext()
-        with autocast:
+        return self.network(*self.frontend(batch, lengths))
+
+    def network(self, features: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(batch, n_mels, frames) features -> (batch, frames_out, vocab) log-probs and lengths, at the precision."""
+        with self._autocast():
             return self.model(features, frame_lengths)
+
+    def _autocast(self) -> AbstractContextManager[object]:
+        dtype = _DTYPES.get(self.precision)
+        return torch.autocast(self.device, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def rows(log_probs: Tensor, out_lengths: Tensor) -> list[np.ndarray]:
+    """Each row's (frames, vocab) float32 log-probs, cut to its length."""
+    log_probs_np = log_probs.float().cpu().numpy()
+    return [log_probs_np[row, :n] for row, n in enumerate(out_lengths.tolist())]
 
 
 def pad_batch(waveforms: Sequence[np.ndarray], device: str = "cpu") -> tuple[Tensor, Tensor]:

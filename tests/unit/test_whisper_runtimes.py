@@ -80,14 +80,16 @@ def test_int8_stores_matrices_per_output_channel_and_stays_close(bundle: Bundle)
     assert agree > 0.9
 
 
-def test_second_pass_batch_equals_one_by_one(bundle: Bundle) -> None:
+@pytest.mark.parametrize("batch_execution", ["per_item", "padded"])
+def test_second_pass_batch_equals_one_by_one(bundle: Bundle, batch_execution: str) -> None:
     clips = [audio for audio, _ in cv100_clips(2)]
-    recognizer = build_recognizer(bundle, "torch", "cpu", "fp32")
+    recognizer = build_recognizer(bundle, "torch", "cpu", "fp32", batch_execution=batch_execution)
     together = recognizer.second_pass(clips)
     alone = [recognizer.second_pass([clip])[0] for clip in clips]
     assert [o.text for o in together] == [o.text for o in alone] and all(o.text for o in alone)
-    for a, b in zip(together, alone, strict=True):
+    for a, b, ctc in zip(together, alone, recognizer.infer(clips), strict=True):
         np.testing.assert_allclose(a.log_probs, b.log_probs, atol=1e-4)
+        np.testing.assert_allclose(a.log_probs, ctc, atol=1e-4)  # the CTC path's own log-probs
 
 
 def test_runtimes_serve_the_network(bundle: Bundle) -> None:
