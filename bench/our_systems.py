@@ -13,10 +13,10 @@ from app.asr.align import AlignedDecoder
 from app.asr.beam import BeamDecoder, load_lexicon_lm
 from app.asr.ctc import GreedyDecoder
 from app.asr.segment import split_points
+from app.engine.engine import SECOND_PASS_PIECE_S
 from bench.recognizers import make_recognizer
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
-PIECE_S = 25.0  # as the engine cuts audio for the second pass
 
 
 class OurModel:
@@ -39,7 +39,7 @@ class OurModel:
             self.beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
 
     def transcribe(self, wave: np.ndarray) -> str:
-        starts = split_points(wave, self.rate, PIECE_S)
+        starts = split_points(wave, self.rate, SECOND_PASS_PIECE_S)  # as the engine cuts audio
         pieces = [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
         if self.decoder == "attention":
             outputs = self.recognizer.second_pass(pieces)  # type: ignore[attr-defined]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -236,6 +237,15 @@ class State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def log_entry(log: TextIO, state: State, kind: str, **values: Any) -> None:
+    """Append one line to a run's ``log.jsonl`` (kind, step, epoch, hours and ``values``) and log it."""
+    entry = {"kind": kind, "step": state.step, "epoch": state.epoch, "hours": round(state.train_seconds / 3600, 4)}
+    entry.update(values)
+    log.write(json.dumps(entry) + "\n")
+    log.flush()
+    logger.info("%s", entry)
+
+
 def save_checkpoint(
     path: Path,
     model: SepConvCTC,
@@ -356,17 +366,7 @@ def run_loop(
     last_eval = last_ckpt = time.time()
     losses: list[float] = []
 
-    def record(kind: str, **values: Any) -> None:
-        entry = {
-            "kind": kind,
-            "step": state.step,
-            "epoch": state.epoch,
-            "hours": round(state.train_seconds / 3600, 4),
-            **values,
-        }
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-        logger.info("%s", entry)
+    record = functools.partial(log_entry, log, state)
 
     def evaluate_and_keep_best() -> None:
         wer = evaluate_dev(model, config, dev, device)

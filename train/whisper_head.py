@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from app.asr.ctc import greedy_decode
 from app.asr.whisper.model import WhisperCTC
 from train.data.dataset import BucketBatchSampler, parse_manifest_arg
 from train.scoring import score
-from train.train import State
+from train.train import State, log_entry
 from train.whisper_cache import (
     CACHE_ROOT,
     META_FILE,
@@ -332,12 +333,7 @@ def run_train(cfg: HeadConfig) -> State:
     last_eval = last_ckpt = time.time()
     losses: list[float] = []
 
-    def record(kind: str, **values: Any) -> None:
-        hours = round(state.train_seconds / 3600, 4)
-        entry = {"kind": kind, "step": state.step, "epoch": state.epoch, "hours": hours, **values}
-        log.write(json.dumps(entry) + "\n")
-        log.flush()
-        logger.info("%s", entry)
+    record = functools.partial(log_entry, log, state)
 
     def evaluate() -> None:
         wer = evaluate_dev(model, config, dev, cfg)

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from app.asr.bundle import load_bundle
+from app.asr.numbers import number_to_words, ordinal_to_words, year_to_words
 from train import average, export, grow, train
 from train.data.audio_io import read_audio, write_flac, write_manifest
 from train.data.augment import AugmentConfig, augment_waveform
 from train.data.dataset import BucketBatchSampler
-from train.data.numbers import number_to_words, ordinal_to_words, year_to_words
 
 SENTENCES = [
     "turn on the lights",

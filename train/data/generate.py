@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from train.data.numbers import (
+from app.asr.numbers import (
     MONTHS,
     WEEKDAYS,
     digits_to_words,
