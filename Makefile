@@ -27,12 +27,12 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-# The CI suite: lint, types, deployment checks, then every test not marked slow, gpu or browser.
+# The CI suite: lint, types, deployment checks, then every test not marked slow, gpu, browser or abuse.
 test: install lint typecheck check-deploy
-	$(PY) -m pytest -m "not slow and not gpu and not browser" -q
+	$(PY) -m pytest -m "not slow and not gpu and not browser and not abuse" -q
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not gpu and not browser and not e2e" -q -x
+	$(PY) -m pytest -m "not slow and not gpu and not browser and not abuse and not e2e" -q -x
 
 test-slow: install
 	$(PY) -m pytest -m "slow" -q

@@ -49,9 +49,76 @@ class Settings(BaseSettings):
     log_json: bool = Field(True, description="Log one JSON object per line (false: plain text).")
     shutdown_grace_s: float = Field(30.0, gt=0, description="Seconds to finish in-flight work after SIGTERM.")
 
+    # HTTP connection limits (docs/security.md)
+    max_connections: int = Field(
+        1000, ge=1, description="Most open client connections; a new one past it gets 503 and is closed."
+    )
+    max_header_bytes: int = Field(
+        32 * 1024, ge=1024, description="Largest request head (request line and headers) in bytes (431 past it)."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a connection has to send a complete request head before it is closed."
+    )
+    read_timeout_s: float = Field(
+        30.0, gt=0, description="Longest pause between pieces of a request body before the connection is closed."
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, description="Idle time between requests before a connection is closed."
+    )
+
     # Input limits
-    max_upload_bytes: int = Field(200 * 1024 * 1024, gt=0, description="Largest accepted request body in bytes.")
-    max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="Longest accepted audio in seconds.")
+    max_upload_bytes: int = Field(
+        100 * 1024 * 1024, gt=0, description="Largest accepted request body in bytes, for every transfer encoding."
+    )
+    max_audio_seconds: float = Field(
+        1800.0,
+        gt=0,
+        description="Longest accepted audio in seconds; decoding stops at it. Each second held costs 64 KB "
+        "(16 kHz float32), so this bounds a request's memory (docs/security.md).",
+    )
+    max_upload_memory_bytes: int = Field(
+        512 * 1024 * 1024,
+        gt=0,
+        description="Request body bytes all requests together may hold at once; past it, 429. Keep it at least "
+        "max_upload_bytes, or the largest uploads can never be taken.",
+    )
+    max_transcribing_audio_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="Decoded upload audio, in seconds, that transcriptions in progress may hold at once (64 KB "
+        "each); an upload past it gets 429. Keep it at least max_audio_seconds.",
+    )
+    max_concurrent_decodes: int = Field(
+        2, ge=1, description="Uploads decoded at once; more wait their turn (bounds decoding memory)."
+    )
+
+    # Access control (docs/security.md)
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; when set (or api_keys_file), every route but the probes needs one."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File of API keys, one per line, each a key or 'sha256:<hex of the key>' (# comments)."
+    )
+    metrics_access: Literal["key", "open", "closed"] = Field(
+        "key", description="/metrics: needs a key when keys are set (key), always open, or not served (closed)."
+    )
+    docs_access: Literal["key", "open", "closed"] = Field(
+        "key", description="/docs, /redoc and /openapi.json: keyed like the API (key), always open, or not served."
+    )
+    demo_access: Literal["key", "open", "closed"] = Field(
+        "key",
+        description="The demo page (/ and /static): keyed like the API (key), open so that a browser can load it "
+        "with keys set (its calls still need the key), or not served (closed).",
+    )
+    rate_limit_per_minute: float = Field(
+        0.0, ge=0, description="Requests per minute per API key (or per client address without keys); 0: no limit."
+    )
+    rate_limit_burst: int = Field(20, ge=1, description="Requests a key may make at once above its steady rate.")
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins (https://app.example.com) allowed to call the API from a browser "
+        "and to open WebSocket streams; the server's own origin is always allowed; '*' allows any.",
+    )
 
     # Dynamic batching
     max_batch_size: int = Field(
@@ -100,7 +167,18 @@ class Settings(BaseSettings):
     stream_max_message_bytes: int = Field(
         1024 * 1024, gt=0, description="Largest WebSocket message a stream may send, in bytes (close 1009)."
     )
-    stream_idle_timeout_s: float = Field(30.0, gt=0, description="Close a stream that sends nothing for this long.")
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, description="Close a stream whose audio falls this many seconds behind the wall clock."
+    )
+    stream_max_speed: float = Field(
+        4.0, ge=1, description="Fastest a stream's audio may arrive, as a multiple of real time (close 1008 past it)."
+    )
+    stream_burst_s: float = Field(
+        5.0, ge=0, description="Audio seconds a stream may send ahead of stream_max_speed (e.g. a buffered start)."
+    )
+    max_streams_per_key: int = Field(
+        0, ge=0, description="Most concurrent streams per API key (or client address without keys); 0: no limit."
+    )
     stream_max_session_s: float = Field(3 * 3600.0, gt=0, description="Longest a stream may stay open, in seconds.")
     stream_silence_ms: int = Field(600, ge=100, description="Default silence that ends an utterance, in ms.")
     stream_max_silence_ms: int = Field(5000, ge=100, description="Largest silence_ms a client may ask for.")

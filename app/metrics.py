@@ -9,6 +9,14 @@ FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 RATIO_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 RTF_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# The close codes RFC 6455 and the IANA registry define (1004 is reserved); clients may send others.
+KNOWN_CLOSE_CODES = frozenset(range(1000, 1016)) - {1004}
+
+
+def close_code_label(code: int) -> str:
+    """The ``code`` label of a stream close: a known close code as itself, any other as ``other``
+    (a client chooses its own close code, and labels must not grow without bound)."""
+    return str(code) if code in KNOWN_CLOSE_CODES else "other"
 
 
 class Metrics:
@@ -62,6 +70,6 @@ class Metrics:
         )
         self.stream_finals = Counter("asr_stream_finals", "Utterance finals sent on streams.", registry=r)
         self.stream_closes = Counter(
-            "asr_stream_closes", "Stream closes by WebSocket close code.", ["code"], registry=r
+            "asr_stream_closes", "Stream closes by WebSocket close code (unknown: other).", ["code"], registry=r
         )
         self.model_ready = Gauge("asr_model_ready", "1 when the model is loaded, warm and serving.", registry=r)

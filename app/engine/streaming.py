@@ -14,6 +14,10 @@ An utterance ends (its final is sent and the state resets) after ``silence_ms`` 
 speech was heard, judged by frame energy or by a run of CTC blanks in the latest window; at
 ``max_utterance_s`` it is cut at the quietest point of its last second. The
 :class:`StreamRegistry` bounds how many sessions run and drains them on shutdown.
+
+Memory is bounded per session: audio waiting for the processing task (its inbox) is refused past
+``max_backlog_s`` (:class:`StreamBacklog`), and an utterance holds at most ``max_utterance_s``.
+How fast a client may send is the router's check (:mod:`app.engine.pacing`).
 """
 
 from __future__ import annotations
@@ -63,6 +67,11 @@ class StreamTuning:
     preroll_s: float = 0.3
     max_context_s: float = 1.0  # partial windows' context per side; 0: the model's whole receptive field
     final_decoder: str | None = None  # decoder of finals; None: the server's default
+    max_backlog_s: float = 15.0  # audio seconds the inbox may hold while the processing task is busy
+
+
+class StreamBacklog(Exception):
+    """The stream's audio arrives faster than the server processes it: its inbox is full."""
 
 
 class StreamSession:
@@ -81,6 +90,7 @@ class StreamSession:
         self.blank_id = config.blank_id
         self._emit = emit
         self._inbox: deque[tuple[np.ndarray, float]] = deque()
+        self._inbox_samples = 0
         self._wakeup = asyncio.Event()
         self.ending: str | None = None
         self.audio_received = False
@@ -100,16 +110,30 @@ class StreamSession:
         self.options = options
         self._pcm = PcmStream(options.encoding, options.sample_rate, self.rate)
 
+    def seconds_of(self, size: int) -> float:
+        """Audio seconds in ``size`` bytes of this stream's PCM."""
+        return size / (self.options.sample_rate * self._pcm.width)
+
     def push(self, data: bytes) -> None:
-        """Queue a piece of raw PCM (any size) for the processing task."""
+        """Queue a piece of raw PCM (any size) for the processing task.
+
+        Raises :class:`StreamBacklog` instead when the inbox would hold over ``max_backlog_s``.
+        """
+        limit = self.tuning.max_backlog_s
+        if self._inbox_samples / self.rate + self.seconds_of(len(data)) > limit:
+            raise StreamBacklog(f"the server fell over {limit:g} s of audio behind this stream; reconnect later")
         now = time.perf_counter()
         self.audio_received = True
         if self._first_audio_at is None:
             self._first_audio_at = now
         samples = self._pcm.decode(data)
         if samples.size:
-            self._inbox.append((samples, now))
-            self._wakeup.set()
+            self._queue(samples, now)
+
+    def _queue(self, samples: np.ndarray, received: float) -> None:
+        self._inbox.append((samples, received))
+        self._inbox_samples += samples.shape[0]
+        self._wakeup.set()
 
     def finish(self, reason: str) -> None:
         """End the stream: the processing task sends the last final, then returns."""
@@ -118,7 +142,7 @@ class StreamSession:
         self.ending = reason
         tail = self._pcm.flush()
         if tail.size:
-            self._inbox.append((tail, time.perf_counter()))
+            self._queue(tail, time.perf_counter())
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -161,6 +185,7 @@ class StreamSession:
         longest = self.options.max_utterance_s * self.rate
         while self._inbox and not self._endpoint_due() and self._utt.samples < longest:
             samples, received = self._inbox.popleft()
+            self._inbox_samples -= samples.shape[0]
             self._utt.append(samples)
             self._gate.feed(samples)
             if self._due_since is None and self._step_due():

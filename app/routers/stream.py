@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.config import Settings
 from app.engine.batcher import QueueFull
 from app.engine.engine import Engine, EngineUnavailable
-from app.engine.streaming import StreamOptions, StreamRegistry, StreamSession, StreamTuning
-from app.metrics import Metrics
+from app.engine.pacing import AudioTooFast, PaceLimits, StreamPace
+from app.engine.streaming import StreamBacklog, StreamOptions, StreamRegistry, StreamSession, StreamTuning
+from app.metrics import Metrics, close_code_label
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ router = APIRouter(tags=["streaming"])
 
 NORMAL, GOING_AWAY, UNSUPPORTED, POLICY, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1001, 1003, 1008, 1009, 1011, 1013
 _END_CODES = {"eof": NORMAL, "shutdown": GOING_AWAY}
+BACKLOG_MARGIN_S = 10.0  # audio a stream's inbox may hold beyond its burst while the server is busy
 
 
 class EndpointingIn(BaseModel):
@@ -78,6 +80,8 @@ class StreamConnection:
         self.registry: StreamRegistry = state.streams
         self.metrics: Metrics = state.metrics
         self.started = time.monotonic()
+        s = self.settings
+        self.pace = StreamPace(PaceLimits(s.stream_max_speed, s.stream_burst_s, s.stream_idle_timeout_s), self.started)
 
     async def serve(self) -> None:
         """Run the connection to its end; every way out closes it with a fitting code."""
@@ -88,7 +92,7 @@ class StreamConnection:
         except StreamClosed as exc:
             await self._close(exc.code, exc.error, exc.message)
         except WebSocketDisconnect as exc:
-            self.metrics.stream_closes.labels(code=str(exc.code)).inc()
+            self.metrics.stream_closes.labels(code=close_code_label(exc.code)).inc()
         except QueueFull:
             self.metrics.rejected.labels(reason="queue_full").inc()
             await self._close(TRY_LATER, "overloaded", "the server is at capacity; reconnect later")
@@ -127,6 +131,7 @@ class StreamConnection:
             silence_db=s.stream_silence_db,
             max_context_s=s.stream_max_context_s,
             final_decoder=None if s.stream_final_decoder == "auto" else s.stream_final_decoder,
+            max_backlog_s=s.stream_burst_s + BACKLOG_MARGIN_S,
         )
 
     async def _run(self, session: StreamSession) -> int:
@@ -152,7 +157,8 @@ class StreamConnection:
         await processor  # the finals of what was received
         reason = session.ending or "eof"
         if reason == "idle_timeout":
-            raise StreamClosed(POLICY, "idle_timeout", f"no message for {self.settings.stream_idle_timeout_s:g} s")
+            message = f"the stream's audio fell over {self.settings.stream_idle_timeout_s:g} s behind the clock"
+            raise StreamClosed(POLICY, "idle_timeout", message)
         if reason == "session_limit":
             raise StreamClosed(
                 POLICY, "session_too_long", f"the stream reached its limit of {self.settings.stream_max_session_s:g} s"
@@ -169,16 +175,28 @@ class StreamConnection:
             data = message.get("bytes")
             if data is not None:
                 self._check_size(len(data))
-                session.push(data)
+                self._push(session, data)
             elif self._control(session, message.get("text") or "", first) == "eof":
                 session.finish("eof")
                 return
             first = False
 
-    async def _receive(self) -> MutableMapping[str, Any] | None:
-        """The next message, or None after the idle timeout."""
+    def _push(self, session: StreamSession, data: bytes) -> None:
+        """Hand audio to the session, unless it comes too fast or the session is too far behind."""
         try:
-            async with asyncio.timeout(self.settings.stream_idle_timeout_s):
+            self.pace.admit(session.seconds_of(len(data)), time.monotonic())
+            session.push(data)
+        except AudioTooFast as exc:
+            self.metrics.rejected.labels(reason="audio_too_fast").inc()
+            raise StreamClosed(POLICY, "audio_too_fast", str(exc)) from exc
+        except StreamBacklog as exc:
+            self.metrics.rejected.labels(reason="stream_backlog").inc()
+            raise StreamClosed(TRY_LATER, "server_behind", str(exc)) from exc
+
+    async def _receive(self) -> MutableMapping[str, Any] | None:
+        """The next message, or None once the stream is idle (its audio fell too far behind)."""
+        try:
+            async with asyncio.timeout(max(0.0, self.pace.idle_at - time.monotonic())):
                 message = await self.ws.receive()
         except TimeoutError:
             return None
@@ -242,7 +260,9 @@ class StreamConnection:
 
     async def _close(self, code: int, error: str | None = None, message: str = "") -> None:
         """Send the error message (if any) and close; a client already gone is not an error."""
-        self.metrics.stream_closes.labels(code=str(code)).inc()
+        self.metrics.stream_closes.labels(code=close_code_label(code)).inc()
+        if error is not None:
+            logger.warning("stream closed with %d %s: %s", code, error, message)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             if error is not None:
                 await self.ws.send_json({"type": "error", "code": error, "message": message})
