@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.asr import audio
 from app.asr.beam import BeamOptionsError
@@ -100,6 +101,11 @@ def from_audio_error(exc: audio.AudioError) -> ServiceError:
     return kind(str(exc), code=exc.code)
 
 
+def body_too_large(limit: int) -> PayloadTooLarge:
+    """The request body passed ``limit`` bytes (raised while it is read, see ``app.middleware``)."""
+    return PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes", code="body_too_large")
+
+
 def error_body(type_: str, message: str, code: str | int | None, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, "code": code, **extra}}
 
@@ -153,6 +159,15 @@ def install_error_handlers(app: FastAPI) -> None:
         _reject(request, "client_disconnected")
         logger.info("client disconnected; its queued work was dropped")
         return JSONResponse(error_body(exc.type, exc.message, "client_disconnected"), status_code=exc.status)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _hung_up(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client closed the connection while sending its request (or stalled past the read
+        # timeout): nobody reads this answer, and it is not the server's error.
+        _reject(request, "client_disconnected")
+        logger.info("client disconnected while sending its request")
+        body = error_body(ClientDisconnected.type, "the client closed the connection", "client_disconnected")
+        return JSONResponse(body, status_code=ClientDisconnected.status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

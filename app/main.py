@@ -11,15 +11,20 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
+from app.access import AccessMiddleware
+from app.api_keys import KeyRing
 from app.config import Settings
 from app.engine.engine import Engine, EngineState, RecognizerFactory, load_recognizer
 from app.engine.streaming import StreamRegistry
 from app.errors import install_error_handlers
+from app.http_limits import LISTEN_BACKLOG, http_limits, limited_protocol, raise_fd_limit
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import RequestContextMiddleware
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.origins import cors_options
 from app.routers import demo, health, models, openai, stream, transcribe
 
 logger = logging.getLogger(__name__)
@@ -77,8 +82,19 @@ def create_app(settings: Settings | None = None, recognizer_factory: RecognizerF
     app.state.engine = Engine(settings, metrics, recognizer_factory)
     app.state.streams = StreamRegistry(settings.max_streams, metrics)
     app.state.started_at = time.time()
+    app.state.decode_slots = asyncio.Semaphore(settings.max_concurrent_decodes)  # bounds decoding memory
     install_error_handlers(app)
+    # The last added runs first: CORS answers preflights, the request context gives every request
+    # an id and counts it, then access control admits or refuses before any route runs.
+    keys = KeyRing.from_settings(settings)
+    logger.info("API keys: %s", f"{len(keys.digests)} accepted" if keys.enabled else "none (every route is open)")
+    docs_paths = [p for p in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if p]
+    app.add_middleware(AccessMiddleware, settings=settings, metrics=metrics, keys=keys, docs_paths=docs_paths)
+    app.add_middleware(  # 413 while reading; 429 past the bytes all uploads may hold at once
+        BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_total_bytes=settings.max_upload_memory_bytes
+    )
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(CORSMiddleware, **cors_options(settings))
     for router in (transcribe.router, openai.router, stream.router, models.router, health.router, demo.router):
         app.include_router(router)
     demo.mount_static(app)
@@ -117,10 +133,14 @@ def serve(settings: Settings | None = None) -> int:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
+    metrics: Metrics = app.state.metrics
+    limits = http_limits(settings, raise_fd_limit(), lambda reason: metrics.rejected.labels(reason=reason).inc())
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=limited_protocol(limits),  # httptools plus head size, timeouts and the connection limit
+        backlog=LISTEN_BACKLOG,
         log_config=None,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, per-route metrics, and the last-resort 500 handler."""
+"""ASGI middleware: request ids, per-route metrics, the last-resort 500 handler, and the body limit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import Overloaded, body_too_large, error_body
 from app.logs import request_id_var
 from app.metrics import Metrics
 
@@ -67,6 +67,85 @@ class RequestContextMiddleware:
         route = _route_label(scope)
         self.metrics.requests.labels(route=route, method=scope["method"], status=str(status)).inc()
         self.metrics.request_duration.labels(route=route).observe(seconds)
+
+
+class BodyLimitMiddleware:
+    """Refuses a request body larger than ``max_bytes`` while it is read, for every transfer
+    encoding (Content-Length or chunked, multipart within either): the app never receives more
+    than the limit, so the multipart parser never spools more than it to disk. Reading past the
+    limit raises :class:`~app.errors.PayloadTooLarge` (413 ``body_too_large``); a declared
+    Content-Length past it fails at the first read, before any of the body is taken.
+
+    A response that starts before the body was read to its end closes the connection, so the
+    server does not go on reading (and dropping) the rest of, say, a 1 GB upload."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_total_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.budget = BodyBudget(max_total_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared, chunked = _body_framing(scope)
+        state = {"received": 0, "done": declared in (None, 0) and not chunked}
+
+        async def limited_receive() -> Message:
+            if declared is not None and declared > self.max_bytes:
+                raise body_too_large(self.max_bytes)
+            message = await receive()
+            if message["type"] == "http.request":
+                size = len(message.get("body", b""))
+                if state["received"] + size > self.max_bytes:
+                    raise body_too_large(self.max_bytes)
+                self.budget.take(size)
+                state["received"] += size
+                state["done"] = not message.get("more_body", False)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not state["done"]:
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, closing_send)
+        finally:
+            self.budget.give(state["received"])
+
+
+class BodyBudget:
+    """Request body bytes that all requests together may hold at once (in memory, or spooled to disk
+    by the multipart parser): a body is held until its request ends, so this bounds what uploads
+    cost however many connections send them. A read that would pass the budget answers 429."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.max_bytes:
+            raise Overloaded(
+                f"the server holds its limit of {self.max_bytes} bytes of uploads; retry shortly",
+                code="uploads_over_capacity",
+                headers={"Retry-After": "1"},
+            )
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+def _body_framing(scope: Scope) -> tuple[int | None, bool]:
+    """The declared Content-Length (None if absent or unreadable) and whether the body is chunked."""
+    declared, chunked = None, False
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.isdigit():
+            declared = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    return declared, chunked
 
 
 def _incoming_id(scope: Scope) -> str | None:

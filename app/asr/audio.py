@@ -1,15 +1,23 @@
 """Audio input: decode compressed or raw audio bytes into mono float32 at the model's rate.
 
 Containers (WAV, FLAC, Ogg/Vorbis, Ogg/Opus, MP3, WebM/Opus, M4A/AAC, ...) are decoded with
-PyAV, which bundles FFmpeg, resampled to the model's rate and averaged over channels. Raw little-endian PCM
-needs its sample rate stated by the caller.
+libsndfile (WAV, FLAC, Ogg) or PyAV, which bundles FFmpeg; raw little-endian PCM needs its sample
+rate stated by the caller. Every path decodes block by block: each block is averaged over its
+channels, resampled to the model's rate by a resampler that keeps its state between blocks, and
+appended to the output, which holds at most ``max_seconds`` of audio at the model's rate. Decoding
+stops the moment that budget is passed, so a small file that decodes to hours (an "audio bomb")
+costs no more memory than the longest audio accepted. The whole file is never held at its own
+rate and channel count.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import struct
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
@@ -18,7 +26,25 @@ import soundfile as sf
 import torch
 import torchaudio
 
+from app.asr.incremental import PcmStream
+
 logger = logging.getLogger(__name__)
+
+BLOCK_FRAMES = 1 << 16
+"""Source frames decoded, downmixed and resampled at a time (about 1.4 s at 48 kHz)."""
+
+MAX_WAV_CHUNKS = 64
+"""Most RIFF chunks read before a WAV file's audio (real files have a handful: fmt, fact, LIST,
+bext, data). A file of millions of empty chunks is refused after this many, not walked."""
+
+SEGMENT_SAMPLES = 1 << 23
+"""Output buffer added when audio runs past its expected length (524 s at 16 kHz, 32 MiB: large
+enough that the C allocator maps it on its own, touched page by page and unmapped when freed)."""
+
+RESAMPLER_SLACK = 64
+"""Samples a resampler may round up over the exact length; the duration limit allows them."""
+
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile's frame count of a stream of unknown length is near 2**63
 
 # Leading bytes of the containers we expect; used to tell "corrupt" from "not audio we know".
 _MAGIC: tuple[tuple[int, bytes], ...] = (
@@ -70,6 +96,12 @@ class ZeroLengthAudioError(AudioError):
     code = "zero_length_audio"
 
 
+class DecodeDeadlineError(AudioError):
+    """Decoding was still running when the request's deadline passed."""
+
+    code = "deadline_exceeded"
+
+
 @dataclass(frozen=True)
 class PcmFormat:
     """Raw PCM description: sample encoding, rate and interleaved channel count."""
@@ -79,19 +111,80 @@ class PcmFormat:
     channels: int = 1
 
 
-def decode_audio(data: bytes, target_rate: int, max_seconds: float | None = None) -> np.ndarray:
+class DecodedAudio:
+    """Mono float32 samples at the target rate, appended block by block within a budget.
+
+    Raises :class:`AudioTooLongError` as soon as an append takes the audio past ``max_seconds``,
+    and :class:`DecodeDeadlineError` once ``deadline`` (a ``time.monotonic()`` value) has passed.
+    ``expected`` (samples at the target rate, when the source tells its length) sizes the first
+    buffer (never beyond the budget); audio past it goes into further buffers of
+    :data:`SEGMENT_SAMPLES`, so nothing is copied while decoding and a bomb holds at most its
+    budget when it is stopped.
+    """
+
+    def __init__(self, rate: int, max_seconds: float | None, deadline: float | None = None, expected: int = 0) -> None:
+        self.rate = rate
+        self.max_seconds = max_seconds
+        self.limit = None if max_seconds is None else math.ceil(max_seconds * rate) + RESAMPLER_SLACK
+        self.deadline = deadline
+        self.size = 0
+        first = min(expected or SEGMENT_SAMPLES, self.limit or 600 * rate)  # a header may overstate the length
+        self._full: list[np.ndarray] = []
+        self._segment = np.empty(first, dtype=np.float32)
+        self._used = 0  # samples in ``_segment``
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add a block of (samples,) float32; raises when past the budget or the deadline."""
+        end = self.size + int(samples.shape[0])
+        if self.limit is not None and end > self.limit:
+            raise AudioTooLongError(f"audio is longer than the limit of {self.max_seconds:g} s")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DecodeDeadlineError("decoding did not finish within the request deadline")
+        if not np.isfinite(samples).all():
+            raise UndecodableAudioError("the audio holds NaN or infinite samples")
+        while samples.shape[0]:
+            if self._used == self._segment.shape[0]:
+                self._full.append(self._segment)
+                self._segment, self._used = np.empty(SEGMENT_SAMPLES, dtype=np.float32), 0
+            take = min(samples.shape[0], self._segment.shape[0] - self._used)
+            self._segment[self._used : self._used + take] = samples[:take]
+            self._used += take
+            samples = samples[take:]
+        self.size = end
+
+    def result(self) -> np.ndarray:
+        """The (samples,) decoded; raises :class:`ZeroLengthAudioError` if there are none."""
+        if self.size == 0:
+            raise ZeroLengthAudioError("the audio holds no samples")
+        last = self._segment[: self._used]
+        if not self._full:
+            return last.copy() if self._segment.shape[0] - self._used > self._used // 4 else last
+        joined, start = np.empty(self.size, dtype=np.float32), 0
+        while self._full:  # each buffer is freed once copied: the join costs one buffer, not a second copy
+            part = self._full.pop(0)
+            joined[start : start + part.shape[0]] = part
+            start += part.shape[0]
+            del part
+        joined[start:] = last
+        return joined
+
+
+def decode_audio(
+    data: bytes, target_rate: int, max_seconds: float | None = None, *, deadline: float | None = None
+) -> np.ndarray:
     """Decode a container's first audio stream to mono float32 at ``target_rate``.
 
     Raises an :class:`AudioError` subclass on any problem; decoding stops as soon as the
-    audio exceeds ``max_seconds`` so an over-long upload costs bounded memory.
+    audio exceeds ``max_seconds`` (or ``deadline``, a ``time.monotonic()`` value, passes), so
+    any upload costs bounded memory and time.
     """
     if not data:
         raise EmptyAudioError("the request body is empty")
     wav = pcm_wav_format(data)
     if wav is not None:
         fmt, start, end = wav
-        return decode_pcm(memoryview(data)[start:end], fmt, target_rate, max_seconds)
-    fast = _decode_with_libsndfile(data, target_rate, max_seconds)
+        return decode_pcm(memoryview(data)[start:end], fmt, target_rate, max_seconds, deadline=deadline)
+    fast = _decode_with_libsndfile(data, target_rate, max_seconds, deadline)
     if fast is not None:
         return fast
     known = _looks_like_container(data)
@@ -107,7 +200,9 @@ def decode_audio(data: bytes, target_rate: int, max_seconds: float | None = None
     with container:
         if not container.streams.audio:
             raise UnsupportedFormatError("the file holds no audio stream")
-        return _decode_stream(container, target_rate, max_seconds)
+        return _decode_stream(
+            container, DecodedAudio(target_rate, max_seconds, deadline, _stated(container, target_rate))
+        )
 
 
 _WAVE_FORMAT_PCM = 1
@@ -120,92 +215,122 @@ def pcm_wav_format(data: bytes) -> tuple[PcmFormat, int, int] | None:
 
     Such files (the most common upload) need no decoder: their samples are the bytes. Anything
     else (other sample formats, RF64, a truncated or odd header) gives None and goes to a decoder.
+    Raises :class:`UndecodableAudioError` for a WAV file with more than :data:`MAX_WAV_CHUNKS`
+    chunks before its audio, so the walk costs microseconds whatever the file holds.
     """
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    layout = _wav_layout(data)
+    if layout is None or data[:4] != b"RIFF":
+        return None
+    fmt_chunk, body, end = layout
+    if fmt_chunk is None or len(fmt_chunk) < 16:
+        return None
+    tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", fmt_chunk)
+    if tag == _WAVE_FORMAT_EXTENSIBLE and len(fmt_chunk) >= 40 and fmt_chunk[24:40] == _PCM_SUBFORMAT:
+        tag = _WAVE_FORMAT_PCM
+    if tag != _WAVE_FORMAT_PCM or bits != 16 or channels < 1 or not 1000 <= rate <= 384000:
+        return None
+    frame_bytes = 2 * channels
+    if end - body < frame_bytes:
+        return None
+    return PcmFormat(sample_rate=rate, encoding="s16le", channels=channels), body, end - (end - body) % frame_bytes
+
+
+def _wav_layout(data: bytes) -> tuple[bytes | None, int, int] | None:
+    """A RIFF or RF64 WAVE file's fmt chunk (its first 40 bytes) and its data chunk's byte range.
+
+    None when the bytes are no WAVE file or hold no data chunk; raises past :data:`MAX_WAV_CHUNKS`.
+    """
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RF64") or data[8:12] != b"WAVE":
         return None
     offset, fmt = 12, None
-    while offset + 8 <= len(data):
+    for _ in range(MAX_WAV_CHUNKS):
+        if offset + 8 > len(data):
+            return None
         chunk_id, size = data[offset : offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
         body = offset + 8
         if chunk_id == b"fmt ":
-            if size < 16 or body + size > len(data):
-                return None
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", data, body)
-            if tag == _WAVE_FORMAT_EXTENSIBLE and size >= 40 and data[body + 24 : body + 40] == _PCM_SUBFORMAT:
-                tag = _WAVE_FORMAT_PCM
-            if tag != _WAVE_FORMAT_PCM or bits != 16 or channels < 1 or not 1000 <= rate <= 384000:
-                return None
-            fmt = PcmFormat(sample_rate=rate, encoding="s16le", channels=channels)
+            fmt = bytes(data[body : body + min(size, 40)]) if body + size <= len(data) else None
         elif chunk_id == b"data":
-            frame_bytes = 2 * fmt.channels if fmt is not None else 0
-            end = min(body + size, len(data))  # a streamed WAV may state a size it does not hold
-            if fmt is None or end - body < frame_bytes:
-                return None
-            return fmt, body, end - (end - body) % frame_bytes
+            return fmt, body, min(body + size, len(data))  # a streamed WAV may state a size it does not hold
         offset = body + size + (size & 1)  # chunks are padded to even sizes
-    return None
+    raise UndecodableAudioError(f"the WAV file has more than {MAX_WAV_CHUNKS} chunks before its audio")
 
 
-def _decode_with_libsndfile(data: bytes, target_rate: int, max_seconds: float | None) -> np.ndarray | None:
-    """WAV, FLAC and Ogg Vorbis through libsndfile, many times faster than FFmpeg for WAV.
+def _decode_with_libsndfile(
+    data: bytes, target_rate: int, max_seconds: float | None, deadline: float | None
+) -> np.ndarray | None:
+    """WAV, FLAC and Ogg (Vorbis, Opus) through libsndfile, many times faster than FFmpeg for WAV.
 
     Returns None for anything libsndfile does not read, and PyAV takes over.
     """
-    if data[:4] not in (b"RIFF", b"fLaC", b"OggS"):
+    if data[:4] not in (b"RIFF", b"RF64", b"fLaC", b"OggS"):
         return None
     try:
         with sf.SoundFile(io.BytesIO(data)) as source:
-            if source.frames <= 0:
-                return None  # unknown length or empty: PyAV reports it precisely
-            if max_seconds is not None and source.frames > max_seconds * source.samplerate:
+            rate, channels, frames = source.samplerate, source.channels, source.frames
+            if frames <= 0:
+                return None  # empty: PyAV reports it precisely
+            known = frames < _UNKNOWN_FRAMES  # a FLAC stream may not state its length
+            if known and max_seconds is not None and frames > max_seconds * rate:
                 raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
-            samples = source.read(dtype="float32", always_2d=True)
-            rate = source.samplerate
+            out = DecodedAudio(target_rate, max_seconds, deadline, _expected(frames, rate, target_rate) if known else 0)
+            _resample_into(out, _libsndfile_blocks(source, channels), rate)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
         return None
-    if samples.shape[0] == 0:
-        return None
-    return resample(samples.mean(axis=1), rate, target_rate)
+    return out.result() if out.size else None
 
 
-def _decode_stream(container: av.container.InputContainer, target_rate: int, max_seconds: float | None) -> np.ndarray:
+def _libsndfile_blocks(source: sf.SoundFile, channels: int) -> Iterator[np.ndarray]:
+    block = np.empty((BLOCK_FRAMES, channels), dtype=np.float32)  # reused: one block in memory
+    while True:
+        read = source.read(out=block)
+        if read.shape[0] == 0:
+            return
+        yield read[:, 0] if channels == 1 else read.mean(axis=1, dtype=np.float32)
+
+
+def _stated(container: av.container.InputContainer, target_rate: int) -> int:
+    """Samples at ``target_rate`` of the length the container states (0 if none): a size hint only."""
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / av.time_base
+    else:
+        return 0
+    return _expected(math.ceil(max(seconds, 0.0) * target_rate), target_rate, target_rate) if seconds < 1e7 else 0
+
+
+def _decode_stream(container: av.container.InputContainer, out: DecodedAudio) -> np.ndarray:
     stream = container.streams.audio[0]
     # Planar float keeps the channels apart; they are averaged (FFmpeg's own downmix adds gain).
-    resampler = av.AudioResampler(format="fltp", rate=target_rate)
-    limit = None if max_seconds is None else int(max_seconds * target_rate)
-    chunks: list[np.ndarray] = []
-    total = 0
+    resampler = av.AudioResampler(format="fltp", rate=out.rate)
     try:
         for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                total = _append(chunks, out, total, limit, max_seconds)
-        for out in resampler.resample(None):
-            total = _append(chunks, out, total, limit, max_seconds)
+            for resampled in resampler.resample(frame):
+                out.append(resampled.to_ndarray().mean(axis=0, dtype=np.float32))  # (channels, samples)
+        for resampled in resampler.resample(None):
+            out.append(resampled.to_ndarray().mean(axis=0, dtype=np.float32))
     except (av.error.FFmpegError, ValueError) as exc:
-        if total == 0:
+        if out.size == 0:
             raise UndecodableAudioError("the audio data is corrupt or truncated and cannot be decoded") from exc
         # A damaged tail after valid audio: keep what decoded, as players do.
-        logger.warning("audio stream ended with a decoding error after %.2f s", total / target_rate)
-    if total == 0:
-        raise ZeroLengthAudioError("the audio holds no samples")
-    return np.concatenate(chunks).astype(np.float32, copy=False)
-
-
-def _append(
-    chunks: list[np.ndarray], frame: av.AudioFrame, total: int, limit: int | None, max_seconds: float | None
-) -> int:
-    samples = frame.to_ndarray().mean(axis=0)  # (channels, samples) -> (samples,)
-    chunks.append(samples)
-    total += samples.shape[0]
-    if limit is not None and total > limit:
-        raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
-    return total
+        logger.warning("audio stream ended with a decoding error after %.2f s", out.size / out.rate)
+    return out.result()
 
 
 def decode_pcm(
-    data: bytes | memoryview, fmt: PcmFormat, target_rate: int, max_seconds: float | None = None
+    data: bytes | memoryview,
+    fmt: PcmFormat,
+    target_rate: int,
+    max_seconds: float | None = None,
+    *,
+    deadline: float | None = None,
 ) -> np.ndarray:
-    """Decode raw interleaved PCM (``s16le`` or ``f32le``) to mono float32 at ``target_rate``."""
+    """Decode raw interleaved PCM (``s16le`` or ``f32le``) to mono float32 at ``target_rate``.
+
+    Mono PCM at ``target_rate`` is one conversion; anything else goes block by block.
+    """
     if not data:
         raise EmptyAudioError("the request body is empty")
     width = {"s16le": 2, "f32le": 4}.get(fmt.encoding)
@@ -213,22 +338,53 @@ def decode_pcm(
         raise UnsupportedFormatError(f"unsupported PCM encoding {fmt.encoding!r}: use s16le or f32le")
     if not 1000 <= fmt.sample_rate <= 384000:
         raise UnsupportedFormatError(f"sample rate {fmt.sample_rate} is outside 1000-384000 Hz")
+    if not 1 <= fmt.channels <= 64:
+        raise UnsupportedFormatError(f"{fmt.channels} channels: PCM may have 1 to 64")
     frame_bytes = width * fmt.channels
     if len(data) % frame_bytes:
         raise UndecodableAudioError(f"PCM length {len(data)} is not a multiple of the {frame_bytes}-byte frame")
     frames = len(data) // frame_bytes
     if max_seconds is not None and frames > max_seconds * fmt.sample_rate:
         raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
-    if fmt.encoding == "s16le":
-        samples = np.multiply(np.frombuffer(data, dtype="<i2"), np.float32(1 / 32768), dtype=np.float32)
-    else:
-        samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-    mono = samples if fmt.channels == 1 else samples.reshape(frames, fmt.channels).mean(axis=1)
-    return resample(mono, fmt.sample_rate, target_rate)
+    if fmt.channels == 1 and fmt.sample_rate == target_rate:
+        samples = _pcm_samples(data, fmt.encoding)
+        if fmt.encoding == "f32le" and not np.isfinite(samples).all():
+            raise UndecodableAudioError("the audio holds NaN or infinite samples")
+        return samples
+    out = DecodedAudio(target_rate, max_seconds, deadline, _expected(frames, fmt.sample_rate, target_rate))
+    _resample_into(out, _pcm_blocks(memoryview(data), fmt, frame_bytes), fmt.sample_rate)
+    return out.result()
+
+
+def _pcm_blocks(data: memoryview, fmt: PcmFormat, frame_bytes: int) -> Iterator[np.ndarray]:
+    step = BLOCK_FRAMES * frame_bytes
+    for start in range(0, len(data), step):
+        samples = _pcm_samples(data[start : start + step], fmt.encoding)
+        yield samples if fmt.channels == 1 else samples.reshape(-1, fmt.channels).mean(axis=1, dtype=np.float32)
+
+
+def _pcm_samples(data: bytes | memoryview, encoding: str) -> np.ndarray:
+    if encoding == "s16le":
+        return np.multiply(np.frombuffer(data, dtype="<i2"), np.float32(1 / 32768), dtype=np.float32)
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
+def _resample_into(out: DecodedAudio, blocks: Iterator[np.ndarray], source_rate: int) -> None:
+    """Append mono float32 ``blocks`` at ``source_rate`` to ``out``, resampled block by block."""
+    stream = PcmStream("pcm_f32le", source_rate, out.rate)
+    for block in blocks:
+        out.append(stream.decode(block.tobytes()))
+    out.append(stream.flush())
+
+
+def _expected(frames: int, source_rate: int, target_rate: int) -> int:
+    """Samples at ``target_rate`` of ``frames`` at ``source_rate``, with the resampler's slack."""
+    return -(-frames * target_rate // source_rate) + RESAMPLER_SLACK
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling of a mono float32 signal."""
+    """Band-limited resampling of a whole mono float32 signal (offline tools; uploads are
+    resampled block by block as they decode)."""
     if source_rate == target_rate or samples.size == 0:
         return np.ascontiguousarray(samples, dtype=np.float32)
     tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))

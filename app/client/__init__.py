@@ -2,7 +2,7 @@
 
 It needs only httpx, websockets and PyAV (to read audio files), never the server's internals::
 
-    client = AsrClient("http://127.0.0.1:8000")
+    client = AsrClient("http://127.0.0.1:8000")  # api_key="..." for a server that needs one
     print(client.transcribe("talk.wav")["text"])
     finals = asyncio.run(client.stream_file("talk.wav", realtime=True))
 """
@@ -10,6 +10,7 @@ It needs only httpx, websockets and PyAV (to read audio files), never the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ import httpx
 import websockets
 
 STREAM_RATE = 16000
+FAST_SPEED = 4.0  # the pace without ``realtime``: the fastest a server with default limits accepts
 Message = dict[str, Any]
 
 
@@ -47,11 +49,15 @@ def read_pcm(path: str | Path, rate: int = STREAM_RATE) -> bytes:
 
 
 class AsrClient:
-    """Talks to one server at ``base_url`` (``http://`` or ``https://``)."""
+    """Talks to one server at ``base_url`` (``http://`` or ``https://``), with ``api_key`` sent
+    as ``Authorization: Bearer <key>`` when given."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str = "http://127.0.0.1:8000", timeout_s: float = 300.0, api_key: str | None = None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     @property
     def stream_url(self) -> str:
@@ -62,7 +68,10 @@ class AsrClient:
         """Upload a file to ``POST /transcribe``; the response body. Raises ``httpx.HTTPStatusError``."""
         with open(path, "rb") as audio:
             response = httpx.post(
-                f"{self.base_url}/transcribe", files={"file": (Path(path).name, audio)}, timeout=self.timeout_s
+                f"{self.base_url}/transcribe",
+                files={"file": (Path(path).name, audio)},
+                headers=self.headers,
+                timeout=self.timeout_s,
             )
         response.raise_for_status()
         body: Message = response.json()
@@ -91,8 +100,9 @@ class AsrClient:
         """Stream 16 kHz s16le PCM; every message goes to ``on_message``; returns the finals."""
         finals: list[Message] = []
         error = ""
-        async with websockets.connect(self.stream_url, max_size=2**22) as ws:
-            await ws.send(json.dumps({"type": "config", "sample_rate": STREAM_RATE, **(config or {})}))
+        async with websockets.connect(self.stream_url, max_size=2**22, additional_headers=self.headers) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):  # a refused stream may be closed already
+                await ws.send(json.dumps({"type": "config", "sample_rate": STREAM_RATE, **(config or {})}))
             sender = asyncio.create_task(_send_audio(ws, pcm, chunk_ms, realtime))
             try:
                 async for raw in ws:
@@ -103,8 +113,11 @@ class AsrClient:
                         finals.append(message)
                     elif message["type"] == "error":
                         error = str(message.get("message", ""))
+            except websockets.ConnectionClosedError:
+                pass  # closed with an error code: reported below
             finally:
                 sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
             code = ws.close_code
         if code != 1000:
             raise StreamError(code, error or (ws.close_reason or "connection closed"))
@@ -112,11 +125,12 @@ class AsrClient:
 
 
 async def _send_audio(ws: websockets.ClientConnection, pcm: bytes, chunk_ms: int, realtime: bool) -> None:
-    """Send ``pcm`` in chunks (at the pace of the audio when ``realtime``), then eof."""
+    """Send ``pcm`` in chunks at the pace of the audio when ``realtime``, else at ``FAST_SPEED`` times it
+    (a server refuses audio past its ``ASR_STREAM_MAX_SPEED``), then eof."""
     size = STREAM_RATE * 2 * chunk_ms // 1000
+    interval = chunk_ms / 1000 / (1.0 if realtime else FAST_SPEED)
     started = time.monotonic()
     for index, offset in enumerate(range(0, len(pcm), size)):
-        if realtime:
-            await asyncio.sleep(max(0.0, started + index * chunk_ms / 1000 - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + index * interval - time.monotonic()))
         await ws.send(pcm[offset : offset + size])
     await ws.send(json.dumps({"type": "eof"}))

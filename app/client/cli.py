@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
@@ -21,6 +22,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="asr-client", description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the server's JSON instead of text")
+    parser.add_argument("--api-key", help="the server's API key (default: the ASR_API_KEY environment variable)")
     commands = parser.add_subparsers(dest="command", required=True)
     transcribe = commands.add_parser("transcribe", help="upload a file to POST /transcribe")
     transcribe.add_argument("file")
@@ -55,7 +57,7 @@ def run_stream(client: AsrClient, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``asr-client``; exits 1 with a message on any failure."""
     args = parse_args(argv)
-    client = AsrClient(args.url)
+    client = AsrClient(args.url, api_key=args.api_key or os.environ.get("ASR_API_KEY"))
     try:
         (run_transcribe if args.command == "transcribe" else run_stream)(client, args)
     except httpx.HTTPStatusError as exc:

@@ -28,6 +28,7 @@ from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.recognizer import Recognizer, build_recognizer, resolve_device
 from app.asr.segment import split_points, stitch
 from app.config import Settings
+from app.engine.admission import AudioBudget, Held
 from app.engine.batcher import Batcher, BatchLimits
 from app.engine.layout import WorkerLayout, worker_layout
 from app.engine.runner import ModelRunner
@@ -127,6 +128,7 @@ class Engine:
         self.lm: LexiconLM | None = None
         self.error: str | None = None
         self._layout: WorkerLayout | None = None
+        self._uploads = AudioBudget(settings.max_transcribing_audio_seconds)
 
     @property
     def ready(self) -> bool:
@@ -164,6 +166,11 @@ class Engine:
         if not taking or self.recognizer is None:
             raise EngineUnavailable(f"the service is {self.state.value}")
         return self.recognizer.config
+
+    def holding_upload(self, audio: np.ndarray) -> Held:
+        """Hold an upload's decoded audio against ``max_transcribing_audio_seconds`` until released
+        (use it as a ``with`` block around the transcription); ``QueueFull`` (429) if it does not fit."""
+        return self._uploads.take(audio.shape[0] / self.model_config(accepted=True).sample_rate)
 
     @property
     def layout(self) -> WorkerLayout:
@@ -307,25 +314,37 @@ class Engine:
         self.metrics.model_ready.set(0)
 
     async def transcribe(
-        self, audio: np.ndarray, decoder: Decoder | None = None, time_offset: float = 0.0, priority: int = 0
+        self,
+        audio: np.ndarray,
+        decoder: Decoder | None = None,
+        time_offset: float = 0.0,
+        priority: int = 0,
+        deadline: float | None = None,
     ) -> Transcript:
         """Transcribe mono float32 audio at the model's rate; long audio is cut and stitched.
 
         ``decoder`` turns each piece into a hypothesis (default: greedy); ``time_offset`` (seconds)
         is added to every time; ``priority`` orders the pieces in the batch queue (live streams'
-        finals go ahead of uploads).
+        finals go ahead of uploads); ``deadline`` (a ``time.monotonic()`` value, default
+        ``request_timeout_s`` from now) is when the request's time runs out.
 
         Raises :class:`EngineUnavailable` unless ready, ``QueueFull`` past the queue limit and
-        :class:`RequestTimeout` past ``request_timeout_s``.
+        :class:`RequestTimeout` past the deadline.
         """
         rate = self.model_config(accepted=True).sample_rate
-        async with contextlib.aclosing(self.transcribe_pieces(audio, decoder, time_offset, priority)) as results:
+        pieces_of = self.transcribe_pieces(audio, decoder, time_offset, priority, deadline)
+        async with contextlib.aclosing(pieces_of) as results:
             pieces = [hyp async for hyp in results]
         hypothesis = stitch(pieces, [0.0] * len(pieces))  # piece times are already absolute
         return Transcript(hypothesis=hypothesis, duration=audio.shape[0] / rate)
 
     async def transcribe_pieces(
-        self, audio: np.ndarray, decoder: Decoder | None = None, time_offset: float = 0.0, priority: int = 0
+        self,
+        audio: np.ndarray,
+        decoder: Decoder | None = None,
+        time_offset: float = 0.0,
+        priority: int = 0,
+        deadline: float | None = None,
     ) -> AsyncGenerator[Hypothesis, None]:
         """Yield each piece's hypothesis (times on the recording's timeline) in order, as soon as
         it is decoded.
@@ -343,7 +362,7 @@ class Engine:
         starts = split_points(audio, rate, piece_s)
         bounds = [*starts[1:], audio.shape[0]]
         window = max(2, self.layout.batch_size * self.layout.workers)
-        deadline = time.monotonic() + self.settings.request_timeout_s
+        deadline = time.monotonic() + self.settings.request_timeout_s if deadline is None else deadline
         futures: list[asyncio.Future[Any]] = []
         try:
             for index, start in enumerate(starts):

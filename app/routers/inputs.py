@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
+import math
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,8 +16,9 @@ import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from app.asr.audio import PcmFormat, decode_audio, decode_pcm, pcm_wav_format
+from app.asr.audio import DecodeDeadlineError, PcmFormat, decode_audio, decode_pcm, pcm_wav_format
 from app.config import Settings
+from app.engine.engine import RequestTimeout
 from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 INLINE_PCM_BYTES = 2 << 20
@@ -44,18 +50,34 @@ AUDIO_BODY_OPENAPI = {
 }
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")
+"""A decimal count as HTTP writes it: ASCII digits only (``str.isdigit`` also takes '²' and '٣')."""
+
+
 @dataclass
 class AudioUpload:
-    """Raw audio bytes from a request and how to interpret them."""
+    """Raw audio bytes from a request and how to interpret them.
+
+    ``deadline`` (a ``time.monotonic()`` value) is when the request's time runs out: it starts
+    when the audio has been read and covers waiting for a decode slot, decoding and inference.
+    """
 
     data: bytes
     pcm: PcmFormat | None = None
     form: dict[str, str] | None = None
     form_items: list[tuple[str, str]] = field(default_factory=list)  # every text field, repeats kept
+    deadline: float = math.inf
 
 
 async def read_upload(request: Request, settings: Settings, sample_rate: int | None) -> AudioUpload:
-    """Take the audio from a multipart field ``file`` or from an ``audio/*`` body."""
+    """Take the audio from a multipart field ``file`` or from an ``audio/*`` body; the request's
+    deadline (``settings.request_timeout_s``) starts once it has been read."""
+    upload = await _read_audio(request, settings, sample_rate)
+    upload.deadline = time.monotonic() + settings.request_timeout_s
+    return upload
+
+
+async def _read_audio(request: Request, settings: Settings, sample_rate: int | None) -> AudioUpload:
     _check_declared_length(request, settings)
     content_type = request.headers.get("content-type", "")
     media_type, params = _parse_content_type(content_type)
@@ -80,23 +102,60 @@ async def read_upload(request: Request, settings: Settings, sample_rate: int | N
     return AudioUpload(data)
 
 
-async def decode_upload(upload: AudioUpload, target_rate: int, settings: Settings) -> np.ndarray:
-    """Decode on a worker thread (large or compressed files must not stall the event loop);
-    short plain PCM at the model's rate (a raw body, or a 16-bit PCM WAV file's samples) is
-    converted in place."""
-    limit = settings.max_audio_seconds
-    wav = pcm_wav_format(upload.data) if upload.pcm is None else None
+async def decode_upload(request: Request, upload: AudioUpload, target_rate: int, settings: Settings) -> np.ndarray:
+    """The upload's audio as mono float32 at ``target_rate``; its bytes are released (``upload.data``
+    emptied) once decoded, so a long transcription does not hold both.
+
+    Decoding runs on a worker thread (large or compressed files must not stall the event loop),
+    at most ``max_concurrent_decodes`` at once; short plain PCM at the model's rate (a raw body,
+    or a 16-bit PCM WAV file's samples) is converted in place. Waiting for a decode slot and
+    decoding count against the request's deadline: past it, :class:`RequestTimeout` (504).
+    """
+    decode, inline = _decoder(upload, target_rate, settings.max_audio_seconds)
+    if inline:
+        audio = decode()
+    else:
+        audio = await _decode_in_slot(request.app.state.decode_slots, decode, upload.deadline, settings)
+    upload.data = b""
+    return audio
+
+
+def _decoder(upload: AudioUpload, target_rate: int, limit: float) -> tuple[Callable[[], np.ndarray], bool]:
+    """The decoding call for ``upload``, and whether it is cheap enough to run on the event loop."""
+    wav = pcm_wav_format(upload.data) if upload.pcm is None else None  # bounded: a few dozen chunks at most
     if wav is not None:
         fmt, start, end = wav
-        decode = functools.partial(decode_pcm, memoryview(upload.data)[start:end], fmt, target_rate, limit)
+        data: bytes | memoryview = memoryview(upload.data)[start:end]
     elif upload.pcm is not None:
-        fmt = upload.pcm
-        decode = functools.partial(decode_pcm, upload.data, fmt, target_rate, limit)
+        fmt, data = upload.pcm, upload.data
     else:
-        return await asyncio.to_thread(decode_audio, upload.data, target_rate, limit)
-    if len(upload.data) <= INLINE_PCM_BYTES and fmt.sample_rate == target_rate:
-        return decode()
-    return await asyncio.to_thread(decode)
+        return functools.partial(decode_audio, upload.data, target_rate, limit, deadline=upload.deadline), False
+    inline = len(upload.data) <= INLINE_PCM_BYTES and fmt.sample_rate == target_rate and fmt.channels == 1
+    return functools.partial(decode_pcm, data, fmt, target_rate, limit, deadline=upload.deadline), inline
+
+
+async def _decode_in_slot(
+    slots: asyncio.Semaphore, decode: Callable[[], np.ndarray], deadline: float, settings: Settings
+) -> np.ndarray:
+    timeout = f"the request did not finish within {settings.request_timeout_s:g} s"
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            await slots.acquire()
+    except TimeoutError as exc:
+        raise RequestTimeout(f"{timeout} (waiting to decode)") from exc
+    try:
+        return await asyncio.to_thread(decode)  # the decoder stops itself at the deadline
+    except DecodeDeadlineError as exc:
+        raise RequestTimeout(f"{timeout} (decoding)") from exc
+    finally:
+        slots.release()
+
+
+def _loop_time(deadline: float) -> float | None:
+    """A ``time.monotonic()`` instant on the event loop's clock (None: no deadline)."""
+    if math.isinf(deadline):
+        return None
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
 async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:
@@ -115,19 +174,19 @@ async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    chunks = []
-    size = 0
+    """The body, gathered in one growing buffer (``getvalue`` hands it over without a copy, so a
+    body costs about its own size, not twice that)."""
+    body = io.BytesIO()
     async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+        if body.tell() + len(chunk) > limit:
             raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body.write(chunk)
+    return body.getvalue()
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+    if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > settings.max_upload_bytes:
         raise _too_large(settings)
 
 
@@ -149,6 +208,6 @@ def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
 def _int_param(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit():
+    if not _DIGITS.fullmatch(value):
         raise InvalidRequest(f"expected a positive integer, got {value!r}", code="invalid_parameter")
     return int(value)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -16,6 +17,7 @@ from app.asr.ctc import Hypothesis
 from app.asr.subtitles import Segment, segment_words, to_srt, to_vtt
 from app.config import Settings
 from app.dependencies import get_engine, get_settings
+from app.engine.admission import Held
 from app.engine.engine import Engine, RequestTimeout
 from app.errors import DeadlineExceeded, InvalidParameter, InvalidRequest, ServiceError
 from app.routers.decoding import DecodeParams, choose_decoder, validated, with_form_fields
@@ -116,11 +118,13 @@ async def create_transcription(
     form = parse_form(upload.form_items)
     _check(form, config.name)
     decoder = choose_decoder(engine, with_form_fields(DecodeParams(), upload.form_items))
-    audio = await decode_upload(upload, config.sample_rate, settings)
+    audio = await decode_upload(request, upload, config.sample_rate, settings)
     duration = audio.shape[0] / config.sample_rate
     if form.stream:
-        return await _stream(engine.transcribe_pieces(audio, decoder), duration)
-    result = await unless_disconnected(request, engine.transcribe(audio, decoder))
+        pieces = engine.transcribe_pieces(audio, decoder, deadline=upload.deadline)
+        return await _stream(pieces, duration, engine.holding_upload(audio))
+    with engine.holding_upload(audio):
+        result = await unless_disconnected(request, engine.transcribe(audio, decoder, deadline=upload.deadline))
     return _render(form, result.hypothesis, round(result.duration, 3))
 
 
@@ -163,13 +167,19 @@ def _segment_json(index: int, segment: Segment, temperature: float) -> dict[str,
     }
 
 
-async def _stream(pieces: AsyncIterator[Hypothesis], duration: float) -> Response:
+async def _stream(pieces: AsyncGenerator[Hypothesis, None], duration: float, held: Held) -> Response:
     """Server-sent events: a delta per recognised word as each piece is decoded, then the full text.
 
     The first piece is awaited before answering, so a full queue or a timeout still gets its
-    status code; later failures end the stream with an ``error`` event.
+    status code; later failures end the stream with an ``error`` event. ``held`` (the upload's
+    audio, held against the server's budget) is released after the last event, or when the
+    response is dropped unfinished.
     """
-    first = await anext(pieces, None)
+    try:
+        first = await anext(pieces, None)
+    except BaseException:
+        held.release()
+        raise
 
     async def events() -> AsyncIterator[str]:
         words: list[str] = []
@@ -184,10 +194,15 @@ async def _stream(pieces: AsyncIterator[Hypothesis], duration: float) -> Respons
         except Exception as exc:
             yield _sse({"type": "error", "error": _stream_error(exc)})
             return
+        finally:
+            await pieces.aclose()
+            held.release()
         usage = {"type": "duration", "seconds": math.ceil(duration)}
         yield _sse({"type": "transcript.text.done", "text": " ".join(words), "usage": usage})
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    body = events()
+    weakref.finalize(body, held.release)  # a response dropped before its first event
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _stream_error(exc: Exception) -> dict[str, Any]:

@@ -61,8 +61,9 @@ async def transcribe(
     upload = await read_upload(request, settings, sample_rate)
     params = with_form_fields(params, upload.form_items)
     decoder = choose_decoder(engine, params)
-    audio = await decode_upload(upload, config.sample_rate, settings)
-    result = await unless_disconnected(request, engine.transcribe(audio, decoder))
+    audio = await decode_upload(request, upload, config.sample_rate, settings)
+    with engine.holding_upload(audio):
+        result = await unless_disconnected(request, engine.transcribe(audio, decoder, deadline=upload.deadline))
     hyp = result.hypothesis
     words = hyp.words if params.word_timestamps else []
     return TranscriptionResponse(

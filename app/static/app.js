@@ -2,6 +2,12 @@
 const TARGET_RATE = 16000;
 const $ = (id) => document.getElementById(id);
 
+// With API keys set on the server, uploads send the key as a bearer header; a browser cannot set
+// headers on a WebSocket, so streams offer it as the subprotocol "bearer.<key>" next to "asr".
+function apiKey() {
+  return $("api-key").value.trim();
+}
+
 function formatTime(seconds) {
   return seconds.toFixed(1).padStart(5, " ") + " s";
 }
@@ -20,7 +26,8 @@ async function transcribeFile(event) {
   $("upload-status").textContent = "Transcribing…";
   $("upload-result").textContent = "";
   try {
-    const response = await fetch("/transcribe", { method: "POST", body: form });
+    const headers = apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {};
+    const response = await fetch("/transcribe", { method: "POST", body: form, headers });
     const body = await response.json();
     if (!response.ok) {
       $("upload-status").textContent = `Error ${response.status}: ${body.error ? body.error.message : "failed"}`;
@@ -76,7 +83,8 @@ class MicrophoneStream {
 
   connect(config) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = new WebSocket(`${scheme}//${location.host}/stream`);
+    const protocols = apiKey() ? ["asr", `bearer.${apiKey()}`] : [];
+    const socket = new WebSocket(`${scheme}//${location.host}/stream`, protocols);
     socket.binaryType = "arraybuffer";
     socket.onmessage = (event) => this.onMessage(JSON.parse(event.data));
     socket.onclose = (event) => {
