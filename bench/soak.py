@@ -98,7 +98,7 @@ class Abuser:
     ) -> str:
         async with httpx.AsyncClient(timeout=60) as client:
             reply = await client.post(
-                f"{self.url}/transcribe", content=body, headers={"content-type": content_type}, params=params
+                f"{self.url}/transcribe", content=body, headers={b"content-type": content_type.encode()}, params=params
             )
         if reply.status_code not in expect:
             return f"status {reply.status_code}: {reply.text[:200]}"
@@ -306,7 +306,10 @@ def main(argv: list[str] | None = None) -> None:
         "max_header_bytes": 32 * 1024,
         "header_timeout_s": 5.0,
     }
-    env = {f"ASR_{name.upper()}": f"{value:g}" for name, value in settings.items()}
+    env = {
+        f"ASR_{name.upper()}": str(int(value)) if value == int(value) else str(value)
+        for name, value in settings.items()
+    }
     spec = ServerSpec(
         "soak",
         [sys.executable, "-m", "app"],

@@ -208,15 +208,15 @@ def test_connections_past_max_connections_get_503_while_probes_answer(server: Se
     assert sample(server, "asr_rejected_requests_total", reason="too_many_connections") >= 1
 
 
-def test_a_chunked_upload_past_the_limit_gets_413_before_more_is_read_or_spooled(
-    server: ServerProcess, spool: Path
-) -> None:
+def chunked_upload(server: ServerProcess, spool: Path, total: int, limit: int) -> None:
+    """Send a chunked multipart upload of ``total`` bytes; it must get 413 with at most about
+    ``limit`` read by the server and at most ``limit`` spooled to its temp dir."""
     sent = 0
 
     def body() -> Iterator[bytes]:  # a generator body goes out chunked, without Content-Length
         nonlocal sent
         head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
-        for piece in [head, *[b"\0" * (64 << 10)] * 1024]:  # 64 MiB, 16x the limit
+        for piece in [head, *[b"\0" * (1 << 20)] * (total >> 20)]:
             sent += len(piece)
             yield piece
 
@@ -227,16 +227,22 @@ def test_a_chunked_upload_past_the_limit_gets_413_before_more_is_read_or_spooled
         f"{server.base_url}/transcribe",
         content=body(),
         headers={"Content-Type": "multipart/form-data; boundary=b"},
-        timeout=30,
+        timeout=60,
     )
     read = server_io(server)["rchar"] - before["rchar"]
     watch.stop.set()
     watch.join()
-    print(f"chunked upload: {sent} bytes sent, {read} read by the server, {watch.peak} spooled, limit {LIMIT}")
+    print(f"chunked upload: {sent} bytes sent, {read} read by the server, {watch.peak} spooled, limit {limit}")
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
-    assert read <= LIMIT + (1 << 20), f"the server read {read} bytes with a limit of {LIMIT}"
-    assert watch.peak <= LIMIT, f"{watch.peak} bytes spooled to disk"
+    assert read <= limit + (1 << 20), f"the server read {read} bytes with a limit of {limit}"
+    assert watch.peak <= limit, f"{watch.peak} bytes spooled to disk"
     assert sample(server, "asr_errors_total", type="server_error") == 0
+
+
+def test_a_chunked_upload_past_the_limit_gets_413_before_more_is_read_or_spooled(
+    server: ServerProcess, spool: Path
+) -> None:
+    chunked_upload(server, spool, 16 * LIMIT, LIMIT)
 
 
 def test_a_declared_length_past_the_limit_is_refused_before_reading(server: ServerProcess) -> None:
@@ -308,8 +314,16 @@ class ProbeWatch(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def default_server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(bundle, tmp_path_factory.mktemp("log"), ASR_WARMUP="false") as s:
+def default_spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("default-spool")
+
+
+@pytest.fixture(scope="module")
+def default_server(
+    bundle: Path, default_spool: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    log = tmp_path_factory.mktemp("log")
+    with running_server(bundle, log, ASR_WARMUP="false", TMPDIR=str(default_spool)) as s:
         yield s
 
 
@@ -433,3 +447,11 @@ def test_max_connections_stays_within_the_open_file_limit() -> None:
     assert roomy.max_connections == 1000 and roomy.fd_budget == 20_000 - FD_HEADROOM
     tight = http_limits(Settings(max_connections=1000), 1024, lambda reason: None)
     assert tight.max_connections == (1024 - FD_HEADROOM) // 2
+
+
+@pytest.mark.abuse
+def test_a_1_gb_chunked_upload_gets_413_at_the_default_limit(
+    default_server: ServerProcess, default_spool: Path
+) -> None:
+    chunked_upload(default_server, default_spool, 1 << 30, Settings().max_upload_bytes)
+    assert served(default_server)
