@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log verbosity.")
-    log_json: bool = Field(True, description="Log one JSON object per line (false: plain text).")
+    log_json: Literal["auto"] | bool = Field(
+        "auto", description="One JSON object per log line: true, false (plain text), auto (plain on a terminal)."
+    )
     shutdown_grace_s: float = Field(30.0, gt=0, description="Seconds to finish in-flight work after SIGTERM.")
 
     # HTTP connection limits (docs/security.md)
@@ -162,6 +164,13 @@ class Settings(BaseSettings):
         None, description="Folder of the beam search LM (lm.bin, lexicon.txt); default: the bundle's lm/ folder."
     )
 
+    # OpenAI compatibility (/v1/audio/transcriptions, /v1/realtime)
+    model_aliases: str = Field(
+        "whisper-1,gpt-4o-transcribe,gpt-4o-mini-transcribe",
+        description="Comma-separated model names the OpenAI routes accept besides the served model's own; "
+        "/v1/models lists them too.",
+    )
+
     # Streaming (WS /stream)
     max_streams: int = Field(200, ge=1, description="Most concurrent WebSocket streams; beyond it, close 1013.")
     stream_max_message_bytes: int = Field(
@@ -192,7 +201,17 @@ class Settings(BaseSettings):
         description="Decoder of stream finals; auto is ASR_DECODER's choice (the second pass for the default model). "
         "beam serves several times more streams per core (docs/benchmarks.md).",
     )
-    stream_silence_db: float = Field(-45.0, le=0, description="Frame energy (dBFS) below which audio is silence.")
+    stream_vad: Literal["silero", "energy"] = Field(
+        "silero",
+        description="What tells speech from silence for stream endpointing: Silero VAD (a trained model, robust "
+        "to noise) or frame energy against ASR_STREAM_SILENCE_DB.",
+    )
+    stream_vad_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Silero speech probability that starts speech (it ends 0.15 below)."
+    )
+    stream_silence_db: float = Field(
+        -45.0, le=0, description="With ASR_STREAM_VAD=energy: frame energy (dBFS) below which audio is silence."
+    )
     stream_max_context_s: float = Field(
         1.0,
         ge=0,

@@ -20,13 +20,14 @@ Shapes: audio is ``(samples,)`` float32 at the model's rate; log-probs are ``(fr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal, Protocol
 
 import av
 import numpy as np
 
 from app.asr.configs import BundleConfig, ModelConfig
 from app.asr.model import receptive_field
+from app.asr.vad import SileroGate
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 
@@ -156,6 +157,26 @@ class Utterance:
         if len(self._committed) > 1:
             self._committed = [np.concatenate(self._committed)]
         return self._committed[0]
+
+
+class SpeechGate(Protocol):
+    """Endpointing's view of a live signal: fed audio in pieces, it says whether speech was heard
+    and how many samples of non-speech end what it was fed."""
+
+    heard_speech: bool
+    trailing_silence: int
+
+    def feed(self, samples: np.ndarray) -> None: ...
+
+
+GateKind = Literal["silero", "energy"]
+
+
+def speech_gate(kind: GateKind, sample_rate: int, silence_db: float, vad_threshold: float) -> SpeechGate:
+    """A new gate: Silero VAD at ``vad_threshold``, or frame energy above ``silence_db`` dBFS."""
+    if kind == "silero":
+        return SileroGate(sample_rate, vad_threshold)
+    return EnergyGate(sample_rate, silence_db)
 
 
 class EnergyGate:

@@ -11,7 +11,8 @@ model's receptive field: each step costs the context plus the new audio). A fina
 over the utterance's whole audio, so it equals the offline transcription of the same audio.
 
 An utterance ends (its final is sent and the state resets) after ``silence_ms`` of silence once
-speech was heard, judged by frame energy or by a run of CTC blanks in the latest window; at
+speech was heard, judged by the speech gate (Silero VAD, or frame energy: ``vad``) or by a run
+of CTC blanks in the latest window; at
 ``max_utterance_s`` it is cut at the quietest point of its last second. The
 :class:`StreamRegistry` bounds how many sessions run and drains them on shutdown.
 
@@ -34,7 +35,7 @@ import numpy as np
 
 from app.asr.align import AlignedDecoder
 from app.asr.ctc import Hypothesis
-from app.asr.incremental import EnergyGate, FrameGrid, PcmStream, Utterance, quietest_point
+from app.asr.incremental import FrameGrid, GateKind, PcmStream, SpeechGate, Utterance, quietest_point, speech_gate
 from app.engine.batcher import QueueFull
 from app.engine.engine import Engine
 from app.metrics import Metrics
@@ -63,7 +64,9 @@ class StreamTuning:
     """Server-side knobs shared by all sessions."""
 
     partial_interval_s: float = 0.5
-    silence_db: float = -45.0
+    silence_db: float = -45.0  # the energy gate's threshold
+    vad: GateKind = "silero"  # what tells speech from silence for endpointing
+    vad_threshold: float = 0.5  # Silero's speech probability threshold
     preroll_s: float = 0.3
     max_context_s: float = 1.0  # partial windows' context per side; 0: the model's whole receptive field
     final_decoder: str | None = None  # decoder of finals; None: the server's default
@@ -96,12 +99,16 @@ class StreamSession:
         self.audio_received = False
         self.configure(options)
         self._utt = Utterance(self.grid)
-        self._gate = EnergyGate(self.rate, tuning.silence_db)
+        self._gate = self._new_gate()
         self._due_since: float | None = None
         self._blank_endpoint = False
         self._last_partial = ""
         self._first_audio_at: float | None = None
         self._partial_sent = False
+
+    def _new_gate(self) -> SpeechGate:
+        t = self.tuning
+        return speech_gate(t.vad, self.rate, t.silence_db, t.vad_threshold)
 
     def configure(self, options: StreamOptions) -> None:
         """Apply a connection's settings; only before any audio arrived."""
@@ -266,7 +273,7 @@ class StreamSession:
             await self._emit(self._final_message(hyp, utt))
             self.metrics.stream_finals.inc()
         self._utt = Utterance(self.grid, utt.start + utt.samples)
-        self._gate = EnergyGate(self.rate, self.tuning.silence_db)
+        self._gate = self._new_gate()
         self._blank_endpoint = False
         self._last_partial = ""
         self._due_since = None

@@ -114,11 +114,19 @@ class StreamConnection:
             message = f"the server serves its limit of {self.registry.limit} streams; retry later"
             raise StreamClosed(TRY_LATER, "too_many_streams", message)
         try:
-            session = StreamSession(self.engine, self._defaults(), self.ws.send_json, self.metrics, self._tuning())
+            session = StreamSession(self.engine, self._defaults(), self._emit, self.metrics, self._tuning())
         except EngineUnavailable as exc:
             raise StreamClosed(TRY_LATER, "not_ready", f"{exc}; retry later") from exc
         self.registry.add(session)
         return session
+
+    async def _emit(self, message: dict[str, Any]) -> None:
+        """Send a session's message (a partial or a final) to the client."""
+        await self.ws.send_json(message)
+
+    def _error_message(self, code: int, error: str, message: str) -> dict[str, Any]:
+        """The message that tells the client why the stream closes with ``code``."""
+        return {"type": "error", "code": error, "message": message}
 
     def _defaults(self) -> StreamOptions:
         s = self.settings
@@ -129,6 +137,8 @@ class StreamConnection:
         return StreamTuning(
             partial_interval_s=s.stream_partial_interval_s,
             silence_db=s.stream_silence_db,
+            vad=s.stream_vad,
+            vad_threshold=s.stream_vad_threshold,
             max_context_s=s.stream_max_context_s,
             final_decoder=None if s.stream_final_decoder == "auto" else s.stream_final_decoder,
             max_backlog_s=s.stream_burst_s + BACKLOG_MARGIN_S,
@@ -155,7 +165,10 @@ class StreamConnection:
         elif processor not in done:
             session.finish("session_limit")
         await processor  # the finals of what was received
-        reason = session.ending or "eof"
+        return self._end(session.ending or "eof")
+
+    def _end(self, reason: str) -> int:
+        """The close code of a session that ended for ``reason``; raises StreamClosed past a limit."""
         if reason == "idle_timeout":
             message = f"the stream's audio fell over {self.settings.stream_idle_timeout_s:g} s behind the clock"
             raise StreamClosed(POLICY, "idle_timeout", message)
@@ -265,5 +278,5 @@ class StreamConnection:
             logger.warning("stream closed with %d %s: %s", code, error, message)
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             if error is not None:
-                await self.ws.send_json({"type": "error", "code": error, "message": message})
+                await self.ws.send_json(self._error_message(code, error, message))
             await self.ws.close(code, reason=error or "")

@@ -121,6 +121,7 @@ def test_sigterm_finishes_a_stream_and_queued_requests_and_exits_0(bundle: Path,
         "ASR_NUM_THREADS": "1",
         "ASR_CHUNK_SECONDS": "60",
         "ASR_SHUTDOWN_GRACE_S": f"{GRACE_S:g}",
+        "ASR_STREAM_VAD": "energy",  # the stream's tone is loud, not speech: Silero would hear none
     }
     with (
         running_server(bundle, tmp_path, **settings) as server,

@@ -34,6 +34,7 @@ def stream_settings(**overrides: Any) -> Settings:
         "log_json": False,
         "stream_partial_interval_s": 0.3,
         "stream_idle_timeout_s": 10,
+        "stream_vad": "energy",  # the tone model's bursts are loud, not speech: Silero hears none
     }
     return Settings(**{**base, **overrides})
 

@@ -60,7 +60,7 @@ def session(engine: StubEngine, sent: list[dict[str, Any]], **tuning: Any) -> St
     async def emit(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    tuned = StreamTuning(**{"partial_interval_s": 0.3, **tuning})
+    tuned = StreamTuning(**{"partial_interval_s": 0.3, "vad": "energy", **tuning})  # tones are not speech
     return StreamSession(engine, StreamOptions(), emit, Metrics(), tuned)  # type: ignore[arg-type]
 
 
