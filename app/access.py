@@ -232,7 +232,8 @@ async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) 
     accept: dict[str, Any] = {"type": "websocket.accept"}
     if SUBPROTOCOL in scope.get("subprotocols", []):
         accept["subprotocol"] = SUBPROTOCOL
-    message = {"type": "error", "code": refusal.code, "message": refusal.message}
+    error = {"type": refusal.type, "code": refusal.code, "message": refusal.message}
+    message = {"type": "error", "code": refusal.code, "message": refusal.message, "error": error}  # also OpenAI's shape
     with contextlib.suppress(OSError):  # a client that hangs up meanwhile is no error
         await send(accept)
         await send({"type": "websocket.send", "text": json.dumps(message)})

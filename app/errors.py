@@ -106,6 +106,20 @@ def body_too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes", code="body_too_large")
 
 
+def invalid_parameter(exc: RequestValidationError) -> InvalidParameter:
+    """FastAPI's validation of a query parameter as the documented 422, naming the first bad one
+    (``"beam_size: Input should be a valid integer"``, ``param: "beam_size"``), the same shape
+    the routers' own option checks give."""
+    errors = exc.errors() or [{}]
+    problems = []
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ())]
+        name = ".".join(loc[1:] if len(loc) > 1 and loc[0] in ("query", "body", "path", "header") else loc)
+        problems.append(f"{name or 'request'}: {err.get('msg', 'invalid')}")
+    first = problems[0].split(": ", 1)[0]
+    return InvalidParameter("; ".join(problems), param=None if first == "request" else first)
+
+
 def error_body(type_: str, message: str, code: str | int | None, **extra: Any) -> dict[str, Any]:
     return {"error": {"type": type_, "message": message, "code": code, **extra}}
 
@@ -171,12 +185,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()
-        )
-        _count(request, "invalid_request_error")
-        logger.warning("request failed validation: %s", problems)
-        return JSONResponse(error_body("invalid_request_error", problems, "validation_error"), status_code=422)
+        return await _service_error(request, invalid_parameter(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

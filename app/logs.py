@@ -1,4 +1,5 @@
-"""Structured logging: one JSON object per line, tagged with the current request id."""
+"""Logging tagged with the current request id: one JSON object per line for log collectors, or
+plain lines for a person at a terminal (``ASR_LOG_JSON=auto`` picks by whether stderr is one)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from typing import Literal, TextIO
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -33,14 +35,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", as_json: bool = True) -> None:
+PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def wants_json(setting: Literal["auto"] | bool, stream: TextIO) -> bool:
+    """Whether to log JSON: as set, or for ``auto`` unless ``stream`` is an interactive terminal."""
+    if setting == "auto":
+        isatty = getattr(stream, "isatty", None)
+        return not (isatty is not None and isatty())
+    return bool(setting)
+
+
+def configure_logging(level: str = "info", as_json: Literal["auto"] | bool = "auto") -> None:
     """Route the root logger (and uvicorn's) to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
-    if as_json:
+    if wants_json(as_json, sys.stderr):
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(logging.Formatter(PLAIN_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -25,7 +25,7 @@ from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.origins import cors_options
-from app.routers import demo, health, models, openai, stream, transcribe
+from app.routers import demo, docs, health, models, openai, realtime, stream, transcribe
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,10 @@ def create_app(settings: Settings | None = None, recognizer_factory: RecognizerF
         version=__version__,
         description="Speech-to-text over HTTP: upload audio, get a transcript with word times.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from app.routers.docs, with their scripts served here
+        redoc_url=None,
     )
+    docs_paths = [*docs.install_docs(app), app.openapi_url or "/openapi.json"]
     metrics = Metrics()
     app.state.settings = settings
     app.state.metrics = metrics
@@ -88,7 +91,6 @@ def create_app(settings: Settings | None = None, recognizer_factory: RecognizerF
     # an id and counts it, then access control admits or refuses before any route runs.
     keys = KeyRing.from_settings(settings)
     logger.info("API keys: %s", f"{len(keys.digests)} accepted" if keys.enabled else "none (every route is open)")
-    docs_paths = [p for p in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if p]
     app.add_middleware(AccessMiddleware, settings=settings, metrics=metrics, keys=keys, docs_paths=docs_paths)
     app.add_middleware(  # 413 while reading; 429 past the bytes all uploads may hold at once
         BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, max_total_bytes=settings.max_upload_memory_bytes
@@ -97,6 +99,7 @@ def create_app(settings: Settings | None = None, recognizer_factory: RecognizerF
     app.add_middleware(CORSMiddleware, **cors_options(settings))
     for router in (transcribe.router, openai.router, stream.router, models.router, health.router, demo.router):
         app.include_router(router)
+    app.include_router(realtime.router)  # OpenAI's Realtime transcription API (WS /v1/realtime)
     demo.mount_static(app)
     return app
 

@@ -44,6 +44,8 @@ class RequestContextMiddleware:
                 status["code"], status["sent"] = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                if scope.get("state", {}).get("audio_truncated"):  # set by app.routers.inputs
+                    message["headers"].append((b"x-audio-truncated", b"true"))
             await send(message)
 
         try:

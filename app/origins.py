@@ -22,7 +22,7 @@ def cors_options(settings: Settings) -> dict[str, Any]:
         "allow_origins": cors_origins(settings),
         "allow_methods": ["GET", "POST"],
         "allow_headers": ["Authorization", "Content-Type", "X-Request-ID"],
-        "expose_headers": ["Retry-After", "X-Request-ID", "WWW-Authenticate"],
+        "expose_headers": ["Retry-After", "X-Request-ID", "WWW-Authenticate", "X-Audio-Truncated"],
         "max_age": 600,
     }
 

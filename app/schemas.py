@@ -53,6 +53,7 @@ class ModelCard(BaseModel):
     frame_rate: float
     decoders: list[str] = []
     default_decoder: str = "greedy"
+    alias_of: str | None = None  # set on the entries of ASR_MODEL_ALIASES: the served model they name
 
 
 class ModelList(BaseModel):

@@ -102,6 +102,19 @@ class DecodeDeadlineError(AudioError):
     code = "deadline_exceeded"
 
 
+@dataclass
+class DecodeReport:
+    """What decoding noticed about audio it still returned (pass one to :func:`decode_audio`).
+
+    ``truncated``: the file ends early, where that shows: a decoding error after valid audio (a
+    damaged or cut tail), or a WAV file whose audio chunk states more bytes than it holds. The
+    audio that decoded is kept, as players do. A frame-based stream (MP3, Opus) cut between
+    frames is a valid shorter file and cannot be told from one.
+    """
+
+    truncated: bool = False
+
+
 @dataclass(frozen=True)
 class PcmFormat:
     """Raw PCM description: sample encoding, rate and interleaved channel count."""
@@ -170,16 +183,24 @@ class DecodedAudio:
 
 
 def decode_audio(
-    data: bytes, target_rate: int, max_seconds: float | None = None, *, deadline: float | None = None
+    data: bytes,
+    target_rate: int,
+    max_seconds: float | None = None,
+    *,
+    deadline: float | None = None,
+    report: DecodeReport | None = None,
 ) -> np.ndarray:
     """Decode a container's first audio stream to mono float32 at ``target_rate``.
 
     Raises an :class:`AudioError` subclass on any problem; decoding stops as soon as the
     audio exceeds ``max_seconds`` (or ``deadline``, a ``time.monotonic()`` value, passes), so
-    any upload costs bounded memory and time.
+    any upload costs bounded memory and time. A file that ends early keeps what decoded and is
+    marked in ``report`` (see :class:`DecodeReport`).
     """
     if not data:
         raise EmptyAudioError("the request body is empty")
+    report = report if report is not None else DecodeReport()
+    check_wav_length(data, report)
     wav = pcm_wav_format(data)
     if wav is not None:
         fmt, start, end = wav
@@ -200,9 +221,8 @@ def decode_audio(
     with container:
         if not container.streams.audio:
             raise UnsupportedFormatError("the file holds no audio stream")
-        return _decode_stream(
-            container, DecodedAudio(target_rate, max_seconds, deadline, _stated(container, target_rate))
-        )
+        out = DecodedAudio(target_rate, max_seconds, deadline, _stated(container, target_rate))
+        return _decode_stream(container, out, report)
 
 
 _WAVE_FORMAT_PCM = 1
@@ -233,6 +253,30 @@ def pcm_wav_format(data: bytes) -> tuple[PcmFormat, int, int] | None:
     if end - body < frame_bytes:
         return None
     return PcmFormat(sample_rate=rate, encoding="s16le", channels=channels), body, end - (end - body) % frame_bytes
+
+
+_STREAMED_WAV_SIZE = 0x7FFF0000
+"""A WAV audio chunk size at or above this (or 0) is a streamer's "until the end" placeholder
+(0xFFFFFFFF, 0x7FFFFFFF, sox's 0x7FFFF000), not a length the file promised."""
+
+
+def wav_cut_short(data: bytes) -> bool:
+    """Whether a RIFF WAV file's audio chunk states a definite size that the bytes fall short of."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return False
+    layout = _wav_layout(data)
+    if layout is None:
+        return False
+    _, body, _ = layout
+    stated = struct.unpack_from("<I", data, body - 4)[0]
+    return 0 < stated < _STREAMED_WAV_SIZE and body + stated > len(data)
+
+
+def check_wav_length(data: bytes, report: DecodeReport) -> None:
+    """Mark ``report`` truncated (and log it) for a WAV file cut short of its stated length."""
+    if wav_cut_short(data):
+        report.truncated = True
+        logger.warning("the WAV file holds less audio than its header states; kept what it holds")
 
 
 def _wav_layout(data: bytes) -> tuple[bytes | None, int, int] | None:
@@ -301,7 +345,7 @@ def _stated(container: av.container.InputContainer, target_rate: int) -> int:
     return _expected(math.ceil(max(seconds, 0.0) * target_rate), target_rate, target_rate) if seconds < 1e7 else 0
 
 
-def _decode_stream(container: av.container.InputContainer, out: DecodedAudio) -> np.ndarray:
+def _decode_stream(container: av.container.InputContainer, out: DecodedAudio, report: DecodeReport) -> np.ndarray:
     stream = container.streams.audio[0]
     # Planar float keeps the channels apart; they are averaged (FFmpeg's own downmix adds gain).
     resampler = av.AudioResampler(format="fltp", rate=out.rate)
@@ -314,8 +358,9 @@ def _decode_stream(container: av.container.InputContainer, out: DecodedAudio) ->
     except (av.error.FFmpegError, ValueError) as exc:
         if out.size == 0:
             raise UndecodableAudioError("the audio data is corrupt or truncated and cannot be decoded") from exc
-        # A damaged tail after valid audio: keep what decoded, as players do.
-        logger.warning("audio stream ended with a decoding error after %.2f s", out.size / out.rate)
+        # A damaged tail after valid audio: keep what decoded, as players do, and say so.
+        report.truncated = True
+        logger.warning("audio stream ended with a decoding error after %.2f s; kept what decoded", out.size / out.rate)
     return out.result()
 
 

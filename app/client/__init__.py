@@ -77,6 +77,24 @@ class AsrClient:
         body: Message = response.json()
         return body
 
+    def transcribe_pcm(self, pcm: bytes, rate: int = STREAM_RATE, retries: int = 5) -> Message:
+        """Send mono s16le ``pcm`` to ``POST /transcribe`` as a raw body; the response body. A 429 or
+        503 is retried after its ``Retry-After`` (up to ``retries`` times); other errors raise
+        ``httpx.HTTPStatusError``."""
+        for attempt in range(retries + 1):
+            response = httpx.post(
+                f"{self.base_url}/transcribe",
+                content=pcm,
+                headers={**self.headers, "Content-Type": f"audio/pcm;rate={rate}"},
+                timeout=self.timeout_s,
+            )
+            if response.status_code not in (429, 503) or attempt == retries:
+                break
+            time.sleep(_retry_after(response))
+        response.raise_for_status()
+        body: Message = response.json()
+        return body
+
     async def stream_file(
         self,
         path: str | Path,
@@ -122,6 +140,12 @@ class AsrClient:
         if code != 1000:
             raise StreamError(code, error or (ws.close_reason or "connection closed"))
         return finals
+
+
+def _retry_after(response: httpx.Response) -> float:
+    """The wait a 429 or 503 asks for (seconds; 1 if it names none or a date), at most 30."""
+    value = response.headers.get("Retry-After", "")
+    return min(30.0, float(value)) if value.isdigit() else 1.0
 
 
 async def _send_audio(ws: websockets.ClientConnection, pcm: bytes, chunk_ms: int, realtime: bool) -> None:

@@ -16,7 +16,15 @@ import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from app.asr.audio import DecodeDeadlineError, PcmFormat, decode_audio, decode_pcm, pcm_wav_format
+from app.asr.audio import (
+    DecodeDeadlineError,
+    DecodeReport,
+    PcmFormat,
+    check_wav_length,
+    decode_audio,
+    decode_pcm,
+    pcm_wav_format,
+)
 from app.config import Settings
 from app.engine.engine import RequestTimeout
 from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
@@ -111,25 +119,34 @@ async def decode_upload(request: Request, upload: AudioUpload, target_rate: int,
     or a 16-bit PCM WAV file's samples) is converted in place. Waiting for a decode slot and
     decoding count against the request's deadline: past it, :class:`RequestTimeout` (504).
     """
-    decode, inline = _decoder(upload, target_rate, settings.max_audio_seconds)
+    report = DecodeReport()
+    decode, inline = _decoder(upload, target_rate, settings.max_audio_seconds, report)
     if inline:
         audio = decode()
     else:
         audio = await _decode_in_slot(request.app.state.decode_slots, decode, upload.deadline, settings)
     upload.data = b""
+    if report.truncated:  # the answer carries X-Audio-Truncated (app.middleware)
+        request.state.audio_truncated = True
     return audio
 
 
-def _decoder(upload: AudioUpload, target_rate: int, limit: float) -> tuple[Callable[[], np.ndarray], bool]:
+def _decoder(
+    upload: AudioUpload, target_rate: int, limit: float, report: DecodeReport
+) -> tuple[Callable[[], np.ndarray], bool]:
     """The decoding call for ``upload``, and whether it is cheap enough to run on the event loop."""
     wav = pcm_wav_format(upload.data) if upload.pcm is None else None  # bounded: a few dozen chunks at most
     if wav is not None:
+        check_wav_length(upload.data, report)
         fmt, start, end = wav
         data: bytes | memoryview = memoryview(upload.data)[start:end]
     elif upload.pcm is not None:
         fmt, data = upload.pcm, upload.data
     else:
-        return functools.partial(decode_audio, upload.data, target_rate, limit, deadline=upload.deadline), False
+        decode = functools.partial(
+            decode_audio, upload.data, target_rate, limit, deadline=upload.deadline, report=report
+        )
+        return decode, False
     inline = len(upload.data) <= INLINE_PCM_BYTES and fmt.sample_rate == target_rate and fmt.channels == 1
     return functools.partial(decode_pcm, data, fmt, target_rate, limit, deadline=upload.deadline), inline
 

@@ -1,20 +1,25 @@
-"""GET /v1/models: the loaded model, in the OpenAI list shape with ASR details added."""
+"""GET /v1/models: the loaded model and its aliases, in the OpenAI list shape with ASR details added."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from app.dependencies import get_engine
+from app.config import Settings
+from app.dependencies import get_engine, get_settings
 from app.engine.engine import Engine, EngineUnavailable
+from app.routers.openai import model_names
 from app.schemas import ModelCard, ModelList
 
 router = APIRouter(tags=["models"])
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(request: Request, engine: Engine = Depends(get_engine)) -> ModelList:
+async def list_models(
+    request: Request, engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)
+) -> ModelList:
     """The model this server runs: name, vocabulary size, sample rate, parameters, precision, device,
-    the decoders a request may choose and the one it gets by default."""
+    the decoders a request may choose and the one it gets by default. It comes first; the names
+    OpenAI clients may also ask for (`ASR_MODEL_ALIASES`) follow, each with `alias_of` naming it."""
     recognizer = engine.recognizer
     if recognizer is None:
         raise EngineUnavailable(f"the service is {engine.state.value}")
@@ -33,4 +38,5 @@ async def list_models(request: Request, engine: Engine = Depends(get_engine)) ->
         decoders=["greedy", *(["beam"] if engine.lm else []), *(["attention"] if engine.has_second_pass else [])],
         default_decoder=engine.default_decoder_kind,
     )
-    return ModelList(data=[card])
+    aliases = [card.model_copy(update={"id": name, "alias_of": card.id}) for name in model_names(settings, card.id)[1:]]
+    return ModelList(data=[card, *aliases])

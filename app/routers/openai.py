@@ -29,7 +29,13 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["openai"])
 
 LANGUAGES = {"en": "english", "english": "english"}
-MODEL_ALIASES = {"whisper-1"}
+
+
+def model_names(settings: Settings, served: str) -> list[str]:
+    """The model names OpenAI clients may ask for: the served model's own, then ``ASR_MODEL_ALIASES``."""
+    aliases = (name.strip() for name in settings.model_aliases.split(","))
+    return list(dict.fromkeys([served, *(name for name in aliases if name)]))
+
 
 # The OpenAPI description of the multipart body.
 OPENAI_BODY_OPENAPI = {
@@ -38,7 +44,10 @@ OPENAI_BODY_OPENAPI = {
         "content": {
             "multipart/form-data": multipart_openapi(
                 {
-                    "model": {"type": "string", "description": "The served model's id (or `whisper-1`)."},
+                    "model": {
+                        "type": "string",
+                        "description": "The served model's id or an alias (`ASR_MODEL_ALIASES`).",
+                    },
                     "language": {"type": "string", "description": "`en` (the only language served)."},
                     "prompt": {"type": "string", "description": "Accepted; not used."},
                     "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
@@ -76,8 +85,8 @@ def parse_form(items: list[tuple[str, str]]) -> OpenAIForm:
     return validated(OpenAIForm, values)
 
 
-def _check(form: OpenAIForm, served: str) -> None:
-    if form.model and form.model != served and form.model not in MODEL_ALIASES:
+def _check(form: OpenAIForm, served: str, settings: Settings) -> None:
+    if form.model and form.model not in model_names(settings, served):
         message = f"model {form.model!r} is not served here; this server runs {served!r}"
         raise InvalidParameter(message, code="model_not_found", param="model")
     if form.language and form.language.lower() not in LANGUAGES:
@@ -116,7 +125,7 @@ async def create_transcription(
     if upload.form is None:
         raise InvalidRequest("send multipart/form-data with the audio in the field 'file'", code="missing_file")
     form = parse_form(upload.form_items)
-    _check(form, config.name)
+    _check(form, config.name, settings)
     decoder = choose_decoder(engine, with_form_fields(DecodeParams(), upload.form_items))
     audio = await decode_upload(request, upload, config.sample_rate, settings)
     duration = audio.shape[0] / config.sample_rate

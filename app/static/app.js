@@ -172,6 +172,25 @@ function stopMicrophone() {
   if (microphone) microphone.stop();
 }
 
+// getUserMedia exists only in a secure context (https://, or http://localhost); elsewhere
+// navigator.mediaDevices is undefined. Say so, and how to reach the page securely, up front.
+function microphoneAvailable() {
+  return window.isSecureContext && Boolean(navigator.mediaDevices && navigator.mediaDevices.getUserMedia);
+}
+
+function explainInsecurePage() {
+  const port = location.port || (location.protocol === "https:" ? "443" : "80");
+  $("page-origin").textContent = location.origin;
+  $("tunnel-command").textContent = `ssh -L ${port}:localhost:${port} user@${location.hostname}`;
+  $("tunnel-link").href = `http://localhost:${port}${location.pathname}`;
+  $("tunnel-link").textContent = $("tunnel-link").href;
+  $("mic-insecure").hidden = false;
+  $("start").disabled = true;
+  $("mic-status").textContent = "microphone unavailable: this page is not secure (see below)";
+  $("mic-status").classList.add("error");
+}
+
+if (!microphoneAvailable()) explainInsecurePage();
 $("upload-form").addEventListener("submit", transcribeFile);
 $("start").addEventListener("click", startMicrophone);
 $("stop").addEventListener("click", stopMicrophone);

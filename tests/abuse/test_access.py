@@ -121,7 +121,7 @@ def test_no_route_but_the_probes_answers_without_a_valid_key(keyed: TestClient) 
     calls = http_calls(app)
     covered = {path for _, path in calls}
     assert {"/transcribe", "/v1/audio/transcriptions", "/v1/models", "/metrics", "/docs", "/openapi.json"} <= covered
-    assert websocket_paths(app) == ["/stream"]
+    assert websocket_paths(app) == ["/stream", "/v1/realtime"]
     for method, path in [*calls, ("GET", "/no-such-route"), ("POST", "/v1/chat/completions")]:
         missing = keyed.request(method, path)
         if is_public(path):

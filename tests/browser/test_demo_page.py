@@ -34,7 +34,7 @@ def speech(tmp_path: Path) -> Path:
     return path
 
 
-def launch(playwright: sync_api.Playwright, microphone: Path) -> sync_api.Browser:
+def launch(playwright: sync_api.Playwright, microphone: Path, *extra: str) -> sync_api.Browser:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test-browser` (scripts/install-browser.sh)")
     return playwright.chromium.launch(
@@ -49,6 +49,7 @@ def launch(playwright: sync_api.Playwright, microphone: Path) -> sync_api.Browse
             "--disable-background-networking",
             "--disable-component-update",
             "--no-first-run",
+            *extra,
         ],
     )
 
@@ -59,6 +60,7 @@ def test_microphone_partials_and_finals_appear(base_url: str, speech: Path) -> N
         try:
             page = browser.new_page()
             page.goto(f"{base_url}/")
+            sync_api.expect(page.locator("#mic-insecure")).to_be_hidden()  # localhost is a secure context
             page.click("#start")
             sync_api.expect(page.locator("#mic-status")).to_have_text("listening", timeout=20_000)
             # The fake microphone loops the file: wait for a final of one whole pass.
@@ -80,5 +82,56 @@ def test_file_upload_shows_the_transcript(base_url: str, speech: Path) -> None:
             page.click("#upload")
             sync_api.expect(page.locator("#upload-result")).to_have_text("hello world", timeout=20_000)
             sync_api.expect(page.locator("#upload-status")).to_contain_text("4.8 s of audio")
+        finally:
+            browser.close()
+
+
+def test_page_from_another_address_explains_the_secure_context_rule(base_url: str, speech: Path) -> None:
+    """Opened as http://<a machine's name>, the page has no microphone API: it says why and how to reach
+    it (an SSH tunnel to localhost, or HTTPS), and uploads still work."""
+    port = base_url.rsplit(":", 1)[1]
+    with sync_api.sync_playwright() as playwright:
+        browser = launch(playwright, speech, "--host-resolver-rules=MAP asr-box.test 127.0.0.1")
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"http://asr-box.test:{port}/")
+            assert page.evaluate("window.isSecureContext") is False
+            sync_api.expect(page.locator("#mic-insecure")).to_be_visible()
+            sync_api.expect(page.locator("#mic-insecure")).to_contain_text("https://")
+            sync_api.expect(page.locator("#tunnel-command")).to_have_text(
+                f"ssh -L {port}:localhost:{port} user@asr-box.test"
+            )
+            sync_api.expect(page.locator("#start")).to_be_disabled()
+            sync_api.expect(page.locator("#mic-status")).to_contain_text("not secure")
+            page.set_input_files("#file", str(speech))
+            page.click("#upload")
+            sync_api.expect(page.locator("#upload-result")).to_have_text("hello world", timeout=20_000)
+            assert errors == []  # no "Cannot read properties of undefined (reading 'getUserMedia')"
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("page_path,rendered", [("/docs", ".swagger-ui .info .title"), ("/redoc", "h1")])
+def test_api_docs_render_with_no_internet(base_url: str, speech: Path, page_path: str, rendered: str) -> None:
+    """/docs and /redoc render with every request off this server refused (as on an offline machine)."""
+    with sync_api.sync_playwright() as playwright:
+        browser = launch(playwright, speech)
+        try:
+            page = browser.new_page()
+            elsewhere: list[str] = []
+
+            def offline(route: sync_api.Route) -> None:
+                if route.request.url.startswith(base_url):
+                    route.continue_()
+                else:
+                    elsewhere.append(route.request.url)
+                    route.abort()
+
+            page.route("**/*", offline)
+            page.goto(f"{base_url}{page_path}")
+            sync_api.expect(page.locator(rendered).first).to_contain_text("ASR server", timeout=20_000)
+            assert elsewhere == []
         finally:
             browser.close()

@@ -26,17 +26,23 @@ BAD_INPUTS = [
     ("empty raw body", {"content": b"", "headers": {"Content-Type": "audio/wav"}}, 400, "empty_body"),
     ("truncated mp3", {"files": {"file": ("a.mp3", encode("mp3")[:200])}}, 400, "undecodable_audio"),
     ("corrupt wav", {"files": {"file": ("a.wav", b"RIFF" + b"\x00" * 300)}}, 400, "undecodable_audio"),
-    ("text file", {"files": {"file": ("a.txt", b"just some text, not audio at all " * 20)}}, 415,
-     "unsupported_format"),
-    ("json body", {"content": b"{}", "headers": {"Content-Type": "application/json"}}, 415,
-     "unsupported_content_type"),
+    ("text file", {"files": {"file": ("a.txt", b"just some text, not audio at all " * 20)}}, 415, "unsupported_format"),
+    ("json body", {"content": b"{}", "headers": {"Content-Type": "application/json"}}, 415, "unsupported_content_type"),
     ("missing file field", {"files": {"audio": ("a.wav", wav_bytes(tone()))}}, 400, "missing_file"),
-    ("pcm without rate", {"content": b"\x00\x01" * 100, "headers": {"Content-Type": "audio/pcm"}}, 400,
-     "missing_sample_rate"),
-    ("pcm odd length", {"content": b"\x00" * 101, "headers": {"Content-Type": "audio/pcm;rate=16000"}}, 400,
-     "undecodable_audio"),
+    (
+        "pcm without rate",
+        {"content": b"\x00\x01" * 100, "headers": {"Content-Type": "audio/pcm"}},
+        400,
+        "missing_sample_rate",
+    ),
+    (
+        "pcm odd length",
+        {"content": b"\x00" * 101, "headers": {"Content-Type": "audio/pcm;rate=16000"}},
+        400,
+        "undecodable_audio",
+    ),
     ("zero-length wav", {"files": {"file": ("a.wav", wav_bytes(tone(0.0)))}}, 400, "zero_length_audio"),
-    ("bad query", {"files": GOOD, "params": {"sample_rate": "fast"}}, 422, "validation_error"),
+    ("bad query", {"files": GOOD, "params": {"sample_rate": "fast"}}, 422, "invalid_parameter"),
 ]
 
 
@@ -45,6 +51,24 @@ def test_bad_input_then_good_request(client: TestClient, name: str, kwargs: dict
     assert_error(client.post("/transcribe", **kwargs), status, code)
     good = client.post("/transcribe", files=GOOD)
     assert good.status_code == 200 and good.json()["text"] == "hello world"
+
+
+BAD_OPTIONS = [("beam_size", "abc"), ("decoder", "nope"), ("word_timestamps", "maybe"), ("alternatives", "0")]
+
+
+@pytest.mark.parametrize("param,value", BAD_OPTIONS)
+def test_a_bad_option_has_the_documented_shape_on_both_routes(client: TestClient, param: str, value: str) -> None:
+    """docs/decoding.md: 422 invalid_parameter naming the parameter, as a query (FastAPI's own
+    validation) or a form field (the routers' checks)."""
+    as_query = client.post("/transcribe", params={param: value}, files=GOOD)
+    as_field = client.post("/transcribe", data={param: value}, files=GOOD)
+    openai = client.post("/v1/audio/transcriptions", data={"model": "whisper-1", param: value}, files=GOOD)
+    for response in (as_query, as_field, openai):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert set(error) == {"type", "message", "code", "param"}
+        assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_parameter", param)
+        assert error["message"].startswith(f"{param}: ")
 
 
 def test_limits_give_413(fake: FakeFactory) -> None:

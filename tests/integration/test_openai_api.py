@@ -115,7 +115,7 @@ def test_stream_sends_deltas_then_done(beam_client: TestClient) -> None:
         ({"response_format": "xml"}, "response_format"),
         ({"temperature": "2"}, "temperature"),
         ({"language": "fr"}, "language"),
-        ({"model": "gpt-4o-transcribe"}, "model"),
+        ({"model": "gpt-9-transcribe"}, "model"),  # not in ASR_MODEL_ALIASES
         ({"stream": "true", "response_format": "srt"}, "stream"),
         ({"timestamp_granularities[]": "word"}, "timestamp_granularities[]"),
         ({"beam_size": "0"}, "beam_size"),

@@ -63,7 +63,8 @@ def test_metrics_after_a_request(client: TestClient) -> None:
 def test_v1_models_describes_the_loaded_model(client: TestClient) -> None:
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
-    (model,) = body["data"]
+    model, *aliases = body["data"]  # then ASR_MODEL_ALIASES, each with alias_of
+    assert [a["alias_of"] for a in aliases] == ["fake-model"] * len(aliases)
     assert model["id"] == "fake-model" and model["object"] == "model"
     assert model["vocab_size"] == 29 and model["sample_rate"] == 16000
     assert model["precision"] == "fp32" and model["device"] == "cpu"
