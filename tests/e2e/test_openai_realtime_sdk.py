@@ -1,7 +1,7 @@
 """The official OpenAI SDK's Realtime client transcribes a recorded file against the real server.
 
 The server (a subprocess) serves the default bundle (``en-whisper-tiny``) with an API key; the clip is the
-first Common Voice clip of ``cv100`` (a random-bundle tone when the set is absent). The SDK streams
+first Common Voice clip of ``cv100`` (espeak-ng speech when the set is absent). The SDK streams
 it as 24 kHz PCM16 at the pace the server allows and receives deltas and a completed transcript
 that equals the offline transcript (``POST /transcribe``) of the same audio.
 """
@@ -20,8 +20,9 @@ import openai
 import pytest
 
 from app.asr.audio import resample
+from bench import workload
 from tests.e2e.server import ROOT, ServerProcess, running_server
-from tests.support import DATA_ROOT, cv100_clips, tone, wav_bytes
+from tests.support import DATA_ROOT, cv100_clips, wav_bytes
 
 pytestmark = pytest.mark.e2e
 
@@ -38,12 +39,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         yield live
 
 
-def recording() -> np.ndarray:
-    """A recorded clip at 16 kHz (a tone when the Common Voice set is absent: the test still checks equality)."""
+def recording(scratch: Path) -> np.ndarray:
+    """A recorded clip at 16 kHz: the first Common Voice clip, or espeak-ng speech when the set is absent."""
     if (DATA_ROOT / "cv100" / "manifest.jsonl").is_file():
         audio, _ = cv100_clips(1)[0]
         return audio
-    return tone(3.0)
+    if not workload.espeak_available():
+        pytest.skip("neither cv100 nor espeak-ng is here to speak a clip")
+    audio, rate = workload.speak("The birch canoe slid on the smooth planks.", "en-us", 150, scratch)
+    return resample(audio, rate, 16000)
 
 
 async def transcribe_live(base_url: str, audio: bytes) -> list[Any]:
@@ -76,7 +80,7 @@ async def transcribe_live(base_url: str, audio: bytes) -> list[Any]:
 
 
 def test_sdk_realtime_transcript_equals_offline(server: ServerProcess, tmp_path: Path) -> None:
-    audio = resample(recording(), 16000, RATE)
+    audio = resample(recording(tmp_path), 16000, RATE)
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     events = asyncio.run(transcribe_live(server.base_url, pcm.tobytes()))
     kinds = [e.type for e in events]
