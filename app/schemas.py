@@ -38,6 +38,25 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class ServingPlanOut(BaseModel):
+    """How the server serves the model: its settings with ``auto`` and ``0`` resolved."""
+
+    device: str
+    precision: str
+    runtime: str
+    batch_execution: str
+    model_workers: int
+    num_threads: int
+    max_batch_size: int
+    decoder: str
+    stream_final_decoder: str
+    max_wait_ms: float
+    max_batch_samples: int
+    max_queue_samples: int
+    min_batch_fill: float
+    batches_in_flight: int
+
+
 class ModelCard(BaseModel):
     id: str
     object: str = "model"
@@ -54,6 +73,7 @@ class ModelCard(BaseModel):
     decoders: list[str] = []
     default_decoder: str = "greedy"
     alias_of: str | None = None  # set on the entries of ASR_MODEL_ALIASES: the served model they name
+    serving: ServingPlanOut | None = None
 
 
 class ModelList(BaseModel):

@@ -3,7 +3,7 @@
     python -m bench.frontend [--seconds 17] [--rounds 4] [--repeats 40]
 
 Each round starts two child processes in turn, one with glibc's default allocator and one with
-``app.asr.allocator.tune_malloc`` (the server's default, ``ASR_TUNE_MALLOC``). Inside each,
+``app.process.tune_malloc`` (the server's default, ``ASR_TUNE_MALLOC``). Inside each,
 two single-threaded workers alternate computing the features of one clip with torchaudio's
 ``MelSpectrogram`` (power as ``|X|`` squared) and with ``LogMelFrontend`` (power as re² + im²),
 as the server's model threads do. Prints milliseconds per clip (median over rounds) and writes
@@ -29,9 +29,9 @@ def child(seconds: float, repeats: int, tuned: bool) -> dict[str, float]:
     """Milliseconds per clip of each variant, in this process."""
     import torch
 
-    from app.asr.allocator import tune_malloc
     from app.asr.configs import default_config
     from app.asr.features import LogMelFrontend
+    from app.process import tune_malloc
 
     torch.set_num_threads(1)
     if tuned:

@@ -26,7 +26,7 @@ from app.main import create_app
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
-def _no_model(settings: Settings) -> Any:
+def _no_model(settings: Settings, hardware: object) -> Any:
     raise RuntimeError("no model: this benchmark only needs /healthz")
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from app.asr.allocator import tune_malloc
 from app.asr.bundle import load_bundle
 from app.asr.ctc import GreedyDecoder
 from app.asr.recognizer import Recognizer, build_recognizer
+from app.config import Settings
+from app.engine.plan import Machine, plan_hardware
+from app.process import tune_malloc
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
 
@@ -23,17 +25,21 @@ def make_recognizer(
     num_threads: int = 0,
     batch_execution: str = "auto",
 ) -> Recognizer:
-    """The bundle at ``model`` behind the runtime and precision the server would use for these names,
-    in a process whose allocator is tuned as the server's is by default (``ASR_TUNE_MALLOC``)."""
+    """The bundle at ``model`` behind the runtime and precision the server would use for these names
+    (resolved by the server's plan, ``app.engine.plan``), in a process whose allocator is tuned as
+    the server's is by default (``ASR_TUNE_MALLOC``). ``num_threads`` goes to ONNX Runtime as given
+    (0: its default)."""
     tune_malloc()
+    named = {"device": device, "runtime": runtime, "precision": precision, "batch_execution": batch_execution}
+    hardware = plan_hardware(Settings.model_validate(named), Machine.detect())
     bundle = load_bundle(model)
     return build_recognizer(
         bundle,
-        runtime=runtime,
-        device=device,
-        precision=precision,
+        runtime=hardware.runtime_for(bundle.config.model.type),
+        device=hardware.device,
+        precision=hardware.precision,
         num_threads=num_threads,
-        batch_execution=batch_execution,
+        pads_batches=hardware.pads_batches,
     )
 
 

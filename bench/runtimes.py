@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.asr.allocator import tune_malloc
 from app.asr.bundle import Bundle, load_bundle
 from app.asr.ctc import GreedyDecoder
 from app.asr.recognizer import TorchRecognizer, build_recognizer
+from app.process import tune_malloc
 
 CONFIGS = [  # (label, runtime, precision)
     ("torch eager, unfolded", "eager", "fp32"),

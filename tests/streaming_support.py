@@ -28,6 +28,7 @@ from app.asr.features import LogMelFrontend
 from app.asr.model import strided_lengths
 from app.asr.recognizer import TorchRecognizer
 from app.config import Settings
+from app.engine.plan import HardwarePlan
 from app.main import _Server
 
 RATE = 16000
@@ -121,7 +122,7 @@ class ToneFactory:
         self.model = ToneModel(self.config)
         self.second_pass = second_pass
 
-    def __call__(self, settings: Settings) -> TorchRecognizer:
+    def __call__(self, settings: Settings, hardware: HardwarePlan | None = None) -> TorchRecognizer:
         bundle = Bundle(Path("tone"), self.config, LogMelFrontend(self.config.frontend), self.model)  # type: ignore[arg-type]
         bundle.second_pass = self.second_pass  # type: ignore[assignment]
         return TorchRecognizer(bundle, device="cpu", precision="fp32")

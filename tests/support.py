@@ -22,6 +22,7 @@ from app.asr.features import LogMelFrontend
 from app.asr.model import strided_lengths
 from app.asr.recognizer import TorchRecognizer
 from app.config import Settings
+from app.engine.plan import HardwarePlan
 
 SCRIPT = "hello world"
 FIRST_FRAME = 10  # the fake emits SCRIPT's characters at frames 10, 12, 14, ...
@@ -100,7 +101,7 @@ class FakeFactory:
         if not load_delay_s:
             self.release.set()
 
-    def __call__(self, settings: Settings) -> TorchRecognizer:
+    def __call__(self, settings: Settings, hardware: HardwarePlan | None = None) -> TorchRecognizer:
         self.release.wait(self.load_delay_s or None)
         bundle = Bundle(Path("fake"), self.config, LogMelFrontend(self.config.frontend), self.model)  # type: ignore[arg-type]
         bundle.second_pass = self.second_pass  # type: ignore[assignment]

@@ -44,74 +44,24 @@ class Recognizer(Protocol):
         ...
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` becomes ``cuda`` when a GPU is visible, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("ASR_DEVICE=cuda but no CUDA device is available")
-    return device
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is fp16 on CUDA and fp32 on CPU; half precisions need CUDA, int8 the CPU."""
-    if precision == "auto":
-        return "fp16" if device == "cuda" else "fp32"
-    if precision in _DTYPES and device != "cuda":
-        raise RuntimeError(f"precision {precision} needs a CUDA device; use fp32 or int8 on CPU")
-    if precision == "int8" and device != "cpu":
-        raise RuntimeError("precision int8 runs on the CPU (ONNX Runtime); use fp16 on CUDA")
-    return precision
-
-
-def resolve_runtime(runtime: str, device: str, precision: str, network: str = "sepconv_ctc") -> str:
-    """``auto`` is PyTorch on CUDA; on CPU, what was measured fastest for the ``network`` type
-    (docs/benchmarks.md): ONNX Runtime for the convolutional ``sepconv_ctc`` (about 1.2x eager),
-    eager PyTorch for the transformer ``whisper_ctc`` (about 1.3x ONNX Runtime).
-
-    int8 exists only as an ONNX Runtime model.
-    """
-    if runtime == "auto":
-        onnx_on_cpu = network == "sepconv_ctc" or precision == "int8"
-        return "onnx" if device == "cpu" and onnx_on_cpu else "torch"
-    if runtime == "onnx" and device != "cpu":
-        raise RuntimeError("the onnx runtime runs on the CPU here; use torch or compile on CUDA")
-    if precision == "int8" and runtime != "onnx":
-        raise RuntimeError(f"precision int8 needs the onnx runtime, not {runtime}")
-    return runtime
-
-
-def resolve_batch_execution(batch_execution: str, device: str) -> bool:
-    """Whether batches run as one padded tensor: ``auto`` pads on CUDA and runs item by item on CPU.
-
-    On a CPU a batch's items cost the same run one after another, minus the padding and the
-    cache misses of a wider tensor (about 9% for batches of 4 here, docs/benchmarks.md); a GPU
-    needs the whole batch in one launch.
-    """
-    if batch_execution == "auto":
-        return device != "cpu"
-    return batch_execution == "padded"
-
-
 def build_recognizer(
     bundle: Bundle,
-    runtime: str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
+    runtime: str = "torch",
+    device: str = "cpu",
+    precision: str = "fp32",
     num_threads: int = 0,
     spin_wait: bool = False,
-    batch_execution: str = "auto",
+    pads_batches: bool = True,
 ) -> TorchRecognizer:
-    """A recognizer for ``bundle`` on the chosen runtime, device and precision.
+    """A recognizer for ``bundle`` on the given runtime, device and precision, as resolved by the
+    serving plan (``app.engine.plan``: no ``auto`` here).
 
     ``torch``: eager PyTorch with batch norms folded; ``compile``: the same through
     ``torch.compile``; ``onnx``: the network exported to ONNX and run by ONNX Runtime (``int8``
-    stores its weights as int8, one scale per output channel; ``spin_wait`` lets its threads spin between operators).
-    ``batch_execution``: ``padded``, ``per_item`` or ``auto`` (:func:`resolve_batch_execution`).
+    stores its weights as int8, one scale per output channel; ``num_threads``: its threads, 0 for
+    its default; ``spin_wait`` lets its threads spin between operators). ``pads_batches``: a batch
+    runs as one padded tensor, else item by item.
     """
-    device = resolve_device(device)
-    precision = resolve_precision(precision, device)
-    runtime = resolve_runtime(runtime, device, precision, bundle.config.model.type)
     network: Network
     if runtime == "onnx":
         onnx_model = export_onnx(bundle.model)
@@ -121,15 +71,8 @@ def build_recognizer(
     else:
         folded = inference_copy(bundle.model).to(device)
         network = torch.compile(folded, dynamic=True) if runtime == "compile" else folded
-    padded = resolve_batch_execution(batch_execution, device)
-    logger.info(
-        "recognizer: runtime=%s device=%s precision=%s batches=%s",
-        runtime,
-        device,
-        precision,
-        "padded" if padded else "per item",
-    )
-    return TorchRecognizer(bundle, device, precision, network=network, runtime=runtime, pads_batches=padded)
+    logger.debug("recognizer built: runtime=%s device=%s precision=%s", runtime, device, precision)
+    return TorchRecognizer(bundle, device, precision, network=network, runtime=runtime, pads_batches=pads_batches)
 
 
 Network = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -146,16 +89,16 @@ class TorchRecognizer:
     def __init__(
         self,
         bundle: Bundle,
-        device: str = "auto",
-        precision: str = "auto",
+        device: str = "cpu",
+        precision: str = "fp32",
         network: Network | None = None,
         runtime: str = "torch",
         pads_batches: bool = True,
     ) -> None:
         self.bundle = bundle
         self.config = bundle.config
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.device = device
+        self.precision = precision
         self.runtime = runtime
         self.pads_batches = pads_batches
         self.frontend = bundle.frontend.to(self.device).eval()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import logging
 import time
@@ -20,23 +19,24 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from app.asr.align import AlignedDecoder, SecondPassOutput
-from app.asr.allocator import tune_malloc
 from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
 from app.asr.configs import BundleConfig
 from app.asr.ctc import GreedyDecoder, Hypothesis
-from app.asr.recognizer import Recognizer, build_recognizer, resolve_device
+from app.asr.recognizer import Recognizer, build_recognizer
 from app.asr.segment import split_points, stitch
 from app.config import Settings
 from app.engine.admission import AudioBudget, Held
-from app.engine.batcher import Batcher, BatchLimits
-from app.engine.layout import WorkerLayout, worker_layout
+from app.engine.batcher import Batcher
+from app.engine.plan import HardwarePlan, LoadedModel, Machine, ServingPlan, plan_hardware, plan_serving
 from app.engine.runner import ModelRunner
 from app.metrics import Metrics
+from app.process import tune_process
 
 logger = logging.getLogger(__name__)
 
-RecognizerFactory = Callable[[Settings], Recognizer]
+RecognizerFactory = Callable[[Settings, HardwarePlan], Recognizer]
+"""Loads the model for the settings, on the plan's device, precision and threads."""
 T = TypeVar("T")
 
 
@@ -77,30 +77,19 @@ class NoSecondPass(Exception):
     """The second pass (``decoder=attention``) was asked for, but the served model has none."""
 
 
-def load_recognizer(settings: Settings) -> Recognizer:
-    """The default factory: load the bundle at ``settings.model_path`` on the configured runtime."""
-    import torch
-
-    threads = layout_of(settings).threads
-    torch.set_num_threads(threads)
-    if settings.tune_malloc:
-        tune_malloc()
+def load_recognizer(settings: Settings, hardware: HardwarePlan) -> Recognizer:
+    """The default factory: tune the process for the plan, then load the bundle at
+    ``settings.model_path`` on the plan's runtime for its network."""
+    tune_process(hardware.num_threads, settings.tune_malloc)
     bundle = load_bundle(settings.model_path)
     return build_recognizer(
         bundle,
-        settings.runtime,
-        settings.device,
-        settings.precision,
-        threads,
+        hardware.runtime_for(bundle.config.model.type),
+        hardware.device,
+        hardware.precision,
+        hardware.num_threads,
         settings.spin_wait,
-        settings.batch_execution,
-    )
-
-
-def layout_of(settings: Settings) -> WorkerLayout:
-    """The model workers and threads per worker that the settings ask for on their device."""
-    return worker_layout(
-        settings.model_workers, settings.num_threads, settings.max_batch_size, resolve_device(settings.device)
+        hardware.pads_batches,
     )
 
 
@@ -127,7 +116,7 @@ class Engine:
         self._decoder: GreedyDecoder | None = None
         self.lm: LexiconLM | None = None
         self.error: str | None = None
-        self._layout: WorkerLayout | None = None
+        self._plan: ServingPlan | None = None
         self._uploads = AudioBudget(settings.max_transcribing_audio_seconds)
 
     @property
@@ -173,11 +162,11 @@ class Engine:
         return self._uploads.take(audio.shape[0] / self.model_config(accepted=True).sample_rate)
 
     @property
-    def layout(self) -> WorkerLayout:
-        """Model workers, threads per worker and batch size of the loaded model."""
-        if self._layout is None:
+    def plan(self) -> ServingPlan:
+        """How the loaded model is served: every ``auto`` setting resolved (:mod:`app.engine.plan`)."""
+        if self._plan is None:
             raise EngineUnavailable("the model is not loaded yet")
-        return self._layout
+        return self._plan
 
     @property
     def batcher(self) -> Batcher[np.ndarray]:
@@ -200,43 +189,43 @@ class Engine:
         """Load and warm the model on a worker thread, then start the batcher."""
         started = time.monotonic()
         try:
-            recognizer = await asyncio.to_thread(self._factory, self.settings)
-            layout = layout_of(self.settings)
-            if getattr(recognizer, "runtime", "") == "compile":  # its compiling is not thread-safe
-                layout = dataclasses.replace(layout, workers=1)
-            runner = ModelRunner(recognizer, model_workers=layout.workers)
+            hardware = plan_hardware(self.settings, await asyncio.to_thread(Machine.detect))
+            recognizer = await asyncio.to_thread(self._factory, self.settings, hardware)
             lm = await asyncio.to_thread(self._load_lm, recognizer)
+            second_pass = bool(getattr(recognizer, "has_second_pass", False))
+            facts = LoadedModel(
+                device=recognizer.device,
+                precision=recognizer.precision,
+                runtime=recognizer.runtime,
+                pads_batches=recognizer.pads_batches,
+                sample_rate=recognizer.config.sample_rate,
+                has_second_pass=second_pass,
+                has_lm=lm is not None,
+            )
+            plan = plan_serving(self.settings, hardware, facts)
+            runner = ModelRunner(recognizer, model_workers=plan.model_workers)
             if self.settings.warmup:
                 await asyncio.to_thread(runner.warmup, recognizer.config.sample_rate)
-                if getattr(recognizer, "has_second_pass", False):
+                if second_pass:
                     await asyncio.to_thread(runner.warmup_second_pass, recognizer.config.sample_rate)
         except Exception as exc:
             self.state = EngineState.FAILED
             self.error = str(exc)
             logger.exception("model failed to load from %s", self.settings.model_path)
             raise
-        self.recognizer, self._runner, self.lm, self._layout = recognizer, runner, lm, layout
+        self.recognizer, self._runner, self.lm, self._plan = recognizer, runner, lm, plan
         config = recognizer.config
         self._decoder = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
-        self._batcher = Batcher(
-            runner.infer, self._limits(recognizer.config.sample_rate), recognizer.config.sample_rate, self.metrics
-        )
+        self._batcher = Batcher(runner.infer, plan.limits, config.sample_rate, self.metrics)
         self._batcher.start()
-        if getattr(recognizer, "has_second_pass", False):
-            self._second_batcher = Batcher(
-                runner.second_pass, self._limits(config.sample_rate), config.sample_rate, self.metrics
-            )
+        if second_pass:
+            self._second_batcher = Batcher(runner.second_pass, plan.limits, config.sample_rate, self.metrics)
             self._second_batcher.start()
         if self.state is EngineState.LOADING:
             self.state = EngineState.READY
             self.metrics.model_ready.set(1)
-        logger.info(
-            "model %s ready on %s/%s in %.1f s",
-            recognizer.config.name,
-            recognizer.device,
-            recognizer.precision,
-            time.monotonic() - started,
-        )
+        seconds = time.monotonic() - started
+        logger.info("model %s ready in %.1f s; serving plan: %s", config.name, seconds, plan.log_line())
 
     def _load_lm(self, recognizer: Recognizer) -> LexiconLM | None:
         """The beam search LM: ``ASR_LM_PATH``, else the served bundle's ``lm/`` folder, if present."""
@@ -249,11 +238,8 @@ class Engine:
 
     @property
     def default_decoder_kind(self) -> str:
-        """``ASR_DECODER``; ``auto`` is the second pass when the model has one, else beam search
-        when an LM is loaded, else greedy."""
-        if self.settings.decoder != "auto":
-            return self.settings.decoder
-        return "attention" if self.has_second_pass else "beam" if self.lm else "greedy"
+        """The plan's default decoder (``ASR_DECODER`` with ``auto`` resolved)."""
+        return self.plan.decoder
 
     def decoder(self, kind: str | None = None, options: BeamOptions | None = None) -> Decoder:
         """A decoder for one request: ``greedy``, ``beam`` (with ``options``, default: the LM's tuned
@@ -276,23 +262,6 @@ class Engine:
         if self.lm is None:
             raise NoLanguageModel(f"beam search needs a language model, and model {config.name} has none")
         return BeamDecoder(self.lm, options or self.lm.defaults, config.frame_seconds)
-
-    def _limits(self, sample_rate: int) -> BatchLimits:
-        """The batcher's limits. Batches run item by item (CPU) get one batch handed over ahead of
-        the workers, so a worker that finishes starts the next at once instead of waiting for the
-        event loop (about 4% more served audio here, docs/benchmarks.md); padded batches (GPU) are
-        not formed early, as an early batch is a smaller one."""
-        s = self.settings
-        padded = getattr(self.recognizer, "pads_batches", True)
-        return BatchLimits(
-            max_batch_size=self.layout.batch_size,
-            max_wait_s=s.max_wait_ms / 1000,
-            max_batch_samples=int(s.max_batch_audio_seconds * sample_rate),
-            max_queue_samples=int(s.max_queue_audio_seconds * sample_rate),
-            min_fill=s.min_batch_fill,
-            in_flight=self.layout.workers + (0 if padded else 1),
-            padded=padded,
-        )
 
     def begin_drain(self) -> None:
         """Refuse new work from now on; work already accepted still completes."""
@@ -361,7 +330,7 @@ class Engine:
         piece_s = min(self.settings.chunk_seconds, SECOND_PASS_PIECE_S) if second else self.settings.chunk_seconds
         starts = split_points(audio, rate, piece_s)
         bounds = [*starts[1:], audio.shape[0]]
-        window = max(2, self.layout.batch_size * self.layout.workers)
+        window = max(2, self.plan.max_batch_size * self.plan.model_workers)
         deadline = time.monotonic() + self.settings.request_timeout_s if deadline is None else deadline
         futures: list[asyncio.Future[Any]] = []
         try:

@@ -34,7 +34,7 @@ def test_readyz_is_503_until_the_model_is_loaded() -> None:
 
 
 def test_failed_model_load_keeps_readyz_503() -> None:
-    def broken(settings: Settings):
+    def broken(settings: Settings, hardware: object):
         raise RuntimeError("no such model")
 
     with TestClient(create_app(Settings(warmup=False), recognizer_factory=broken)) as client:

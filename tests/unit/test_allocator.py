@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from app.asr.allocator import tune_malloc
+from app.process import tune_malloc
 
 
 def test_tune_malloc_takes_effect_on_glibc() -> None:

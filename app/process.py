@@ -1,4 +1,4 @@
-"""glibc allocator thresholds for inference and training on a CPU.
+"""Process tuning for inference and training on a CPU: threads and glibc's allocator thresholds.
 
 Every utterance allocates and frees a few blocks of a few megabytes (its spectrogram, its
 features). glibc serves blocks that large with a fresh ``mmap`` or trims them back to the kernel
@@ -44,3 +44,13 @@ def tune_malloc() -> bool:
     if tuned:
         logger.info("malloc: blocks under %d MiB are reused from the heap", MMAP_THRESHOLD_BYTES >> 20)
     return tuned
+
+
+def tune_process(num_threads: int, malloc: bool = True) -> None:
+    """Set this process's PyTorch CPU threads (the frontend's, and eager networks') and, with
+    ``malloc``, the allocator thresholds (:func:`tune_malloc`)."""
+    import torch  # not at import time: nothing heavy happens then
+
+    torch.set_num_threads(num_threads)
+    if malloc:
+        tune_malloc()
