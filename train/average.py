@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from train.train import load_checkpoint
+from train.checkpoint import load_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import platform
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from app.asr.configs import ENGLISH_CHARS, BundleConfig
 from app.asr.model import SepConvCTC
-
-if TYPE_CHECKING:
-    from train.export import Stage  # export imports this module to write the card
+from train.evaluate import markdown_table
+from train.runlog import Stage
 
 LICENCES = (
     "\n".join(
@@ -36,7 +35,7 @@ LICENCES = (
 )
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -74,8 +73,6 @@ def wer_table(results: dict[str, Any] | None) -> str:
     """Per test set WER/CER for fp32 and int8, in percent."""
     if not results:
         return "_No evaluation results were given to the exporter._"
-    from train.evaluate import markdown_table
-
     sizes = results.get("sizes_mb", {})
     size_lines = "\n".join(f"- {name}: {mb:.2f} MB" for name, mb in sizes.items())
     return markdown_table(results) + "\nSizes of the acoustic model:\n\n" + size_lines
@@ -131,7 +128,7 @@ def model_card(
         architecture=architecture_table(config),
         data=training_data(checkpoint, summary),
         licences=LICENCES,
-        cpu=_cpu_name(),
+        cpu=cpu_name(),
         threads=cfg["threads"],
         device=cfg["device"],
         hours=hours,

@@ -1,5 +1,9 @@
 """Evaluate a model (``asr-eval``): greedy WER and CER per test set, fp32 and int8, as JSON and a table.
 
+Each runtime is the server's recognizer (:func:`app.asr.recognizer.build_recognizer`, as
+``ASR_RUNTIME``/``ASR_PRECISION`` choose it on the CPU) with the server's cutting, greedy decoder
+and stitching (:func:`train.scoring.transcribe`): the WER measured is the WER served.
+
 Example::
 
     asr-eval --model models/en-small \\
@@ -24,13 +28,14 @@ import numpy as np
 import torch
 
 from app.asr.bundle import WEIGHTS_FILE, Bundle, load_bundle
-from app.asr.runtimes import OnnxNetwork, export_onnx, quantize_onnx_int8
+from app.asr.recognizer import Recognizer, build_recognizer
+from app.asr.runtimes import export_onnx, quantize_onnx_int8
 from app.asr.text import normalize_text
+from train.checkpoint import checkpoint_bundle
 from train.data.audio_io import read_manifest
 from train.data.dataset import load_utterances
 from train.data.voices import HELD_OUT_ESPEAK_LANG, HELD_OUT_FLITE
-from train.export import checkpoint_bundle
-from train.scoring import AcousticModel, Score, score, transcribe
+from train.scoring import CHUNK_SECONDS, Score, score, transcribe
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--unseen", action="append", default=[], help="also score NAME on unseen sentences")
     parser.add_argument("--train-manifests", nargs="*", default=[], type=Path, help="training text for --unseen")
     parser.add_argument("--int8", action="store_true", help="also score the int8 ONNX model")
+    parser.add_argument("--runtime", default="auto", help="the fp32 runtime, as ASR_RUNTIME: auto, torch, onnx")
+    parser.add_argument("--chunk-seconds", type=float, default=CHUNK_SECONDS, help="as ASR_CHUNK_SECONDS")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write results here")
     parser.add_argument("--markdown", type=Path, default=None, help="write a markdown table here")
@@ -76,13 +83,15 @@ def build_sets(args: argparse.Namespace) -> dict[str, tuple[list[np.ndarray], li
     return sets
 
 
-def score_runtime(model: AcousticModel, bundle: Bundle, sets: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Score every set with one runtime; synthetic sets also get a held-out-voice breakdown."""
+def score_runtime(
+    recognizer: Recognizer, sets: dict[str, Any], chunk_seconds: float = CHUNK_SECONDS
+) -> dict[str, dict[str, Any]]:
+    """Score every set with one served recognizer; synthetic sets also get a held-out-voice breakdown."""
     results: dict[str, dict[str, Any]] = {}
     for name, (waves, refs, sources) in sets.items():
         started = time.time()
-        hyps = transcribe(model, bundle.frontend, bundle.config, waves)
-        seconds = sum(w.size for w in waves) / bundle.config.sample_rate
+        hyps = transcribe(recognizer, waves, chunk_seconds)
+        seconds = sum(w.size for w in waves) / recognizer.config.sample_rate
         results[name] = _as_dict(score(refs, hyps, seconds))
         results[name]["rtf_x"] = round(seconds / max(time.time() - started, 1e-9), 1)
         held = [is_held_out_voice(s) for s in sources]
@@ -96,6 +105,12 @@ def score_runtime(model: AcousticModel, bundle: Bundle, sets: dict[str, Any]) ->
 
 def _as_dict(s: Score) -> dict[str, Any]:
     return {"wer": round(s.wer, 4), "cer": round(s.cer, 4), "utterances": s.utterances, "hours": round(s.hours, 3)}
+
+
+def onnx_sizes(bundle: Bundle) -> dict[str, float]:
+    """Megabytes of the network exported to ONNX, fp32 and int8."""
+    fp32 = export_onnx(bundle.model)
+    return {"fp32_onnx": round(len(fp32) / 1e6, 3), "int8_onnx": round(len(quantize_onnx_int8(fp32)) / 1e6, 3)}
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -121,15 +136,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     bundle = load_bundle(args.model) if args.model else checkpoint_bundle(args.checkpoint)
     sets = build_sets(args)
     results: dict[str, Any] = {"model": str(args.model or args.checkpoint), "runtimes": {}, "sizes_mb": {}}
-    results["runtimes"]["fp32"] = score_runtime(bundle.model, bundle, sets)
+    fp32 = build_recognizer(bundle, args.runtime, "cpu", "fp32", args.threads)
+    results["runtimes"]["fp32"] = score_runtime(fp32, sets, args.chunk_seconds)
     if args.model:
         results["sizes_mb"]["fp32_safetensors"] = round((args.model / WEIGHTS_FILE).stat().st_size / 1e6, 3)
     if args.int8:
-        fp32 = export_onnx(bundle.model)
-        int8 = quantize_onnx_int8(fp32)
-        results["sizes_mb"]["fp32_onnx"] = round(len(fp32) / 1e6, 3)
-        results["sizes_mb"]["int8_onnx"] = round(len(int8) / 1e6, 3)
-        results["runtimes"]["int8"] = score_runtime(OnnxNetwork(int8, args.threads), bundle, sets)
+        results["sizes_mb"].update(onnx_sizes(bundle))
+        int8 = build_recognizer(bundle, "onnx", "cpu", "int8", args.threads)
+        results["runtimes"]["int8"] = score_runtime(int8, sets, args.chunk_seconds)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -1,25 +1,35 @@
-"""Greedy transcription of in-memory utterances and WER/CER scoring, shared by training and evaluation."""
+"""Transcripts as the server makes them, and WER/CER scoring, shared by training and evaluation.
+
+The recognizer is the server's (:func:`app.asr.recognizer.build_recognizer`), long audio is cut
+and stitched where the server cuts it (:mod:`app.asr.segment`, at the server's default
+``chunk_seconds``), and the decoder is the server's greedy one (:class:`app.asr.ctc.GreedyDecoder`),
+so the WER measured is the WER served.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import jiwer
 import numpy as np
 import torch
-from torch import Tensor
 
+from app.asr.bundle import Bundle
 from app.asr.configs import BundleConfig
-from app.asr.ctc import greedy_decode
+from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.features import LogMelFrontend
-from train.data.audio_io import SAMPLE_RATE
+from app.asr.model import SepConvCTC
+from app.asr.recognizer import Recognizer, build_recognizer
+from app.asr.segment import split_points, stitch
+from app.config import Settings
 
 logger = logging.getLogger(__name__)
 
-AcousticModel = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
-"""(features (batch, n_mels, frames), lengths) -> (log_probs (batch, frames_out, vocab), lengths)."""
+CHUNK_SECONDS: float = Settings.model_fields["chunk_seconds"].default
+"""The server's default piece length for long audio (``ASR_CHUNK_SECONDS``)."""
 
 
 @dataclass
@@ -32,45 +42,65 @@ class Score:
     hours: float
 
 
+def greedy_decoder(config: BundleConfig) -> GreedyDecoder:
+    """The server's default decoder for a model (the engine builds it from the same fields)."""
+    return GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+
+
+def training_recognizer(model: SepConvCTC, config: BundleConfig, device: torch.device) -> Recognizer:
+    """The served recognizer of a model in training: eager PyTorch, batch norms folded, fp32 on ``device``.
+
+    It runs a folded copy, so the model being trained is left as it is.
+    """
+    bundle = Bundle(Path(config.name), config, LogMelFrontend(config.frontend), model)
+    return build_recognizer(bundle, runtime="torch", device=device.type, precision="fp32")
+
+
 def transcribe(
-    model: AcousticModel,
-    frontend: LogMelFrontend,
-    config: BundleConfig,
-    waves: list[np.ndarray],
-    device: torch.device | str = "cpu",
+    recognizer: Recognizer,
+    waves: Sequence[np.ndarray],
+    chunk_seconds: float = CHUNK_SECONDS,
     batch_seconds: float = 200.0,
 ) -> list[str]:
-    """Greedy transcripts of float32 16 kHz waveforms, batched by length (order preserved)."""
-    order = sorted(range(len(waves)), key=lambda i: waves[i].size)
-    texts = [""] * len(waves)
+    """Greedy transcripts of float32 waveforms at the model's rate, as the server's ``/transcribe`` makes them.
+
+    Each wave is cut into pieces where the server cuts it; pieces run through ``recognizer.infer``
+    in batches of similar length (order preserved), are decoded with the server's greedy decoder
+    at their offsets and stitched back per wave.
+    """
+    rate = recognizer.config.sample_rate
+    decoder = greedy_decoder(recognizer.config)
+    owners: list[int] = []  # the wave each piece belongs to
+    offsets: list[float] = []  # seconds
+    pieces: list[np.ndarray] = []
+    for index, wave in enumerate(waves):
+        starts = split_points(wave, rate, chunk_seconds)
+        for start, end in zip(starts, [*starts[1:], wave.shape[0]], strict=True):
+            owners.append(index)
+            offsets.append(start / rate)
+            pieces.append(wave[start:end])
+    decoded: dict[int, Hypothesis] = {}
+    for rows in length_batches([p.shape[0] for p in pieces], int(batch_seconds * rate)):
+        for row, log_probs in zip(rows, recognizer.infer([pieces[i] for i in rows]), strict=True):
+            decoded[row] = decoder.decode(log_probs, offsets[row])
+    per_wave: list[list[Hypothesis]] = [[] for _ in waves]
+    for row, owner in enumerate(owners):
+        per_wave[owner].append(decoded[row])
+    return [stitch(own, [0.0] * len(own)).text for own in per_wave]
+
+
+def length_batches(sizes: list[int], max_padded: int) -> list[list[int]]:
+    """Indices of ``sizes`` sorted by size, grouped so each group's padded total stays within ``max_padded``."""
+    order = sorted(range(len(sizes)), key=sizes.__getitem__)
+    batches: list[list[int]] = []
     start = 0
     while start < len(order):
         end = start + 1
-        while end < len(order) and waves[order[end]].size * (end - start + 1) <= batch_seconds * SAMPLE_RATE:
+        while end < len(order) and sizes[order[end]] * (end - start + 1) <= max_padded:
             end += 1
-        rows = order[start:end]
-        for i, text in zip(rows, _decode_batch(model, frontend, config, [waves[i] for i in rows], device), strict=True):
-            texts[i] = text
+        batches.append(order[start:end])
         start = end
-    return texts
-
-
-@torch.no_grad()
-def _decode_batch(
-    model: AcousticModel,
-    frontend: LogMelFrontend,
-    config: BundleConfig,
-    waves: list[np.ndarray],
-    device: torch.device | str,
-) -> list[str]:
-    lengths = torch.tensor([w.size for w in waves])
-    batch = torch.zeros(len(waves), int(lengths.max()))
-    for row, wave in enumerate(waves):
-        batch[row, : wave.size] = torch.from_numpy(wave)
-    feats, frame_lengths = frontend(batch.to(device), lengths.to(device))
-    log_probs, out_lengths = model(feats, frame_lengths)
-    hyps = greedy_decode(log_probs.cpu(), out_lengths.cpu(), config.tokens, config.blank_id, config.frame_seconds)
-    return [h.text for h in hyps]
+    return batches
 
 
 def score(references: list[str], hypotheses: list[str], seconds: float = 0.0) -> Score:

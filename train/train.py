@@ -1,9 +1,10 @@
 """Train the CTC acoustic model (``asr-train``): one readable loop.
 
-Configuration is data: :class:`TrainConfig` holds every knob, it can be read from a JSON file
-(``--config``) and any field overridden on the command line. Checkpoints carry the model's bundle
-config, the training config and the metrics history, so ``--resume`` continues exactly where a
-run stopped and ``train.export`` needs nothing else.
+Configuration is data: :class:`train.config.TrainConfig` holds every knob, it can be read from a
+JSON file (``--config``) and any field overridden on the command line. Checkpoints
+(:mod:`train.checkpoint`) carry the model's bundle config, the training config and the metrics
+history, so ``--resume`` continues exactly where a run stopped and ``train.export`` needs nothing
+else. Dev WER is measured through the server's recognizer and decoder (:mod:`train.scoring`).
 
 Examples::
 
@@ -17,101 +18,36 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import functools
-import json
 import logging
 import math
 import random
-import shutil
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from app.asr.allocator import tune_malloc
 from app.asr.bundle import build_model, load_bundle
 from app.asr.configs import ENGLISH_CHARS, BundleConfig, default_config
 from app.asr.features import LogMelFrontend
 from app.asr.model import SepConvCTC
+from app.process import tune_malloc
+from train.checkpoint import State, keep_checkpoint, load_checkpoint, save_checkpoint
+from train.config import TrainConfig, parse_train_args
 from train.data.augment import AugmentConfig
 from train.data.dataset import BucketBatchSampler, SpeechDataset, Utterance, load_utterances, parse_manifest_arg
 from train.data.dataset import worker_init as dataset_worker_init
 from train.data.wordpieces import learn_word_pieces
-from train.scoring import score, transcribe
+from train.loop import Every, Losses, Record, budget_spent, keep_best
+from train.runlog import log_entry
+from train.scoring import score, training_recognizer, transcribe
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (saved inside each checkpoint)."""
-
-    train: list[str] = field(default_factory=list)  # manifests, 'path.jsonl[:repeats]'
-    dev: list[str] = field(default_factory=list)  # dev manifests, scored separately; mean WER picks the best
-    out: str = "runs/en-small"
-    name: str = "en-small"
-    init: str | None = None  # bundle folder to fine-tune from
-    stride: int = 0  # total time stride; 0 keeps the architecture's (with --init: the bundle's)
-    vocab: int = 0  # tokens: 0 keeps the bundle's (characters for a new model); N adds word pieces up to N
-    new_head: bool = False  # with --init: a freshly initialised output layer even if the tokens are unchanged
-    resume: bool = False
-    device: str = "auto"  # auto, cpu, cuda
-    threads: int = 2
-    workers: int = 1
-    seed: int = 1234
-    batch_seconds: float = 80.0  # padded audio seconds per batch
-    lr: float = 3e-3
-    warmup_steps: int = 300
-    weight_decay: float = 1e-3
-    grad_clip: float = 1.0
-    max_hours: float = 1.0  # training wall-clock budget, summed over resumes
-    decay_hours: float = 0.0  # the budget's last hours: the learning rate falls linearly to zero
-    max_steps: int = 0  # 0: no step limit
-    eval_minutes: float = 6.0
-    checkpoint_minutes: float = 5.0
-    keep_checkpoints: int = 0  # also keep the last N periodic checkpoints in OUT/checkpoints/ (asr-average)
-    log_steps: int = 20
-    max_utt_seconds: float = 16.0
-    stats_utterances: int = 500
-    augment: bool = True
-    augment_from_epoch: int = 1  # curriculum: the first epoch is clean audio, short utterances first
-    augment_strength: float = 1.0  # scales every augmentation probability and SpecAugment width
-    dev_limit: int = 400  # at most this many utterances per dev set
-
-
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Defaults from TrainConfig, then an optional JSON ``--config``, then command-line flags.
-
-    With ``--resume`` and an existing ``OUT/last.pt``, the checkpoint's config is the base instead,
-    and only the flags given explicitly (e.g. ``--max-hours``) change it.
-    """
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif f.name in ("train", "dev"):
-            parser.add_argument(flag, nargs="+", default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None)
-    args = parser.parse_args(argv)
-    explicit = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
-    values: dict[str, Any] = json.loads(args.config.read_text()) if args.config else {}
-    cfg = TrainConfig(**{**values, **explicit})
-    last = Path(cfg.out) / "last.pt"
-    if cfg.resume and last.exists():
-        saved = load_checkpoint(last)["train_config"]
-        cfg = TrainConfig(**{**saved, **explicit, "resume": True})
-    return cfg
 
 
 def lr_at(step: int, cfg: TrainConfig, hours: float = 0.0) -> float:
@@ -211,76 +147,15 @@ def load_sets(cfg: TrainConfig) -> tuple[list[Utterance], list[int], dict[str, l
 def evaluate_dev(
     model: SepConvCTC, config: BundleConfig, dev: dict[str, list[Utterance]], device: torch.device
 ) -> dict[str, float]:
-    """Greedy WER per dev set and their mean ('mean')."""
-    model.eval()
-    frontend = LogMelFrontend(config.frontend).to(device)
+    """Greedy WER per dev set and their mean ('mean'), through the served recognizer of the model."""
+    recognizer = training_recognizer(model, config, device)
     result = {}
     for name, utts in dev.items():
-        waves = [u.audio.astype(np.float32) / 32768.0 for u in utts]
-        hyps = transcribe(model, frontend, config, waves, device)
+        hyps = transcribe(recognizer, [u.audio.astype(np.float32) / 32768.0 for u in utts])
         result[name] = round(score([u.text for u in utts], hyps).wer, 4)
     if result:
         result["mean"] = round(sum(result.values()) / len(result), 4)
-    model.train()
     return result
-
-
-@dataclass
-class State:
-    """Progress that a checkpoint restores."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    train_seconds: float = 0.0
-    best_dev: float = float("inf")
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def log_entry(log: TextIO, state: State, kind: str, **values: Any) -> None:
-    """Append one line to a run's ``log.jsonl`` (kind, step, epoch, hours and ``values``) and log it."""
-    entry = {"kind": kind, "step": state.step, "epoch": state.epoch, "hours": round(state.train_seconds / 3600, 4)}
-    entry.update(values)
-    log.write(json.dumps(entry) + "\n")
-    log.flush()
-    logger.info("%s", entry)
-
-
-def save_checkpoint(
-    path: Path,
-    model: SepConvCTC,
-    optimizer: torch.optim.Optimizer,
-    config: BundleConfig,
-    cfg: TrainConfig,
-    state: State,
-) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
-    payload = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "bundle_config": config.model_dump(),
-        "train_config": dataclasses.asdict(cfg),
-        "state": dataclasses.asdict(state),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def keep_checkpoint(out: Path, step: int, keep: int) -> None:
-    """Copy ``out/last.pt`` to ``out/checkpoints/step-N.pt``; delete all but the ``keep`` latest."""
-    if keep <= 0:
-        return
-    folder = out / "checkpoints"
-    folder.mkdir(exist_ok=True)
-    shutil.copyfile(out / "last.pt", folder / f"step-{step:07d}.pt")
-    for old in sorted(folder.glob("step-*.pt"))[:-keep]:
-        old.unlink()
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def pick_device(name: str) -> torch.device:
@@ -289,7 +164,9 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def ctc_step(model: SepConvCTC, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+def ctc_loss(
+    model: SepConvCTC, config: BundleConfig, batch: dict[str, torch.Tensor], device: torch.device
+) -> torch.Tensor:
     """Mean CTC loss of one batch (autocast on CUDA; the loss itself is computed in float32)."""
     feats = batch["features"].to(device, non_blocking=True)
     lengths = batch["lengths"].to(device)
@@ -301,26 +178,57 @@ def ctc_step(model: SepConvCTC, batch: dict[str, torch.Tensor], device: torch.de
         batch["targets"].to(device),
         out_lengths,
         batch["target_lengths"].to(device),
-        blank=0,
+        blank=config.blank_id,
         reduction="mean",
         zero_infinity=True,
     )
 
 
-def run(argv: list[str] | None = None) -> State:
-    """Run ``asr-train`` with ``argv``; return the final training state."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = parse_args(argv)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    tune_malloc()  # reuse the feature and activation blocks of one batch for the next
-    device = pick_device(cfg.device)
-    resume_path = out / "last.pt"
+@dataclass
+class Trainee:
+    """What a run trains and saves: its settings, the model with its bundle config, and the optimizer."""
+
+    cfg: TrainConfig
+    config: BundleConfig
+    model: SepConvCTC
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    def step(self, batch: dict[str, torch.Tensor], state: State) -> tuple[float, float]:
+        """One optimiser step at the scheduled learning rate; return the loss and the gradient norm."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(state.step + 1, self.cfg, state.train_seconds / 3600)
+        loss = ctc_loss(self.model, self.config, batch, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return loss.item(), float(grad_norm)
+
+    def save(self, name: str, state: State, metrics: dict[str, float] | None = None) -> None:
+        """Write ``OUT/name`` (with ``metrics`` in its bundle config, when given)."""
+        config = self.config if metrics is None else self.config.model_copy(update={"metrics": metrics})
+        save_checkpoint(self.out / name, self.model.state_dict(), self.optimizer, config, self.cfg, state)
+
+    def evaluate(self, dev: dict[str, list[Utterance]], state: State, record: Record) -> None:
+        """Score the dev sets; the lowest mean WER yet is written as ``best.pt``."""
+        wer = evaluate_dev(self.model, self.config, dev, self.device)
+        keep_best(wer, state, record, lambda best: self.save("best.pt", state, best))
+
+    def checkpoint(self, state: State) -> None:
+        """Write ``last.pt`` to resume from (and a kept copy of it, with ``--keep-checkpoints``)."""
+        self.save("last.pt", state)
+        keep_checkpoint(self.out, state.step, self.cfg.keep_checkpoints)
+
+
+def start(cfg: TrainConfig, utts: list[Utterance], device: torch.device) -> tuple[Trainee, State]:
+    """The model, optimizer and progress: from ``OUT/last.pt`` with ``--resume``, else new (or ``--init``)."""
+    resume_path = Path(cfg.out) / "last.pt"
     checkpoint = load_checkpoint(resume_path) if cfg.resume and resume_path.exists() else None
-    utts, repeats, dev = load_sets(cfg)
     if checkpoint is not None:
         config = BundleConfig.model_validate(checkpoint["bundle_config"])
         _, model = build_model(config)
@@ -331,56 +239,46 @@ def run(argv: list[str] | None = None) -> State:
         config, model = build_config(cfg, utts)
         state = State()
     model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    return Trainee(cfg, config, model, optimizer, device), state
+
+
+def run(argv: list[str] | None = None) -> State:
+    """Run ``asr-train`` with ``argv``; return the final training state."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = parse_train_args(argv, __doc__ or "")
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    tune_malloc()  # reuse the feature and activation blocks of one batch for the next
+    device = pick_device(cfg.device)
+    utts, repeats, dev = load_sets(cfg)
+    trainee, state = start(cfg, utts, device)
     logger.info(
         "model: %d parameters, %d training utterances (%.2f h, %.2f h per epoch with repeats)",
-        model.num_parameters(),
+        trainee.model.num_parameters(),
         len(utts),
         sum(u.seconds for u in utts) / 3600,
         sum(u.seconds * r for u, r in zip(utts, repeats, strict=True)) / 3600,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
     augment = AugmentConfig(enabled=cfg.augment).scaled(cfg.augment_strength)
-    dataset = SpeechDataset(utts, config.frontend, config.tokens, augment, seed=cfg.seed)
+    dataset = SpeechDataset(utts, trainee.config.frontend, trainee.config.tokens, augment, seed=cfg.seed)
     sampler = BucketBatchSampler([u.seconds for u in utts], repeats, cfg.batch_seconds, cfg.seed)
-    run_loop(cfg, model, optimizer, config, dataset, sampler, dev, state, device)
+    run_loop(trainee, batches(cfg, dataset, sampler, state), dev, state)
     return state
 
 
-def run_loop(
-    cfg: TrainConfig,
-    model: SepConvCTC,
-    optimizer: torch.optim.Optimizer,
-    config: BundleConfig,
-    dataset: SpeechDataset,
-    sampler: BucketBatchSampler,
-    dev: dict[str, list[Utterance]],
-    state: State,
-    device: torch.device,
-) -> None:
-    """Epochs of CTC training with periodic dev evaluation and checkpoints, until a budget is spent."""
-    out = Path(cfg.out)
-    log = (out / "log.jsonl").open("a")
-    start = time.time() - state.train_seconds
-    last_eval = last_ckpt = time.time()
-    losses: list[float] = []
-
-    record = functools.partial(log_entry, log, state)
-
-    def evaluate_and_keep_best() -> None:
-        wer = evaluate_dev(model, config, dev, device)
-        state.history.append({"step": state.step, "hours": state.train_seconds / 3600, **wer})
-        record("dev", wer=wer)
-        if wer and wer["mean"] < state.best_dev:
-            state.best_dev = wer["mean"]
-            save_checkpoint(out / "best.pt", model, optimizer, config.model_copy(update={"metrics": wer}), cfg, state)
-
-    done = False
-    while not done:
+def batches(
+    cfg: TrainConfig, dataset: SpeechDataset, sampler: BucketBatchSampler, state: State
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches epoch after epoch from where ``state`` stands; an epoch fully read moves ``state`` to the next."""
+    while True:
         sampler.epoch, sampler.skip = state.epoch, state.batch_in_epoch
         dataset.augment.enabled = cfg.augment and state.epoch >= cfg.augment_from_epoch
-        loader = DataLoader(
+        yield from DataLoader(
             dataset,
             sampler=sampler,
             batch_size=None,
@@ -389,48 +287,44 @@ def run_loop(
             prefetch_factor=4 if cfg.workers else None,
             persistent_workers=False,
         )
-        for batch in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(state.step + 1, cfg, state.train_seconds / 3600)
-            loss = ctc_step(model, batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            state.step += 1
-            state.batch_in_epoch += 1
-            state.train_seconds = time.time() - start
-            losses.append(loss.item())
+        state.next_epoch()
+
+
+def run_loop(
+    trainee: Trainee, data: Iterator[dict[str, torch.Tensor]], dev: dict[str, list[Utterance]], state: State
+) -> None:
+    """CTC training with periodic dev evaluation and checkpoints, until the budget is spent."""
+    cfg = trainee.cfg
+    started = time.time() - state.train_seconds
+    eval_timer, checkpoint_timer, losses = Every(cfg.eval_minutes), Every(cfg.checkpoint_minutes), Losses()
+    with (trainee.out / "log.jsonl").open("a") as log:
+        record = functools.partial(log_entry, log, state)
+        for batch in data:
+            # step: one optimiser step; the clock counts training time over all resumes
+            loss, grad_norm = trainee.step(batch, state)
+            state.advance(started, time.time())
+            losses.add(loss)
+            # log: the mean loss since the last entry, every log_steps steps
             if state.step % cfg.log_steps == 0:
-                record(
-                    "train",
-                    loss=round(sum(losses) / len(losses), 4),
-                    lr=round(lr_at(state.step, cfg, state.train_seconds / 3600), 6),
-                    grad_norm=round(float(grad_norm), 3),
-                    batch=len(batch["lengths"]),
-                )
-                losses = []
-            now = time.time()
-            if dev and now - last_eval >= cfg.eval_minutes * 60:
-                evaluate_and_keep_best()
-                last_eval = time.time()
-            if now - last_ckpt >= cfg.checkpoint_minutes * 60:
-                save_checkpoint(out / "last.pt", model, optimizer, config, cfg, state)
-                keep_checkpoint(out, state.step, cfg.keep_checkpoints)
-                last_ckpt = time.time()
-            over_time = state.train_seconds >= cfg.max_hours * 3600
-            if over_time or (cfg.max_steps and state.step >= cfg.max_steps):
-                done = True
+                lr = round(lr_at(state.step, cfg, state.train_seconds / 3600), 6)
+                batch_size = len(batch["lengths"])
+                record("train", loss=losses.take_mean(), lr=lr, grad_norm=round(grad_norm, 3), batch=batch_size)
+            # evaluate: the dev sets every eval_minutes; the best mean WER is kept as best.pt
+            if dev and eval_timer.due():
+                trainee.evaluate(dev, state, record)
+                eval_timer.restart()
+            # checkpoint: last.pt every checkpoint_minutes, to resume from
+            if checkpoint_timer.due():
+                trainee.checkpoint(state)
+                checkpoint_timer.restart()
+            # stop: once max_hours or max_steps is spent
+            if budget_spent(cfg, state):
                 break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-    if dev:
-        evaluate_and_keep_best()
-    save_checkpoint(out / "last.pt", model, optimizer, config, cfg, state)
-    keep_checkpoint(out, state.step, cfg.keep_checkpoints)
-    record("end", best_dev=state.best_dev)
-    log.close()
+        # end: a last evaluation and checkpoint
+        if dev:
+            trainee.evaluate(dev, state, record)
+        trainee.checkpoint(state)
+        record("end", best_dev=state.best_dev)
 
 
 def main() -> None:

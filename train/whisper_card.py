@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from app.asr.configs import BundleConfig
 from app.asr.whisper.model import WhisperCTC
-from train.card import LICENCES, _cpu_name
+from train.card import LICENCES, cpu_name
 
 DCTTS_LICENCE = (
     "| dctts-reader: LJSpeech 1.1 sentences (public domain) read by one amateur speaker, from"
@@ -61,60 +62,38 @@ def model_card(
         else "no masking"
     )
     step = "the head only (encoder frozen)" if cfg["head_only"] else f"encoder block(s) {tuned} and the head"
-    return f"""# {config.name}
-
-Whisper tiny.en's pretrained audio encoder ({config.model.encoder_layers} transformer blocks, d_model
-{config.model.d_model}) with a CTC head trained here over {len(config.tokens)} characters (CTC blank, space,
-apostrophe, a-z): {config.frame_rate:.0f} output frames per second, {model.num_parameters() / 1e6:.2f} M parameters
-in the acoustic model. The encoder runs at each utterance's own length (no padding to 30 s). Whisper's
-pretrained decoder, from the same base, is available to the server as a second pass.
-
-The bundle stores only what was trained here, {stored / 1e6:.2f} M parameters: the CTC head and encoder
-block(s) {tuned} (fine-tuned copies of the pretrained ones). Every other weight is read from the base.
-
-## Base
-
-- pip package `{base.distribution}=={base.version}` (import name `{base.package}`), file `{base.file}`,
-  sha256 `{base.sha256}` (checked at load time; nothing is downloaded at run time).
-- Whisper tiny.en by OpenAI (Radford et al., 2022, [arXiv 2212.04356](https://arxiv.org/abs/2212.04356)),
-  **MIT licence**, converted to CTranslate2 by Systran.
-
-## Training data
-
-{data_table(checkpoint, metas)}
-
-Texts are normalised with `app.asr.text.normalize_text`. speechocean762 `test/` and any other evaluation
-set were used neither for training, caching nor model selection.
-
-## Recipe
-
-1. `make whisper-cache`: the Whisper log-mel frontend, the encoder's convolution stem and the frozen
-   blocks 0-{frozen - 1} run once per utterance; their states are stored in fp16 shards under
-   `data/cache/whisper-tiny-en/<set>/`.
-{cache_lines(metas)}
-2. `make whisper-train`: {step} on the cached states, ln_post frozen, CTC loss; AdamW (peak rates
-   {cfg["lr_head"]:g} for the head, {cfg["lr_blocks"]:g} for the blocks, weight decay {cfg["weight_decay"]:g}),
-   {cfg["warmup_steps"]} warm-up steps then a cosine decay over the {cfg["max_hours"]:g} h budget; batches of
-   about {cfg["batch_frames"]} padded frames from length-sorted, shuffled buckets; {augment}
-   and dropout {cfg["dropout"]:g} before the head. Sets and repeats: `{train_sets}`; dev sets
-   `{dev_sets}`. {state["step"]} steps ({state["epoch"]} full epochs) in {state["train_seconds"] / 3600:.2f} h on
-   {cfg["threads"]} thread(s) of an {_cpu_name()}.
-3. `make whisper-export`: the checkpoint with the lowest mean greedy dev WER, written with `save_bundle`.
-
-Best greedy dev WER (model selection): {dev}.
-{plot}
-## Accuracy
-
-Test-set WER per decoder, next to Whisper tiny.en through faster-whisper and pocketsphinx in the same
-run with the same normaliser, comes from `make bench-peers` and is tabled with its command in
-`docs/benchmarks.md` (and below, for the shipped bundle). The dev WERs above chose the checkpoint and
-are not test results.
-
-## Licences and citations
-
-- Base: Whisper tiny.en, MIT.
-- speechocean762: Zhang et al., "speechocean762: An Open-Source Non-native English Speech Corpus For
-  Pronunciation Assessment", Interspeech 2021, [arXiv 2104.01378](https://arxiv.org/abs/2104.01378).
-
-{LICENCES}{DCTTS_LICENCE}
-"""
+    template = (Path(__file__).parent / "whisper_card_template.md").read_text()
+    return template.format(
+        name=config.name,
+        encoder_layers=config.model.encoder_layers,
+        d_model=config.model.d_model,
+        vocab=len(config.tokens),
+        frame_rate=config.frame_rate,
+        params_m=model.num_parameters() / 1e6,
+        stored_m=stored / 1e6,
+        tuned=tuned,
+        base=base,
+        data_table=data_table(checkpoint, metas),
+        last_frozen=frozen - 1,
+        cache_lines=cache_lines(metas),
+        step=step,
+        lr_head=cfg["lr_head"],
+        lr_blocks=cfg["lr_blocks"],
+        weight_decay=cfg["weight_decay"],
+        warmup_steps=cfg["warmup_steps"],
+        max_hours=cfg["max_hours"],
+        batch_frames=cfg["batch_frames"],
+        augment=augment,
+        dropout=cfg["dropout"],
+        train_sets=train_sets,
+        dev_sets=dev_sets,
+        steps=state["step"],
+        epochs=state["epoch"],
+        hours=state["train_seconds"] / 3600,
+        threads=cfg["threads"],
+        cpu=cpu_name(),
+        dev=dev,
+        plot=plot,
+        licences=LICENCES,
+        dctts_licence=DCTTS_LICENCE,
+    )

@@ -23,14 +23,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,124 +42,22 @@ from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle, save_bundle
 from app.asr.configs import BundleConfig, whisper_ctc_config
 from app.asr.ctc import greedy_decode
 from app.asr.whisper.model import WhisperCTC
+from train.checkpoint import State, load_checkpoint, save_checkpoint
+from train.config import HeadConfig, add_flags, given, parse_head_args
 from train.data.dataset import BucketBatchSampler, parse_manifest_arg
+from train.loop import Every, Losses, Record, budget_spent, keep_best
+from train.runlog import log_entry, plot_convergence, read_log
 from train.scoring import score
-from train.train import State, log_entry
-from train.whisper_cache import (
-    CACHE_ROOT,
-    META_FILE,
-    CacheConfig,
-    encode_tuned,
-    first_tuned,
-    run_cache,
-)
+from train.whisper_cache import CACHE_ROOT, META_FILE, CacheConfig, encode_tuned, run_cache
+from train.whisper_card import model_card
+from train.whisper_data import CachedSet, collate, load_data
+
+__all__ = ["encode_tuned", "load_checkpoint", "run"]  # the names the recipe's tests use
 
 logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- step 2: train
-
-
-@dataclass
-class HeadConfig:
-    """Every setting of a training run (saved inside each checkpoint)."""
-
-    train: list[str] = field(default_factory=list)  # cached sets, 'name[:repeats]' under cache_root (or folders)
-    dev: list[str] = field(default_factory=list)  # cached dev sets; the mean greedy WER picks best.pt
-    cache_root: str = str(CACHE_ROOT)
-    out: str = "runs/en-whisper-tiny"
-    name: str = "en-whisper-tiny"
-    tuned_layers: list[int] = field(default_factory=lambda: [3])
-    head_only: bool = False  # freeze the tuned blocks too: only the CTC head learns
-    init_bundle: str | None = None  # start from an exported bundle's head and blocks
-    resume: bool = False
-    threads: int = 2
-    seed: int = 1234
-    batch_frames: int = 10000  # padded state frames per batch (50 per second: 200 s)
-    max_batch: int = 128
-    lr_head: float = 1e-3
-    lr_blocks: float = 1e-4
-    warmup_steps: int = 200
-    min_lr_ratio: float = 0.02  # the cosine decay's floor, as a fraction of the peak
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    dropout: float = 0.1  # before the head
-    time_masks: int = 2  # per utterance, each up to time_mask_frames wide
-    time_mask_frames: int = 10
-    channel_masks: int = 2  # per utterance, each up to channel_mask_width of the d_model channels
-    channel_mask_width: int = 16
-    augment: bool = True
-    max_hours: float = 1.0  # wall-clock budget over all resumes; the cosine decay spans it
-    max_steps: int = 0  # 0: no step limit (otherwise the decay also ends here)
-    eval_minutes: float = 5.0
-    checkpoint_minutes: float = 5.0
-    log_steps: int = 20
-    dev_limit: int = 400
-
-
-@dataclass
-class CachedSet:
-    """One cached set in memory: per-utterance states (frames, d_model) fp16 and target ids."""
-
-    name: str
-    states: list[Tensor]
-    targets: list[Tensor]
-    texts: list[str]
-    hours: float
-
-
-def load_cached(arg: str, root: Path, config: BundleConfig) -> tuple[CachedSet, int]:
-    """A cached set named ``name[:repeats]`` (a folder under ``root``, or a path) and its repeats."""
-    path, repeats = parse_manifest_arg(arg)
-    folder = path if path.is_dir() else root / path
-    meta = json.loads((folder / META_FILE).read_text())
-    if meta["frozen_blocks"] != first_tuned(config.model) or meta["base_sha256"] != config.model.base.sha256:
-        raise SystemExit(f"{folder} holds the states after {meta['frozen_blocks']} blocks of another base or depth")
-    cached = CachedSet(folder.name, [], [], [], 0.0)
-    for shard_file in sorted(meta["shards"]):
-        shard = torch.load(folder / shard_file, weights_only=True)
-        cached.states += list(shard["states"].split(shard["lengths"].tolist()))
-        cached.targets += list(shard["targets"].split(shard["target_lengths"].tolist()))
-        cached.texts += shard["texts"]
-        cached.hours += float(shard["seconds"].sum()) / 3600
-    logger.info("%s: %d utterances, %.2f h, x%d per epoch", folder, len(cached.states), cached.hours, repeats)
-    return cached, repeats
-
-
-def mask_states(x: Tensor, length: int, cfg: HeadConfig, rng: random.Random) -> None:
-    """SpecAugment on one utterance's states (frames, d_model), in place: zeroed time spans and channels."""
-    for _ in range(cfg.time_masks):
-        width = rng.randint(0, min(cfg.time_mask_frames, length // 10))
-        start = rng.randint(0, max(0, length - width))
-        x[start : start + width] = 0
-    for _ in range(cfg.channel_masks):
-        width = rng.randint(0, cfg.channel_mask_width)
-        start = rng.randint(0, x.shape[1] - width)
-        x[:, start : start + width] = 0
-
-
-def collate(
-    sets: list[CachedSet], index: list[tuple[int, int]], rows: list[int], cfg: HeadConfig, rng: random.Random | None
-) -> dict[str, Tensor]:
-    """Padded float32 states (batch, frames, d_model), lengths, padded targets and target lengths."""
-    items = [index[i] for i in rows]
-    states = [sets[s].states[u] for s, u in items]
-    targets = [sets[s].targets[u] for s, u in items]
-    lengths = torch.tensor([x.shape[0] for x in states])
-    batch = torch.zeros(len(states), int(lengths.max()), states[0].shape[1])
-    for row, x in enumerate(states):
-        batch[row, : x.shape[0]] = x.float()
-        if rng is not None:
-            mask_states(batch[row], x.shape[0], cfg, rng)
-    padded = torch.zeros(len(targets), max(t.numel() for t in targets), dtype=torch.long)
-    for row, t in enumerate(targets):
-        padded[row, : t.numel()] = t
-    return {
-        "states": batch,
-        "lengths": lengths,
-        "targets": padded,
-        "target_lengths": torch.tensor([t.numel() for t in targets]),
-    }
 
 
 @torch.no_grad()
@@ -184,33 +82,6 @@ def evaluate_dev(model: WhisperCTC, config: BundleConfig, dev: list[CachedSet], 
         result["mean"] = round(sum(result.values()) / len(result), 4)
     model.train()
     return result
-
-
-def save_checkpoint(
-    path: Path,
-    model: WhisperCTC,
-    optimizer: torch.optim.Optimizer,
-    config: BundleConfig,
-    cfg: HeadConfig,
-    state: State,
-    data: dict[str, Any],
-) -> None:
-    """Write a checkpoint atomically: the trained weights only, and everything needed to resume or export."""
-    payload = {
-        "model": model.trained_state(),
-        "optimizer": optimizer.state_dict(),
-        "bundle_config": config.model_dump(),
-        "train_config": dataclasses.asdict(cfg),
-        "state": dataclasses.asdict(state),
-        "data": data,
-    }
-    torch.save(payload, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def lr_scale(step: int, hours: float, cfg: HeadConfig) -> float:
@@ -254,7 +125,12 @@ def build(cfg: HeadConfig, checkpoint: dict[str, Any] | None) -> tuple[BundleCon
 
 
 def train_step(
-    model: WhisperCTC, optimizer: torch.optim.Optimizer, batch: dict[str, Tensor], scale: float, cfg: HeadConfig
+    model: WhisperCTC,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Tensor],
+    scale: float,
+    cfg: HeadConfig,
+    blank_id: int,
 ) -> tuple[float, float]:
     """One optimiser step at ``scale`` times each group's peak rate; return the CTC loss and the gradient norm."""
     for group in optimizer.param_groups:
@@ -265,7 +141,7 @@ def train_step(
         batch["targets"],
         batch["lengths"],
         batch["target_lengths"],
-        blank=0,
+        blank=blank_id,
         reduction="mean",
         zero_infinity=True,
     )
@@ -277,39 +153,27 @@ def train_step(
     return loss.item(), round(float(grad_norm), 3)
 
 
-def parse_train_args(argv: list[str]) -> HeadConfig:
-    """Defaults from :class:`HeadConfig`, then flags; with ``--resume``, the checkpoint's config and the flags given."""
-    parser = argparse.ArgumentParser(prog="asr-train-head train", description="train the tuned blocks and the head")
-    add_flags(parser, HeadConfig)
-    explicit = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    cfg = HeadConfig(**explicit)
-    last = Path(cfg.out) / "last.pt"
-    if cfg.resume and last.exists():
-        cfg = HeadConfig(**{**load_checkpoint(last)["train_config"], **explicit, "resume": True})
-    return cfg
+@dataclass
+class HeadRun:
+    """What a run trains and saves: its settings, the model with its bundle config, the optimizer, and
+    the summary of the data (saved in each checkpoint for the model card)."""
 
+    cfg: HeadConfig
+    config: BundleConfig
+    model: WhisperCTC
+    optimizer: torch.optim.Optimizer
+    data: dict[str, Any]
 
-def load_data(
-    cfg: HeadConfig, config: BundleConfig
-) -> tuple[list[CachedSet], list[int], list[CachedSet], dict[str, Any]]:
-    """The training sets with their repeats, the dev sets (at most ``dev_limit`` utterances each) and a summary."""
-    root = Path(cfg.cache_root)
-    loaded = [load_cached(arg, root, config) for arg in cfg.train]
-    train_sets, repeats = [c for c, _ in loaded], [r for _, r in loaded]
-    dev = [load_cached(arg, root, config)[0] for arg in cfg.dev]
-    for d in dev:
-        keep = sorted(random.Random(cfg.seed).sample(range(len(d.states)), min(cfg.dev_limit, len(d.states))))
-        d.states, d.targets, d.texts = ([items[i] for i in keep] for items in (d.states, d.targets, d.texts))
-        d.hours = sum(x.shape[0] for x in d.states) / config.frame_rate / 3600
-    summary: dict[str, Any] = {"train": {}, "dev": {}}
-    for role, sets, counts in (("train", train_sets, repeats), ("dev", dev, [0] * len(dev))):
-        for c, r in zip(sets, counts, strict=True):
-            summary[role][c.name] = {
-                "hours": round(c.hours, 3),
-                "utterances": len(c.states),
-                **({"repeats": r} if r else {}),
-            }
-    return train_sets, repeats, dev, summary
+    def save(self, name: str, state: State, metrics: dict[str, float] | None = None) -> None:
+        """Write ``OUT/name``: the trained weights only (with ``metrics`` in its bundle config, when given)."""
+        config = self.config if metrics is None else self.config.model_copy(update={"metrics": metrics})
+        path = Path(self.cfg.out) / name
+        save_checkpoint(path, self.model.trained_state(), self.optimizer, config, self.cfg, state, data=self.data)
+
+    def evaluate(self, dev: list[CachedSet], state: State, record: Record) -> None:
+        """Score the dev sets; the lowest mean WER yet is written as ``best.pt``."""
+        wer = evaluate_dev(self.model, self.config, dev, self.cfg)
+        keep_best(wer, state, record, lambda best: self.save("best.pt", state, best))
 
 
 def run_train(cfg: HeadConfig) -> State:
@@ -328,57 +192,51 @@ def run_train(cfg: HeadConfig) -> State:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("%d trainable parameters, %d training utterances, step %d", trainable, len(index), state.step)
     rng = random.Random(cfg.seed + state.step)
-    log = (out / "log.jsonl").open("a")
-    start = time.time() - state.train_seconds
-    last_eval = last_ckpt = time.time()
-    losses: list[float] = []
-
-    record = functools.partial(log_entry, log, state)
-
-    def evaluate() -> None:
-        wer = evaluate_dev(model, config, dev, cfg)
-        state.history.append({"step": state.step, "hours": state.train_seconds / 3600, **wer})
-        record("dev", wer=wer)
-        if wer and wer["mean"] < state.best_dev:
-            state.best_dev = wer["mean"]
-            best = config.model_copy(update={"metrics": wer})
-            save_checkpoint(out / "best.pt", model, optimizer, best, cfg, state, data)
-
-    done = state.train_seconds >= cfg.max_hours * 3600 or bool(cfg.max_steps and state.step >= cfg.max_steps)
-    while not done:
-        sampler.epoch, sampler.skip = state.epoch + 1, state.batch_in_epoch  # epoch 0 would be the sorted curriculum
-        for rows in sampler:
-            scale = lr_scale(state.step + 1, state.train_seconds / 3600, cfg)
-            batch = collate(train_sets, index, rows, cfg, rng if cfg.augment else None)
-            loss, grad_norm = train_step(model, optimizer, batch, scale, cfg)
-            state.step += 1
-            state.batch_in_epoch += 1
-            state.train_seconds = time.time() - start
-            losses.append(loss)
-            if state.step % cfg.log_steps == 0:
-                mean_loss = round(sum(losses) / len(losses), 4)
-                record(
-                    "train", loss=mean_loss, lr_head=round(cfg.lr_head * scale, 7), grad_norm=grad_norm, batch=len(rows)
-                )
-                losses = []
-            if dev and time.time() - last_eval >= cfg.eval_minutes * 60:
-                evaluate()
-                last_eval = time.time()
-            if time.time() - last_ckpt >= cfg.checkpoint_minutes * 60:
-                save_checkpoint(out / "last.pt", model, optimizer, config, cfg, state, data)
-                last_ckpt = time.time()
-            if state.train_seconds >= cfg.max_hours * 3600 or (cfg.max_steps and state.step >= cfg.max_steps):
-                done = True
-                break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
-    if dev:
-        evaluate()
-    save_checkpoint(out / "last.pt", model, optimizer, config, cfg, state, data)
-    record("end", best_dev=state.best_dev)
-    log.close()
+    batches = (collate(train_sets, index, rows, cfg, rng if cfg.augment else None) for rows in epochs(sampler, state))
+    run_loop(HeadRun(cfg, config, model, optimizer, data), batches, dev, state)
     return state
+
+
+def epochs(sampler: BucketBatchSampler, state: State) -> Iterator[list[int]]:
+    """Batches of rows epoch after epoch from where ``state`` stands; an epoch fully read moves ``state`` on."""
+    while True:
+        sampler.epoch, sampler.skip = state.epoch + 1, state.batch_in_epoch  # epoch 0 would be the sorted curriculum
+        yield from sampler
+        state.next_epoch()
+
+
+def run_loop(run: HeadRun, batches: Iterator[dict[str, Tensor]], dev: list[CachedSet], state: State) -> None:
+    """Train the head (and tuned blocks) with periodic dev evaluation and checkpoints, until the budget is spent."""
+    cfg = run.cfg
+    started = time.time() - state.train_seconds
+    eval_timer, checkpoint_timer, losses = Every(cfg.eval_minutes), Every(cfg.checkpoint_minutes), Losses()
+    with (Path(cfg.out) / "log.jsonl").open("a") as log:
+        record = functools.partial(log_entry, log, state)
+        while not budget_spent(cfg, state):
+            # step: one optimiser step at the scheduled fraction of each group's peak rate
+            scale = lr_scale(state.step + 1, state.train_seconds / 3600, cfg)
+            batch = next(batches)
+            loss, grad_norm = train_step(run.model, run.optimizer, batch, scale, cfg, run.config.blank_id)
+            state.advance(started, time.time())
+            losses.add(loss)
+            # log: the mean loss since the last entry, every log_steps steps
+            if state.step % cfg.log_steps == 0:
+                lr_head = round(cfg.lr_head * scale, 7)
+                batch_size = len(batch["lengths"])
+                record("train", loss=losses.take_mean(), lr_head=lr_head, grad_norm=grad_norm, batch=batch_size)
+            # evaluate: the dev sets every eval_minutes; the best mean WER is kept as best.pt
+            if dev and eval_timer.due():
+                run.evaluate(dev, state, record)
+                eval_timer.restart()
+            # checkpoint: last.pt every checkpoint_minutes, to resume from
+            if checkpoint_timer.due():
+                run.save("last.pt", state)
+                checkpoint_timer.restart()
+        # end: a last evaluation and checkpoint
+        if dev:
+            run.evaluate(dev, state, record)
+        run.save("last.pt", state)
+        record("end", best_dev=state.best_dev)
 
 
 # ---------------------------------------------------------------- step 3: export
@@ -386,9 +244,6 @@ def run_train(cfg: HeadConfig) -> State:
 
 def run_export(checkpoint_path: Path, out: Path, cache_root: Path, log: Path | None = None) -> Path:
     """Write the bundle of a checkpoint (config with its dev metrics, trained weights, card); return its folder."""
-    from train.export import plot_convergence, read_log
-    from train.whisper_card import model_card
-
     checkpoint = load_checkpoint(checkpoint_path)
     saved = BundleConfig.model_validate(checkpoint["bundle_config"])
     cfg = checkpoint["train_config"]
@@ -420,19 +275,6 @@ def run_export(checkpoint_path: Path, out: Path, cache_root: Path, log: Path | N
 # ---------------------------------------------------------------- command line
 
 
-def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One ``--flag`` per dataclass field (lists take several values, booleans --x/--no-x); default None."""
-    for f in dataclasses.fields(config_class):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif kind.startswith("list["):
-            parser.add_argument(flag, nargs="+", type=int if kind == "list[int]" else str, default=None)
-        else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None)
-
-
 def run(argv: list[str] | None = None) -> Any:
     """Run ``asr-train-head {cache,train,export} ...``; return what the step returns."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -442,10 +284,9 @@ def run(argv: list[str] | None = None) -> Any:
     if args.step == "cache":
         sub = argparse.ArgumentParser(prog="asr-train-head cache", description="cache the frozen encoder's states")
         add_flags(sub, CacheConfig)
-        values = {k: v for k, v in vars(sub.parse_args(rest)).items() if v is not None}
-        return run_cache(CacheConfig(**values))
+        return run_cache(CacheConfig(**given(sub.parse_args(rest))))
     if args.step == "train":
-        return run_train(parse_train_args(rest))
+        return run_train(parse_head_args(rest))
     sub = argparse.ArgumentParser(prog="asr-train-head export", description="write the bundle of a checkpoint")
     sub.add_argument("--checkpoint", type=Path, default=Path("runs/en-whisper-tiny/best.pt"))
     sub.add_argument("--out", type=Path, default=Path("models/en-whisper-tiny"))
