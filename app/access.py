@@ -18,13 +18,21 @@ from collections.abc import Collection
 from enum import Enum
 from typing import Any
 
-from fastapi.responses import JSONResponse
 from starlette._utils import get_route_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api_keys import KeyRing
 from app.config import Settings
-from app.errors import ServiceError, error_body
+from app.errors import (
+    NotServed,
+    OriginNotAllowed,
+    RateLimited,
+    Refusal,
+    Unauthenticated,
+    describe,
+    json_response,
+    ws_message,
+)
 from app.metrics import Metrics
 from app.origins import OriginPolicy
 from app.rate_limit import StreamCounts, TokenBuckets, retry_after
@@ -34,8 +42,6 @@ logger = logging.getLogger(__name__)
 PROBES = frozenset({"/healthz", "/readyz"})
 SUBPROTOCOL = "asr"
 KEY_SUBPROTOCOL = "bearer."
-UNAUTHENTICATED_CLOSE = 4401  # 4000-4999 are the application's codes; this one mirrors HTTP 401
-TRY_LATER_CLOSE = 1013
 
 
 class Access(Enum):
@@ -46,35 +52,6 @@ class Access(Enum):
     OPEN = "open"
     KEY = "key"
     CLOSED = "closed"
-
-
-class Refusal(ServiceError):
-    """A caller turned away. ``close_code`` is the WebSocket close after an error message; None
-    refuses the WebSocket handshake itself with the HTTP status."""
-
-    close_code: int | None = None
-
-
-class Unauthenticated(Refusal):
-    status = 401
-    type = "authentication_error"
-    close_code = UNAUTHENTICATED_CLOSE
-
-
-class OriginNotAllowed(Refusal):
-    status = 403
-    type = "permission_error"
-
-
-class NotServed(Refusal):
-    status = 404
-    type = "http_error"
-
-
-class RateLimited(Refusal):
-    status = 429
-    type = "rate_limit_error"
-    close_code = TRY_LATER_CLOSE
 
 
 class AccessPolicy:
@@ -216,14 +193,15 @@ def _answering_subprotocol(scope: Scope, send: Send) -> Send:
 
 
 async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
-    body = error_body(refusal.type, refusal.message, refusal.code)
+    """The refusal as the error table renders it: an HTTP answer, a refused WebSocket handshake
+    (rows without a close code), or an error message and the row's close code."""
+    problem = describe(refusal)
     if scope["type"] == "http":
-        await JSONResponse(body, status_code=refusal.status, headers=refusal.headers)(scope, receive, send)
+        await json_response(problem)(scope, receive, send)
         return
-    if refusal.close_code is None:  # refuse the handshake: an HTTP answer, no WebSocket
+    if problem.close is None:  # refuse the handshake: an HTTP answer, no WebSocket
         if "websocket.http.response" in scope.get("extensions", {}):
-            response = JSONResponse(body, status_code=refusal.status, headers=refusal.headers)
-            await response(scope, receive, send)
+            await json_response(problem)(scope, receive, send)
         else:
             await send({"type": "websocket.close", "code": 1008})
         return
@@ -232,9 +210,7 @@ async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) 
     accept: dict[str, Any] = {"type": "websocket.accept"}
     if SUBPROTOCOL in scope.get("subprotocols", []):
         accept["subprotocol"] = SUBPROTOCOL
-    error = {"type": refusal.type, "code": refusal.code, "message": refusal.message}
-    message = {"type": "error", "code": refusal.code, "message": refusal.message, "error": error}  # also OpenAI's shape
     with contextlib.suppress(OSError):  # a client that hangs up meanwhile is no error
         await send(accept)
-        await send({"type": "websocket.send", "text": json.dumps(message)})
-        await send({"type": "websocket.close", "code": refusal.close_code, "reason": refusal.code})
+        await send({"type": "websocket.send", "text": json.dumps(ws_message(problem))})  # also OpenAI's shape
+        await send({"type": "websocket.close", "code": problem.close, "reason": refusal.code})

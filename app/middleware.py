@@ -10,7 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import Overloaded, body_too_large, error_body
+from app.errors import Overloaded, Problem, body_too_large, internal_error
 from app.logs import request_id_var
 from app.metrics import Metrics
 
@@ -51,11 +51,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            error_id = uuid.uuid4().hex[:16]
-            logger.exception("unhandled error %s", error_id)
-            self.metrics.errors.labels(type="server_error").inc()
+            problem = internal_error("unhandled error")
+            problem.record(self.metrics)
             if scope["type"] == "http" and not status["sent"]:
-                await _send_500(send_with_id, error_id)
+                await _send_problem(send_with_id, problem)
             elif scope["type"] == "http":
                 raise
         finally:
@@ -165,13 +164,12 @@ def _route_label(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
-async def _send_500(send: Send, error_id: str) -> None:
-    message = f"internal error; quote error id {error_id} when reporting it"
-    body = json.dumps(error_body("server_error", message, "internal_error", id=error_id)).encode()
+async def _send_problem(send: Send, problem: Problem) -> None:
+    body = json.dumps({"error": problem.error()}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 500,
+            "status": problem.status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
     )

@@ -18,8 +18,9 @@ from app.asr.subtitles import Segment, segment_words, to_srt, to_vtt
 from app.config import Settings
 from app.dependencies import get_engine, get_settings
 from app.engine.admission import Held
-from app.engine.engine import Engine, RequestTimeout
-from app.errors import DeadlineExceeded, InvalidParameter, InvalidRequest, ServiceError
+from app.engine.engine import Engine
+from app.errors import InvalidParameter, InvalidRequest, describe, sse_event
+from app.metrics import Metrics
 from app.routers.decoding import DecodeParams, choose_decoder, validated, with_form_fields
 from app.routers.disconnect import unless_disconnected
 from app.routers.inputs import decode_upload, multipart_openapi, read_upload
@@ -131,7 +132,8 @@ async def create_transcription(
     duration = audio.shape[0] / config.sample_rate
     if form.stream:
         pieces = engine.transcribe_pieces(audio, decoder, deadline=upload.deadline)
-        return await _stream(pieces, duration, engine.holding_upload(audio))
+        metrics = getattr(request.app.state, "metrics", None)
+        return await _stream(pieces, duration, engine.holding_upload(audio), metrics)
     with engine.holding_upload(audio):
         result = await unless_disconnected(request, engine.transcribe(audio, decoder, deadline=upload.deadline))
     return _render(form, result.hypothesis, round(result.duration, 3))
@@ -176,11 +178,14 @@ def _segment_json(index: int, segment: Segment, temperature: float) -> dict[str,
     }
 
 
-async def _stream(pieces: AsyncGenerator[Hypothesis, None], duration: float, held: Held) -> Response:
+async def _stream(
+    pieces: AsyncGenerator[Hypothesis, None], duration: float, held: Held, metrics: Metrics | None
+) -> Response:
     """Server-sent events: a delta per recognised word as each piece is decoded, then the full text.
 
     The first piece is awaited before answering, so a full queue or a timeout still gets its
-    status code; later failures end the stream with an ``error`` event. ``held`` (the upload's
+    status code; later failures end the stream with an ``error`` event of the same type and code
+    (the error table's, :mod:`app.errors`). ``held`` (the upload's
     audio, held against the server's budget) is released after the last event, or when the
     response is dropped unfinished.
     """
@@ -201,7 +206,10 @@ async def _stream(pieces: AsyncGenerator[Hypothesis, None], duration: float, hel
                     yield _sse({"type": "transcript.text.delta", "delta": delta})
                 hyp = await anext(pieces, None)
         except Exception as exc:
-            yield _sse({"type": "error", "error": _stream_error(exc)})
+            problem = describe(exc, "streamed transcription failed")
+            problem.record(metrics)
+            problem.log("streamed transcription failed")
+            yield _sse(sse_event(problem))
             return
         finally:
             await pieces.aclose()
@@ -212,15 +220,6 @@ async def _stream(pieces: AsyncGenerator[Hypothesis, None], duration: float, hel
     body = events()
     weakref.finalize(body, held.release)  # a response dropped before its first event
     return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-def _stream_error(exc: Exception) -> dict[str, Any]:
-    if isinstance(exc, RequestTimeout):
-        exc = DeadlineExceeded(str(exc), code="deadline_exceeded")
-    if isinstance(exc, ServiceError):
-        return {"type": exc.type, "message": exc.message, "code": exc.code}
-    logger.exception("streamed transcription failed")
-    return {"type": "server_error", "message": "transcription failed", "code": "server_error"}
 
 
 def _sse(event: dict[str, Any]) -> str:

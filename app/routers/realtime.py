@@ -21,6 +21,7 @@ from fastapi import APIRouter, WebSocket
 
 from app.engine.engine import EngineState, EngineUnavailable
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
+from app.errors import Problem
 from app.routers.openai import LANGUAGES, model_names
 from app.routers.realtime_protocol import (
     CLIENT_EVENTS,
@@ -36,11 +37,12 @@ from app.routers.realtime_protocol import (
     error_event,
     event,
     pcm16,
+    problem_event,
     session_json,
     updated,
     validated,
 )
-from app.routers.stream import GOING_AWAY, INTERNAL, POLICY, TRY_LATER, StreamClosed, StreamConnection
+from app.routers.stream import GOING_AWAY, POLICY, StreamClosed, StreamConnection
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +83,7 @@ class RealtimeConnection(StreamConnection):
         if self.ws.query_params.get("intent") != "transcription":
             message = "this server serves transcription sessions: connect to /v1/realtime?intent=transcription"
             raise StreamClosed(POLICY, "unsupported_intent", message)
-        try:
-            served = self.engine.model_config().name
-        except EngineUnavailable as exc:
-            raise StreamClosed(TRY_LATER, "not_ready", f"{exc}; retry later") from exc
+        served = self.engine.model_config().name  # EngineUnavailable: the error table's not_ready
         s = self.settings
         names = model_names(s, served)
         self.limits = Limits(
@@ -102,8 +101,8 @@ class RealtimeConnection(StreamConnection):
         self.built = self.config
         try:
             session = super()._open()
-        except StreamClosed as exc:
-            if exc.error == "not_ready" and self.engine.state is EngineState.DRAINING:
+        except EngineUnavailable as exc:
+            if self.engine.state is EngineState.DRAINING:
                 raise StreamClosed(GOING_AWAY) from exc  # shutting down between two buffers
             raise
         self.session = session
@@ -199,9 +198,8 @@ class RealtimeConnection(StreamConnection):
         else:
             self.items.hold(message)
 
-    def _error_message(self, code: int, error: str, message: str) -> dict[str, Any]:
-        kind = "server_error" if code in (TRY_LATER, INTERNAL) else "invalid_request_error"
-        return error_event(message, error, type_=kind)
+    def _error_message(self, problem: Problem) -> dict[str, Any]:
+        return problem_event(problem)
 
     # Client events
 

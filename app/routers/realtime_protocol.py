@@ -19,6 +19,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.errors import Problem
+
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
 PCM, PCMU, PCMA = "audio/pcm", "audio/pcmu", "audio/pcma"
 G711_RATE = 8000
@@ -284,6 +286,11 @@ def error_event(
     """An ``error`` event in OpenAI's shape; ``event_id`` names the client event at fault."""
     error = {"type": type_ or "invalid_request_error", "code": code, "message": message, "param": param}
     return event("error", error={**error, "event_id": event_id})
+
+
+def problem_event(problem: Problem) -> dict[str, Any]:
+    """The ``error`` event before a close: the type and code of the error table's ``problem``."""
+    return error_event(problem.message, str(problem.code), type_=problem.type)
 
 
 @dataclass

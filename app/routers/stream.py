@@ -7,7 +7,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import MutableMapping
 from typing import Any, Literal
 
@@ -15,17 +14,29 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.config import Settings
-from app.engine.batcher import QueueFull
-from app.engine.engine import Engine, EngineUnavailable
+from app.engine.engine import Engine
 from app.engine.pacing import AudioTooFast, PaceLimits, StreamPace
 from app.engine.streaming import StreamBacklog, StreamOptions, StreamRegistry, StreamSession, StreamTuning
+from app.errors import (
+    GOING_AWAY,
+    INTERNAL,
+    NORMAL,
+    POLICY,
+    TOO_BIG,
+    TRY_LATER,
+    UNSUPPORTED,
+    Problem,
+    describe,
+    stream_closing,
+    ws_message,
+)
 from app.metrics import Metrics, close_code_label
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["streaming"])
 
-NORMAL, GOING_AWAY, UNSUPPORTED, POLICY, TOO_BIG, INTERNAL, TRY_LATER = 1000, 1001, 1003, 1008, 1009, 1011, 1013
+__all__ = ["GOING_AWAY", "INTERNAL", "NORMAL", "POLICY", "TOO_BIG", "TRY_LATER", "UNSUPPORTED", "router"]
 _END_CODES = {"eof": NORMAL, "shutdown": GOING_AWAY}
 BACKLOG_MARGIN_S = 10.0  # audio a stream's inbox may hold beyond its burst while the server is busy
 
@@ -61,6 +72,9 @@ class StreamClosed(Exception):
         self.error = error
         self.message = message
 
+    def problem(self) -> Problem | None:
+        return None if self.error is None else stream_closing(self.code, self.error, self.message)
+
 
 @router.websocket("/stream")
 async def stream(websocket: WebSocket) -> None:
@@ -90,20 +104,13 @@ class StreamConnection:
             session = self._open()
             await self._close(await self._run(session))
         except StreamClosed as exc:
-            await self._close(exc.code, exc.error, exc.message)
+            await self._close(exc.code, exc.problem())
         except WebSocketDisconnect as exc:
             self.metrics.stream_closes.labels(code=close_code_label(exc.code)).inc()
-        except QueueFull:
-            self.metrics.rejected.labels(reason="queue_full").inc()
-            await self._close(TRY_LATER, "overloaded", "the server is at capacity; reconnect later")
-        except EngineUnavailable:
-            await self._close(TRY_LATER, "not_ready", "the server cannot take work now; reconnect later")
-        except Exception:
-            error_id = uuid.uuid4().hex[:16]
-            logger.exception("stream failed; error id %s", error_id)
-            self.metrics.errors.labels(type="server_error").inc()
-            message = f"internal error; quote error id {error_id} when reporting it"
-            await self._close(INTERNAL, "internal_error", message)
+        except Exception as exc:  # the error table's (a full queue, a model not ready) or an internal one
+            problem = describe(exc, "stream failed")
+            problem.record(self.metrics)
+            await self._close(problem.close or INTERNAL, problem)
         finally:
             if session is not None:
                 self.registry.remove(session)
@@ -113,10 +120,7 @@ class StreamConnection:
             self.metrics.rejected.labels(reason="too_many_streams").inc()
             message = f"the server serves its limit of {self.registry.limit} streams; retry later"
             raise StreamClosed(TRY_LATER, "too_many_streams", message)
-        try:
-            session = StreamSession(self.engine, self._defaults(), self._emit, self.metrics, self._tuning())
-        except EngineUnavailable as exc:
-            raise StreamClosed(TRY_LATER, "not_ready", f"{exc}; retry later") from exc
+        session = StreamSession(self.engine, self._defaults(), self._emit, self.metrics, self._tuning())
         self.registry.add(session)
         return session
 
@@ -124,9 +128,9 @@ class StreamConnection:
         """Send a session's message (a partial or a final) to the client."""
         await self.ws.send_json(message)
 
-    def _error_message(self, code: int, error: str, message: str) -> dict[str, Any]:
-        """The message that tells the client why the stream closes with ``code``."""
-        return {"type": "error", "code": error, "message": message}
+    def _error_message(self, problem: Problem) -> dict[str, Any]:
+        """The message that tells the client why the stream closes."""
+        return ws_message(problem)
 
     def _defaults(self) -> StreamOptions:
         s = self.settings
@@ -140,7 +144,7 @@ class StreamConnection:
             vad=s.stream_vad,
             vad_threshold=s.stream_vad_threshold,
             max_context_s=s.stream_max_context_s,
-            final_decoder=None if s.stream_final_decoder == "auto" else s.stream_final_decoder,
+            final_decoder=self.engine.plan.stream_final_decoder,
             max_backlog_s=s.stream_burst_s + BACKLOG_MARGIN_S,
         )
 
@@ -271,12 +275,12 @@ class StreamConnection:
             max_utterance_s=longest,
         )
 
-    async def _close(self, code: int, error: str | None = None, message: str = "") -> None:
+    async def _close(self, code: int, problem: Problem | None = None) -> None:
         """Send the error message (if any) and close; a client already gone is not an error."""
         self.metrics.stream_closes.labels(code=close_code_label(code)).inc()
-        if error is not None:
-            logger.warning("stream closed with %d %s: %s", code, error, message)
+        if problem is not None:
+            problem.log(f"stream closed with {code}")
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            if error is not None:
-                await self.ws.send_json(self._error_message(code, error, message))
-            await self.ws.close(code, reason=error or "")
+            if problem is not None:
+                await self.ws.send_json(self._error_message(problem))
+            await self.ws.close(code, reason=str(problem.code) if problem is not None else "")
