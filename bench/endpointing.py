@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from app.asr.audio import decode_audio, resample
+from app.asr.audio import decode_audio
 from app.asr.configs import BundleConfig, default_config
 from app.asr.ctc import GreedyDecoder
+from app.asr.resample import resample
 from app.asr.segment import split_points
 from app.asr.vad import FRAME, SileroVad
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning

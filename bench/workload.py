@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from app.asr.audio import resample
+from app.asr.resample import resample
 
 logger = logging.getLogger(__name__)
 

@@ -2,12 +2,14 @@
 
 Containers (WAV, FLAC, Ogg/Vorbis, Ogg/Opus, MP3, WebM/Opus, M4A/AAC, ...) are decoded with
 libsndfile (WAV, FLAC, Ogg) or PyAV, which bundles FFmpeg; raw little-endian PCM needs its sample
-rate stated by the caller. Every path decodes block by block: each block is averaged over its
-channels, resampled to the model's rate by a resampler that keeps its state between blocks, and
-appended to the output, which holds at most ``max_seconds`` of audio at the model's rate. Decoding
-stops the moment that budget is passed, so a small file that decodes to hours (an "audio bomb")
-costs no more memory than the longest audio accepted. The whole file is never held at its own
-rate and channel count.
+rate stated by the caller, and goes through the PCM decoder live streams use
+(:class:`~app.asr.incremental.PcmStream`). Every path decodes block by block: each block is
+averaged over its channels, resampled to the model's rate by the tree's one resampler
+(:class:`~app.asr.resample.Resampler`, which keeps its state between blocks), and appended to the
+output, which holds at most ``max_seconds`` of audio at the model's rate. Decoding stops the
+moment that budget is passed, so a small file that decodes to hours (an "audio bomb") costs no
+more memory than the longest audio accepted. The whole file is never held at its own rate and
+channel count.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from dataclasses import dataclass
 import av
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 
 from app.asr.incremental import PcmStream
+from app.asr.resample import Resampler
 
 logger = logging.getLogger(__name__)
 
@@ -347,14 +348,13 @@ def _stated(container: av.container.InputContainer, target_rate: int) -> int:
 
 def _decode_stream(container: av.container.InputContainer, out: DecodedAudio, report: DecodeReport) -> np.ndarray:
     stream = container.streams.audio[0]
-    # Planar float keeps the channels apart; they are averaged (FFmpeg's own downmix adds gain).
-    resampler = av.AudioResampler(format="fltp", rate=out.rate)
+    resampler: Resampler | None = None  # made at the first frame's rate (a header may not state it)
     try:
         for frame in container.decode(stream):
-            for resampled in resampler.resample(frame):
-                out.append(resampled.to_ndarray().mean(axis=0, dtype=np.float32))  # (channels, samples)
-        for resampled in resampler.resample(None):
-            out.append(resampled.to_ndarray().mean(axis=0, dtype=np.float32))
+            resampler = resampler or Resampler(frame.sample_rate, out.rate)
+            out.append(resampler.push_frame(frame))
+        if resampler is not None:
+            out.append(resampler.flush())
     except (av.error.FFmpegError, ValueError) as exc:
         if out.size == 0:
             raise UndecodableAudioError("the audio data is corrupt or truncated and cannot be decoded") from exc
@@ -391,49 +391,31 @@ def decode_pcm(
     frames = len(data) // frame_bytes
     if max_seconds is not None and frames > max_seconds * fmt.sample_rate:
         raise AudioTooLongError(f"audio is longer than the limit of {max_seconds:g} s")
-    if fmt.channels == 1 and fmt.sample_rate == target_rate:
-        samples = _pcm_samples(data, fmt.encoding)
+    stream = PcmStream(f"pcm_{fmt.encoding}", fmt.sample_rate, target_rate, fmt.channels)
+    if fmt.channels == 1 and fmt.sample_rate == target_rate:  # the samples are the bytes: one conversion
+        samples = stream.decode(data)
         if fmt.encoding == "f32le" and not np.isfinite(samples).all():
             raise UndecodableAudioError("the audio holds NaN or infinite samples")
         return samples
     out = DecodedAudio(target_rate, max_seconds, deadline, _expected(frames, fmt.sample_rate, target_rate))
-    _resample_into(out, _pcm_blocks(memoryview(data), fmt, frame_bytes), fmt.sample_rate)
-    return out.result()
-
-
-def _pcm_blocks(data: memoryview, fmt: PcmFormat, frame_bytes: int) -> Iterator[np.ndarray]:
     step = BLOCK_FRAMES * frame_bytes
     for start in range(0, len(data), step):
-        samples = _pcm_samples(data[start : start + step], fmt.encoding)
-        yield samples if fmt.channels == 1 else samples.reshape(-1, fmt.channels).mean(axis=1, dtype=np.float32)
-
-
-def _pcm_samples(data: bytes | memoryview, encoding: str) -> np.ndarray:
-    if encoding == "s16le":
-        return np.multiply(np.frombuffer(data, dtype="<i2"), np.float32(1 / 32768), dtype=np.float32)
-    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+        out.append(stream.decode(data[start : start + step]))
+    out.append(stream.flush())
+    return out.result()
 
 
 def _resample_into(out: DecodedAudio, blocks: Iterator[np.ndarray], source_rate: int) -> None:
     """Append mono float32 ``blocks`` at ``source_rate`` to ``out``, resampled block by block."""
-    stream = PcmStream("pcm_f32le", source_rate, out.rate)
+    resampler = Resampler(source_rate, out.rate)
     for block in blocks:
-        out.append(stream.decode(block.tobytes()))
-    out.append(stream.flush())
+        out.append(resampler.push(block))
+    out.append(resampler.flush())
 
 
 def _expected(frames: int, source_rate: int, target_rate: int) -> int:
     """Samples at ``target_rate`` of ``frames`` at ``source_rate``, with the resampler's slack."""
     return -(-frames * target_rate // source_rate) + RESAMPLER_SLACK
-
-
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling of a whole mono float32 signal (offline tools; uploads are
-    resampled block by block as they decode)."""
-    if source_rate == target_rate or samples.size == 0:
-        return np.ascontiguousarray(samples, dtype=np.float32)
-    tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    return torchaudio.functional.resample(tensor, source_rate, target_rate).numpy()
 
 
 def _looks_like_container(data: bytes) -> bool:

@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
-import av
 import numpy as np
 
 from app.asr.configs import BundleConfig, ModelConfig
 from app.asr.model import receptive_field
+from app.asr.resample import Resampler
 from app.asr.vad import SileroGate
 
 _EMPTY = np.zeros(0, dtype=np.float32)
@@ -214,52 +214,54 @@ def quietest_point(audio: np.ndarray, window: int) -> int:
 
 
 class PcmStream:
-    """Raw mono PCM arriving in pieces of any size, to float32 at the model's rate.
+    """Raw interleaved PCM arriving in pieces of any size, to mono float32 at the model's rate.
 
-    A piece may end inside a sample; the bytes left over wait for the next piece. Resampling
-    keeps its filter state between pieces, so pieces join without clicks.
+    The one PCM decoder: live streams feed it their messages, uploads of raw PCM and PCM WAV
+    their bytes block by block. A piece may end inside a sample frame; the bytes left over wait
+    for the next piece. Channels are averaged; a :class:`Resampler` keeps its filter state
+    between pieces, so pieces join without clicks and any split gives the same samples.
     """
 
     WIDTHS: ClassVar[dict[str, int]] = {"pcm_s16le": 2, "pcm_f32le": 4}
 
-    def __init__(self, encoding: str, source_rate: int, target_rate: int) -> None:
+    def __init__(self, encoding: str, source_rate: int, target_rate: int, channels: int = 1) -> None:
         if encoding not in self.WIDTHS:
             raise ValueError(f"unsupported encoding {encoding!r}; use one of {sorted(self.WIDTHS)}")
+        if channels < 1:
+            raise ValueError(f"PCM needs at least one channel, got {channels}")
         self.encoding = encoding
-        self.width = self.WIDTHS[encoding]
-        self.source_rate = source_rate
-        self.target_rate = target_rate
+        self.channels = channels
+        self.width = self.WIDTHS[encoding]  # bytes per sample
+        self.frame_bytes = self.width * channels
         self._rest = b""
-        self._resampler: av.AudioResampler | None = None
-        if source_rate != target_rate:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=target_rate)
+        self._resampler = Resampler(source_rate, target_rate)
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """The samples of ``data`` (plus any bytes left over before it)."""
-        data = self._rest + data
-        usable = len(data) - len(data) % self.width
-        self._rest = data[usable:]
+    @property
+    def source_rate(self) -> int:
+        return self._resampler.source_rate
+
+    @property
+    def target_rate(self) -> int:
+        return self._resampler.target_rate
+
+    def decode(self, data: bytes | memoryview) -> np.ndarray:
+        """The (samples,) of ``data`` (after any bytes left over before it)."""
+        if self._rest:
+            data = self._rest + data
+        usable = len(data) - len(data) % self.frame_bytes
+        self._rest = bytes(data[usable:])
+        if usable == 0:
+            return _EMPTY
         if self.encoding == "pcm_s16le":
-            samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32) / 32768.0
+            samples = np.multiply(
+                np.frombuffer(data, dtype="<i2", count=usable // 2), np.float32(1 / 32768), dtype=np.float32
+            )
         else:
-            samples = np.frombuffer(data[:usable], dtype="<f4").astype(np.float32)
-        return self._resample(samples) if samples.size else _EMPTY
+            samples = np.frombuffer(data, dtype="<f4", count=usable // 4).astype(np.float32)
+        if self.channels > 1:
+            samples = samples.reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
+        return self._resampler.push(samples)
 
     def flush(self) -> np.ndarray:
         """The samples the resampler still holds (call once, at the end)."""
-        if self._resampler is None:
-            return _EMPTY
-        return self._collect(self._resampler.resample(None))
-
-    def _resample(self, samples: np.ndarray) -> np.ndarray:
-        if self._resampler is None:
-            return samples
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
-        frame.sample_rate = self.source_rate
-        return self._collect(self._resampler.resample(frame))
-
-    @staticmethod
-    def _collect(frames: list[av.AudioFrame]) -> np.ndarray:
-        if not frames:
-            return _EMPTY
-        return np.concatenate([f.to_ndarray().reshape(-1) for f in frames]).astype(np.float32, copy=False)
+        return self._resampler.flush()

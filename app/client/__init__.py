@@ -1,6 +1,7 @@
 """A small client of the service's public API: ``POST /transcribe`` and ``WS /stream``.
 
-It needs only httpx, websockets and PyAV (to read audio files), never the server's internals::
+It needs httpx, websockets, and PyAV with the server's resampler (``app.asr.resample``: NumPy and
+PyAV only) to read audio files, never the rest of the server::
 
     client = AsrClient("http://127.0.0.1:8000")  # api_key="..." for a server that needs one
     print(client.transcribe("talk.wav")["text"])
@@ -19,7 +20,10 @@ from typing import Any
 
 import av
 import httpx
+import numpy as np
 import websockets
+
+from app.asr.resample import Resampler
 
 STREAM_RATE = 16000
 FAST_SPEED = 4.0  # the pace without ``realtime``: the fastest a server with default limits accepts
@@ -36,16 +40,21 @@ class StreamError(Exception):
 
 
 def read_pcm(path: str | Path, rate: int = STREAM_RATE) -> bytes:
-    """Decode an audio file to mono 16-bit little-endian PCM at ``rate``."""
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+    """Decode an audio file to mono 16-bit little-endian PCM at ``rate`` (channels averaged)."""
     out = bytearray()
     with av.open(str(path)) as container:
+        resampler: Resampler | None = None
         for frame in container.decode(audio=0):
-            for converted in resampler.resample(frame):
-                out += converted.to_ndarray().tobytes()
-        for converted in resampler.resample(None):
-            out += converted.to_ndarray().tobytes()
+            resampler = resampler or Resampler(frame.sample_rate, rate)
+            out += _s16(resampler.push_frame(frame))
+        if resampler is not None:
+            out += _s16(resampler.flush())
     return bytes(out)
+
+
+def _s16(samples: np.ndarray) -> bytes:
+    """Float samples as 16-bit little-endian PCM, rounded and clipped as FFmpeg converts them."""
+    return np.clip(np.rint(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
 class AsrClient:

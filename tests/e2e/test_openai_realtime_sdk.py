@@ -19,7 +19,7 @@ import numpy as np
 import openai
 import pytest
 
-from app.asr.audio import resample
+from app.asr.resample import resample
 from bench import workload
 from tests.e2e.server import ROOT, ServerProcess, running_server
 from tests.support import DATA_ROOT, cv100_clips, wav_bytes

@@ -115,7 +115,7 @@ def test_no_config_takes_defaults_and_eof_tolerates_whitespace(stream_client: Te
 
 
 def test_resampled_float_audio_without_partials_or_words(stream_client: TestClient) -> None:
-    from app.asr.audio import resample
+    from app.asr.resample import resample
 
     audio = resample(spell("echo"), 16000, 44100)
     config = {

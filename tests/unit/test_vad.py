@@ -12,8 +12,8 @@ import onnxruntime as ort
 import pytest
 
 from app.asr import vad
-from app.asr.audio import resample
 from app.asr.incremental import EnergyGate, speech_gate
+from app.asr.resample import resample
 from app.asr.vad import CONTEXT, FRAME, SileroGate, SileroVad, VadUnavailable, speech_frames
 from bench.endpointing import Clip, build_stream, coloured, speech_extent, stream_finals
 from bench.workload import speak, speech_like

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -10,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
+
+from app.asr.audio import decode_audio
+from app.asr.resample import resample
 
 logger = logging.getLogger(__name__)
 
@@ -22,41 +21,16 @@ SAMPLE_RATE = 16000
 
 
 def to_rate(audio: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 audio resampled from ``rate`` to ``target``."""
+    """Mono float32 audio resampled from ``rate`` to ``target`` (channels, if any, averaged)."""
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
-    audio = audio.astype(np.float32)
-    if rate != target:
-        with torch.no_grad():
-            audio = _resampler(rate, target)(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
-    return audio
-
-
-@functools.lru_cache(maxsize=8)
-def _resampler(rate: int, target: int) -> torchaudio.transforms.Resample:
-    """Resampling kernels are costly to build; keep one per rate pair."""
-    return torchaudio.transforms.Resample(rate, target)
+    return resample(audio.astype(np.float32), rate, target)
 
 
 def read_audio(path: Path | str, target: int = SAMPLE_RATE) -> np.ndarray:
-    """Read any soundfile- or FFmpeg-readable file as mono float32 at ``target`` Hz."""
-    try:
-        audio, rate = sf.read(str(path), dtype="float32", always_2d=False)
-        return to_rate(audio, rate, target)
-    except sf.LibsndfileError:
-        return _read_with_av(path, target)
-
-
-def _read_with_av(path: Path | str, target: int) -> np.ndarray:
-    with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=target)
-        chunks = []
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray().reshape(-1))
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    """Read an audio file as mono float32 at ``target`` Hz, decoded exactly as the server decodes an
+    upload of it (:func:`app.asr.audio.decode_audio`); raises an ``AudioError`` if it cannot."""
+    return decode_audio(Path(path).read_bytes(), target)
 
 
 def write_flac(path: Path, audio: np.ndarray, rate: int = SAMPLE_RATE) -> None:

@@ -8,7 +8,6 @@ arrays at 16 kHz (except :func:`spec_augment`, which works on a feature tensor).
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import random
@@ -18,10 +17,11 @@ from dataclasses import dataclass, fields, replace
 import av
 import numpy as np
 import torch
-import torchaudio
 import torchaudio.functional as AF
 from torch import Tensor
 
+from app.asr.audio import decode_audio
+from app.asr.resample import resample
 from train.data.audio_io import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -57,21 +57,11 @@ class AugmentConfig:
         )
 
 
-@functools.lru_cache(maxsize=16)
-def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
-    return torchaudio.transforms.Resample(orig, new)
-
-
-def _resample(audio: np.ndarray | Tensor, orig: int, new: int) -> Tensor:
-    with torch.no_grad():
-        return _resampler(orig, new)(torch.as_tensor(audio))
-
-
 def speed(audio: np.ndarray, factor: float) -> np.ndarray:
     """Play ``factor`` times faster (pitch changes with it), by resampling."""
     if factor == 1.0:
         return audio
-    return _resample(audio, round(factor * 20), 20).numpy()
+    return resample(audio, round(factor * SAMPLE_RATE), SAMPLE_RATE)
 
 
 def gain(audio: np.ndarray, db: float) -> np.ndarray:
@@ -119,9 +109,9 @@ def reverb(audio: np.ndarray, rt60: float, rng: np.random.Generator) -> np.ndarr
 
 def telephone(audio: np.ndarray) -> np.ndarray:
     """Narrow-band telephone channel: 8 kHz round trip with mu-law companding."""
-    narrow = _resample(audio, SAMPLE_RATE, 8000)
-    coded = AF.mu_law_decoding(AF.mu_law_encoding(narrow.clamp(-1, 1), 256), 256)
-    return _fit(_resample(coded, 8000, SAMPLE_RATE).numpy(), audio.size)
+    narrow = torch.from_numpy(np.clip(resample(audio, SAMPLE_RATE, 8000), -1, 1))
+    coded = AF.mu_law_decoding(AF.mu_law_encoding(narrow, 256), 256).numpy()
+    return _fit(resample(coded, 8000, SAMPLE_RATE), audio.size)
 
 
 def codec_round_trip(audio: np.ndarray, codec: str, bitrate: int) -> np.ndarray:
@@ -141,14 +131,7 @@ def codec_round_trip(audio: np.ndarray, codec: str, bitrate: int) -> np.ndarray:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-    buffer.seek(0)
-    chunks: list[np.ndarray] = []
-    with av.open(buffer, "r") as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        for decoded in container.decode(audio=0):
-            chunks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(decoded))
-    out = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return _fit(out.astype(np.float32), audio.size)
+    return _fit(decode_audio(buffer.getvalue(), SAMPLE_RATE), audio.size)
 
 
 def _fit(audio: np.ndarray, length: int) -> np.ndarray:
