@@ -38,7 +38,8 @@ import numpy as np
 
 from app.asr.audio import decode_audio
 from app.asr.configs import BundleConfig, default_config
-from app.asr.ctc import GreedyDecoder
+from app.asr.ctc import GreedyDecoder, Hypothesis
+from app.asr.options import DecodeOptions
 from app.asr.resample import resample
 from app.asr.segment import split_points
 from app.asr.vad import FRAME, SileroVad
@@ -73,11 +74,14 @@ class BlankEngine:
     def model_config(self, accepted: bool = False) -> BundleConfig:
         return self.config
 
-    def decoder(self, kind: str | None = None) -> GreedyDecoder:
-        return self.greedy_decoder
+    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis:
+        return self.greedy_decoder.decode(log_probs, time_offset)
 
-    async def run_decoder(self, fn: Any, *args: Any) -> Any:
-        return fn(*args)
+    async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
+        return self.greedy_decoder.decode(await self.infer(audio, accepted=True), time_offset)
+
+    def check(self, options: DecodeOptions, stream: bool = False) -> None:
+        return None
 
     async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray:
         frames = -(-audio.shape[0] // self._frame)
@@ -94,7 +98,7 @@ async def _finals(audio: np.ndarray, tuning: StreamTuning, options: StreamOption
         if message["type"] == "final":
             ends.append(float(message["end"]))
 
-    stream = StreamSession(BlankEngine(), options, emit, Metrics(), tuning)  # type: ignore[arg-type]
+    stream = StreamSession(BlankEngine(), options, DecodeOptions(), emit, Metrics(), tuning)
     task = asyncio.create_task(stream.run())
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     for start in range(0, len(pcm), 2 * CHUNK):

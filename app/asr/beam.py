@@ -44,7 +44,17 @@ from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
 from app.asr.ctc import Alternative, Hypothesis, decode_path, spell, spelling_index
-from app.asr.text import normalize_text
+from app.asr.options import (
+    ALTERNATIVES,
+    BEAM_SIZE,
+    LM_WEIGHT,
+    MAX_HOTWORDS,
+    WORD_SCORE,
+    DecodeOptions,
+    DecodeOptionsError,
+    Hotword,
+)
+from app.asr.options import parse_hotwords as parse_hotwords  # re-exported: hotwords are beam search's
 
 logger = logging.getLogger(__name__)
 
@@ -56,27 +66,10 @@ STEP_FRAMES = 100  # frames per decode_step call: the GIL is released between st
 
 TRIE_CACHE_BYTES = 256 * 2**20  # memory for the hotword tries kept for repeated hotword sets
 TRIE_BYTES_PER_WORD = 1100  # a lexicon trie's size per word (measured: 105 MB for 102,279 words)
-MAX_BEAM_SIZE = 256
-MAX_ALTERNATIVES = 10
-MAX_HOTWORDS = 100
-MAX_HOTWORD_CHARS = 64
-MAX_BOOST = 30.0
 
 
-class BeamOptionsError(ValueError):
-    """A beam search option is out of range or malformed (the message says which)."""
-
-
-@dataclass(frozen=True)
-class Hotword:
-    """A word or phrase to favour, and the log-score added per word of it."""
-
-    words: tuple[str, ...]
-    boost: float
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.words)
+BeamOptionsError = DecodeOptionsError
+"""A beam search option out of range or malformed: the decoding options' error, under its beam name."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +85,15 @@ class BeamOptions:
     hotwords: tuple[Hotword, ...] = ()
 
     def validated(self) -> BeamOptions:
-        """Return self, or raise :class:`BeamOptionsError` naming the first bad option."""
+        """Return self, or raise :class:`BeamOptionsError` naming the first bad option (the ranges
+        are :mod:`app.asr.options`')."""
         checks = [
-            (1 <= self.beam_size <= MAX_BEAM_SIZE, f"beam_size must be between 1 and {MAX_BEAM_SIZE}"),
+            (BEAM_SIZE.holds(self.beam_size), f"beam_size must be {BEAM_SIZE}"),
             (self.beam_size_token >= 1, "beam_size_token must be at least 1"),
             (self.beam_threshold > 0, "beam_threshold must be positive"),
-            (0 <= self.lm_weight <= 10, "lm_weight must be between 0 and 10"),
-            (-20 <= self.word_score <= 20, "word_score must be between -20 and 20"),
-            (1 <= self.alternatives <= MAX_ALTERNATIVES, f"alternatives must be between 1 and {MAX_ALTERNATIVES}"),
+            (LM_WEIGHT.holds(self.lm_weight), f"lm_weight must be {LM_WEIGHT}"),
+            (WORD_SCORE.holds(self.word_score), f"word_score must be {WORD_SCORE}"),
+            (ALTERNATIVES.holds(self.alternatives), f"alternatives must be {ALTERNATIVES}"),
             (len(self.hotwords) <= MAX_HOTWORDS, f"at most {MAX_HOTWORDS} hotwords are allowed"),
         ]
         for ok, message in checks:
@@ -107,29 +101,16 @@ class BeamOptions:
                 raise BeamOptionsError(message)
         return self
 
-
-def parse_hotwords(items: list[str], default_boost: float) -> tuple[Hotword, ...]:
-    """Hotwords from ``"phrase"`` or ``"phrase:boost"`` items (each may hold several, comma-separated)."""
-    parsed: list[Hotword] = []
-    for item in (part for raw in items for part in raw.split(",")):
-        if not item.strip():
-            continue
-        phrase, sep, boost_text = item.rpartition(":")
-        if not sep:
-            phrase, boost_text = item, ""
-        try:
-            boost = float(boost_text) if boost_text.strip() else default_boost
-        except ValueError:
-            raise BeamOptionsError(f"hotword {item.strip()!r}: the boost after ':' must be a number") from None
-        if not 0 <= boost <= MAX_BOOST:
-            raise BeamOptionsError(f"hotword {item.strip()!r}: boost must be between 0 and {MAX_BOOST:g}")
-        text = normalize_text(phrase)
-        if not text or len(text) > MAX_HOTWORD_CHARS:
-            raise BeamOptionsError(f"hotword {phrase.strip()!r} must have 1 to {MAX_HOTWORD_CHARS} letters")
-        parsed.append(Hotword(tuple(text.split()), boost))
-        if len(parsed) > MAX_HOTWORDS:
-            raise BeamOptionsError(f"at most {MAX_HOTWORDS} hotwords are allowed")
-    return tuple(parsed)
+    def for_request(self, options: DecodeOptions) -> BeamOptions:
+        """These settings (the LM's tuned ones) with a request's beam fields where it gives them."""
+        return replace(
+            self,
+            beam_size=options.beam_size or self.beam_size,
+            lm_weight=self.lm_weight if options.lm_weight is None else options.lm_weight,
+            word_score=self.word_score if options.word_score is None else options.word_score,
+            alternatives=options.alternatives,
+            hotwords=options.hotwords,
+        ).validated()
 
 
 class _BoostedLM(LM):

@@ -1,7 +1,20 @@
-"""The engine: loads the model, owns the batcher and runner, and transcribes requests.
+"""The engine: loads the model, owns the batcher, runner and decoders, and serves requests.
 
-Its lifecycle is ``loading -> ready -> draining -> stopped`` (or ``failed``). Routers only
-call :meth:`Engine.transcribe` and read :attr:`Engine.state`.
+Its lifecycle is ``loading -> ready -> draining -> stopped`` (or ``failed``). Routers use three
+members:
+
+- :meth:`Engine.admit` takes a request on or refuses it (503 unless ready); the
+  :class:`~app.engine.admission.Admission` it returns has the model's config, checks the
+  request's decoding options, and transcribes the upload (whole or piece by piece) with its audio
+  held against the upload budget (429 past it);
+- :meth:`Engine.open_stream` opens a live stream session;
+- :meth:`Engine.describe` gives the state, the model and the serving plan (``/readyz``,
+  ``/v1/models``).
+
+Requests say how to decode with :class:`~app.asr.options.DecodeOptions`; which decoder runs is
+decided here, by :class:`~app.engine.decoders.Decoders`. Stream sessions reach the engine only
+through :class:`~app.engine.streaming.StreamPort` (model config, inference, decoding), which the
+engine implements.
 """
 
 from __future__ import annotations
@@ -14,40 +27,35 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from app.asr.align import AlignedDecoder, SecondPassOutput
-from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm
+from app.asr.beam import LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
 from app.asr.configs import BundleConfig
-from app.asr.ctc import GreedyDecoder, Hypothesis
+from app.asr.ctc import Hypothesis
+from app.asr.options import DecodeOptions, DecoderKind
 from app.asr.recognizer import Recognizer, build_recognizer
 from app.asr.segment import split_points, stitch
 from app.config import Settings
-from app.engine.admission import AudioBudget, Held
+from app.engine.admission import Admission, AudioBudget
 from app.engine.batcher import Batcher
+from app.engine.decoders import Decoder, Decoders, NoLanguageModel, NoSecondPass
 from app.engine.plan import HardwarePlan, LoadedModel, Machine, ServingPlan, plan_hardware, plan_serving
 from app.engine.runner import ModelRunner
+from app.engine.streaming import STREAM_PRIORITY, Emit, StreamOptions, StreamSession, StreamTuning
 from app.metrics import Metrics
 from app.process import tune_process
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Engine", "EngineState", "EngineUnavailable", "NoLanguageModel", "NoSecondPass", "RequestTimeout"]
+
 RecognizerFactory = Callable[[Settings, HardwarePlan], Recognizer]
 """Loads the model for the settings, on the plan's device, precision and threads."""
 T = TypeVar("T")
-
-
-class CTCDecoder(Protocol):
-    """Turns one piece's (frames, vocab) log-probs into a hypothesis."""
-
-    def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Hypothesis: ...
-
-
-Decoder = CTCDecoder | AlignedDecoder
-"""A request's decoder: a CTC decoder (greedy, beam) or the second pass's aligner."""
 
 SECOND_PASS_PIECE_S = 25.0
 """Longest piece the second pass gets (its window is 30 s; pieces are cut at quiet points near the target)."""
@@ -67,14 +75,6 @@ class EngineUnavailable(Exception):
 
 class RequestTimeout(Exception):
     """A request's inference did not finish within its deadline."""
-
-
-class NoLanguageModel(Exception):
-    """Beam search was asked for, but the served bundle has no language model."""
-
-
-class NoSecondPass(Exception):
-    """The second pass (``decoder=attention``) was asked for, but the served model has none."""
 
 
 def load_recognizer(settings: Settings, hardware: HardwarePlan) -> Recognizer:
@@ -101,8 +101,32 @@ class Transcript:
     duration: float
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """The loaded model as clients see it."""
+
+    config: BundleConfig
+    parameters: int
+    decoders: list[DecoderKind]  # the decoders a request may choose
+
+
+@dataclass(frozen=True)
+class Description:
+    """The engine for readiness probes, ``/v1/models`` and logs: its state, and once loaded, its
+    model and serving plan."""
+
+    state: EngineState
+    error: str | None  # why the model failed to load
+    model: ServedModel | None
+    plan: ServingPlan | None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is EngineState.READY
+
+
 class Engine:
-    """Owns the recognizer, its runner thread and the batcher."""
+    """Owns the recognizer, its runner thread, the batcher and the decoders."""
 
     def __init__(self, settings: Settings, metrics: Metrics, factory: RecognizerFactory = load_recognizer) -> None:
         self.settings = settings
@@ -113,8 +137,8 @@ class Engine:
         self._runner: ModelRunner | None = None
         self._batcher: Batcher[np.ndarray] | None = None
         self._second_batcher: Batcher[SecondPassOutput] | None = None
-        self._decoder: GreedyDecoder | None = None
-        self.lm: LexiconLM | None = None
+        self._decoders: Decoders | None = None
+        self._served: ServedModel | None = None
         self.error: str | None = None
         self._plan: ServingPlan | None = None
         self._uploads = AudioBudget(settings.max_transcribing_audio_seconds)
@@ -123,27 +147,26 @@ class Engine:
     def ready(self) -> bool:
         return self.state is EngineState.READY
 
-    @property
-    def greedy_decoder(self) -> GreedyDecoder:
-        """The default decoder for the loaded model."""
-        if self._decoder is None:
-            raise EngineUnavailable("the model is not loaded yet")
-        return self._decoder
+    # The routers' surface
 
-    async def run_decoder(self, fn: Callable[..., T], *args: object) -> T:
-        """Run a (CPU-heavy) decoding function on the decode pool, off the event loop."""
-        if self._runner is None:
-            raise EngineUnavailable("the model is not loaded yet")
-        return await self._runner.decode(fn, *args)
+    def admit(self) -> Admission:
+        """Take a request on: its admission (the model's config, and transcription with the upload
+        budget); raises :class:`EngineUnavailable` (503) unless the engine takes work now."""
+        return Admission(self, self.model_config(), self._uploads)
 
-    async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray:
-        """Log-probs (frames, vocab) of one piece of audio through the batcher (no cutting).
+    def open_stream(
+        self, options: StreamOptions, decoding: DecodeOptions, emit: Emit, tuning: StreamTuning
+    ) -> StreamSession:
+        """A live stream session sending its results through ``emit``; raises :class:`EngineUnavailable`
+        unless ready, and :class:`NoLanguageModel` / :class:`NoSecondPass` for decoding options the
+        model cannot serve."""
+        return StreamSession(self, options, decoding, emit, self.metrics, tuning)
 
-        ``accepted`` marks work of a session taken on before a drain began (a live stream's last
-        windows): it still runs while draining, as accepted requests do.
-        """
-        self.model_config(accepted)
-        return await self.batcher.submit(audio, priority)
+    def describe(self) -> Description:
+        """The engine's state, and its model and serving plan once loaded."""
+        return Description(self.state, self.error, self._served, self._plan)
+
+    # The stream sessions' port (app.engine.streaming.StreamPort)
 
     def model_config(self, accepted: bool = False) -> BundleConfig:
         """The served model's config; raises :class:`EngineUnavailable` unless taking work now.
@@ -156,10 +179,34 @@ class Engine:
             raise EngineUnavailable(f"the service is {self.state.value}")
         return self.recognizer.config
 
-    def holding_upload(self, audio: np.ndarray) -> Held:
-        """Hold an upload's decoded audio against ``max_transcribing_audio_seconds`` until released
-        (use it as a ``with`` block around the transcription); ``QueueFull`` (429) if it does not fit."""
-        return self._uploads.take(audio.shape[0] / self.model_config(accepted=True).sample_rate)
+    async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray:
+        """Log-probs (frames, vocab) of one piece of audio through the batcher (no cutting).
+
+        ``accepted`` marks work of a session taken on before a drain began (a live stream's last
+        windows): it still runs while draining, as accepted requests do.
+        """
+        self.model_config(accepted)
+        return await self.batcher.submit(audio, priority)
+
+    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis:
+        """Greedy decoding of (frames, vocab) log-probs on the decode pool (stream partials)."""
+        return await self._run_decoder(self.decoders.greedy.decode, log_probs, time_offset)
+
+    async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
+        """A stream utterance's final: one pass over its audio with the decoder for ``options``
+        (by default ``ASR_STREAM_FINAL_DECODER``), at stream priority, as accepted work."""
+        decoder = self.decoders.choose(options, self.plan.stream_final_decoder)
+        if isinstance(decoder, AlignedDecoder):
+            return (await self.transcribe(audio, options, time_offset, STREAM_PRIORITY, decoder=decoder)).hypothesis
+        log_probs = await self.infer(audio, STREAM_PRIORITY, accepted=True)
+        return await self._run_decoder(decoder.decode, log_probs, time_offset)
+
+    def check(self, options: DecodeOptions, stream: bool = False) -> None:
+        """Raise :class:`NoLanguageModel` / :class:`NoSecondPass` if the model cannot decode as
+        ``options`` ask (``stream``: for a stream's finals, whose default is ``ASR_STREAM_FINAL_DECODER``)."""
+        self.decoders.choose(options, self.plan.stream_final_decoder if stream else None)
+
+    # Loading, draining, stopping
 
     @property
     def plan(self) -> ServingPlan:
@@ -169,15 +216,16 @@ class Engine:
         return self._plan
 
     @property
+    def decoders(self) -> Decoders:
+        if self._decoders is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        return self._decoders
+
+    @property
     def batcher(self) -> Batcher[np.ndarray]:
         if self._batcher is None:
             raise EngineUnavailable("the model is not loaded yet")
         return self._batcher
-
-    @property
-    def has_second_pass(self) -> bool:
-        """Whether the served model has a second pass (``decoder=attention``)."""
-        return self._second_batcher is not None
 
     @property
     def second_batcher(self) -> Batcher[SecondPassOutput]:
@@ -213,9 +261,10 @@ class Engine:
             self.error = str(exc)
             logger.exception("model failed to load from %s", self.settings.model_path)
             raise
-        self.recognizer, self._runner, self.lm, self._plan = recognizer, runner, lm, plan
         config = recognizer.config
-        self._decoder = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+        decoders = Decoders(config, lm, second_pass, plan.decoder)
+        self.recognizer, self._runner, self._plan, self._decoders = recognizer, runner, plan, decoders
+        self._served = ServedModel(config, recognizer.num_parameters(), decoders.kinds)
         self._batcher = Batcher(runner.infer, plan.limits, config.sample_rate, self.metrics)
         self._batcher.start()
         if second_pass:
@@ -236,33 +285,6 @@ class Engine:
         config = recognizer.config
         return load_lexicon_lm(folder, config.tokens, config.blank_id, config.word_delimiter)
 
-    @property
-    def default_decoder_kind(self) -> str:
-        """The plan's default decoder (``ASR_DECODER`` with ``auto`` resolved)."""
-        return self.plan.decoder
-
-    def decoder(self, kind: str | None = None, options: BeamOptions | None = None) -> Decoder:
-        """A decoder for one request: ``greedy``, ``beam`` (with ``options``, default: the LM's tuned
-        ones), ``attention`` (the second pass), or None for the server's default (:attr:`default_decoder_kind`).
-
-        Raises :class:`NoLanguageModel` for ``beam`` without an LM and :class:`NoSecondPass` for
-        ``attention`` on a model without one. (Whether the engine takes work now is
-        :meth:`transcribe`'s decision, not this one's.)
-        """
-        if self.recognizer is None:
-            raise EngineUnavailable("the model is not loaded yet")
-        config = self.recognizer.config
-        kind = kind or self.default_decoder_kind
-        if kind == "greedy":
-            return self.greedy_decoder
-        if kind == "attention":
-            if not self.has_second_pass:
-                raise NoSecondPass(f"decoder=attention needs a second pass, and model {config.name} has none")
-            return AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
-        if self.lm is None:
-            raise NoLanguageModel(f"beam search needs a language model, and model {config.name} has none")
-        return BeamDecoder(self.lm, options or self.lm.defaults, config.frame_seconds)
-
     def begin_drain(self) -> None:
         """Refuse new work from now on; work already accepted still completes."""
         if self.state in (EngineState.LOADING, EngineState.READY):
@@ -282,26 +304,38 @@ class Engine:
         self.state = EngineState.STOPPED
         self.metrics.model_ready.set(0)
 
+    # Transcription
+
+    async def _run_decoder(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a (CPU-heavy) decoding function on the decode pool, off the event loop."""
+        if self._runner is None:
+            raise EngineUnavailable("the model is not loaded yet")
+        return await self._runner.decode(fn, *args)
+
     async def transcribe(
         self,
         audio: np.ndarray,
-        decoder: Decoder | None = None,
+        options: DecodeOptions | None = None,
         time_offset: float = 0.0,
         priority: int = 0,
         deadline: float | None = None,
+        *,
+        decoder: Decoder | None = None,
     ) -> Transcript:
         """Transcribe mono float32 audio at the model's rate; long audio is cut and stitched.
 
-        ``decoder`` turns each piece into a hypothesis (default: greedy); ``time_offset`` (seconds)
-        is added to every time; ``priority`` orders the pieces in the batch queue (live streams'
-        finals go ahead of uploads); ``deadline`` (a ``time.monotonic()`` value, default
-        ``request_timeout_s`` from now) is when the request's time runs out.
+        ``options`` choose the decoder (default: the server's; ``decoder`` gives one already
+        chosen); ``time_offset`` (seconds) is added to every time; ``priority`` orders the pieces
+        in the batch queue (live streams' finals go ahead of uploads); ``deadline`` (a
+        ``time.monotonic()`` value, default ``request_timeout_s`` from now) is when the request's
+        time runs out.
 
-        Raises :class:`EngineUnavailable` unless ready, ``QueueFull`` past the queue limit and
-        :class:`RequestTimeout` past the deadline.
+        Raises :class:`EngineUnavailable` unless ready, ``QueueFull`` past the queue limit,
+        :class:`RequestTimeout` past the deadline, and :class:`NoLanguageModel` /
+        :class:`NoSecondPass` for a decoder the model lacks.
         """
         rate = self.model_config(accepted=True).sample_rate
-        pieces_of = self.transcribe_pieces(audio, decoder, time_offset, priority, deadline)
+        pieces_of = self.transcribe_pieces(audio, options, time_offset, priority, deadline, decoder=decoder)
         async with contextlib.aclosing(pieces_of) as results:
             pieces = [hyp async for hyp in results]
         hypothesis = stitch(pieces, [0.0] * len(pieces))  # piece times are already absolute
@@ -310,10 +344,12 @@ class Engine:
     async def transcribe_pieces(
         self,
         audio: np.ndarray,
-        decoder: Decoder | None = None,
+        options: DecodeOptions | None = None,
         time_offset: float = 0.0,
         priority: int = 0,
         deadline: float | None = None,
+        *,
+        decoder: Decoder | None = None,
     ) -> AsyncGenerator[Hypothesis, None]:
         """Yield each piece's hypothesis (times on the recording's timeline) in order, as soon as
         it is decoded.
@@ -323,7 +359,7 @@ class Engine:
         decoded audio stays bounded.
         """
         rate = self.model_config(accepted=True).sample_rate  # callers admit requests on arrival
-        chosen = decoder or self.greedy_decoder
+        chosen = decoder or self.decoders.choose(options or DecodeOptions())
         second = isinstance(chosen, AlignedDecoder)
         batcher: Batcher[Any] = self.second_batcher if second else self.batcher
         decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
@@ -342,7 +378,7 @@ class Engine:
                 try:
                     output = await asyncio.wait_for(futures[index], max(remaining, 0.001))
                     offset = time_offset + start / rate
-                    yield await asyncio.wait_for(self.run_decoder(decode, output, offset), remaining)
+                    yield await asyncio.wait_for(self._run_decoder(decode, output, offset), remaining)
                 except TimeoutError as exc:
                     limit = self.settings.request_timeout_s
                     raise RequestTimeout(f"transcription did not finish within {limit:g} s") from exc

@@ -2,19 +2,20 @@
 
 A :class:`StreamSession` takes raw PCM pieces (:meth:`~StreamSession.push`) and runs one
 processing task (:meth:`~StreamSession.run`) that turns them into ``partial`` and ``final``
-messages through ``emit``. Its windows go through the engine's batcher at stream priority, so
-the chunks of all live streams share model batches ahead of offline requests; while a window
-is in flight new audio gathers, so a loaded server takes larger steps instead of falling behind.
+messages through ``emit``; it reaches the engine through :class:`StreamPort`. Its windows go
+through the engine's batcher at stream priority, so the chunks of all live streams share model
+batches ahead of offline requests; while a window is in flight new audio gathers, so a loaded
+server takes larger steps instead of falling behind.
 
 Partials come from windows with ``max_context_s`` of context on each side (less than the
 model's receptive field: each step costs the context plus the new audio). A final is one pass
-over the utterance's whole audio, so it equals the offline transcription of the same audio.
+over the utterance's whole audio (decoded as the stream's :class:`~app.asr.options.DecodeOptions`
+ask), so it equals the offline transcription of the same audio.
 
 An utterance ends (its final is sent and the state resets) after ``silence_ms`` of silence once
 speech was heard, judged by the speech gate (Silero VAD, or frame energy: ``vad``) or by a run
-of CTC blanks in the latest window; at
-``max_utterance_s`` it is cut at the quietest point of its last second. The
-:class:`StreamRegistry` bounds how many sessions run and drains them on shutdown.
+of CTC blanks in the latest window; at ``max_utterance_s`` it is cut at the quietest point of its
+last second. The :class:`StreamRegistry` bounds how many sessions run and drains them on shutdown.
 
 Memory is bounded per session: audio waiting for the processing task (its inbox) is refused past
 ``max_backlog_s`` (:class:`StreamBacklog`), and an utterance holds at most ``max_utterance_s``.
@@ -29,15 +30,15 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from app.asr.align import AlignedDecoder
+from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
 from app.asr.incremental import FrameGrid, GateKind, PcmStream, SpeechGate, Utterance, quietest_point, speech_gate
+from app.asr.options import DecodeOptions
 from app.engine.batcher import QueueFull
-from app.engine.engine import Engine
 from app.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,24 @@ class StreamTuning:
     vad_threshold: float = 0.5  # Silero's speech probability threshold
     preroll_s: float = 0.3
     max_context_s: float = 1.0  # partial windows' context per side; 0: the model's whole receptive field
-    final_decoder: str | None = None  # decoder of finals; None: the server's default
     max_backlog_s: float = 15.0  # audio seconds the inbox may hold while the processing task is busy
+
+
+class StreamPort(Protocol):
+    """What a stream session needs of the engine (:class:`app.engine.engine.Engine` implements it):
+    the model's config (``EngineUnavailable`` unless serving, or ``accepted`` work while draining),
+    a window's (frames, vocab) log-probs through the batcher, a partial's greedy decoding, an
+    utterance's final decoded as the options ask, and the check of those options for finals."""
+
+    def model_config(self, accepted: bool = False) -> BundleConfig: ...
+
+    async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray: ...
+
+    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis: ...
+
+    async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis: ...
+
+    def check(self, options: DecodeOptions, stream: bool = False) -> None: ...
 
 
 class StreamBacklog(Exception):
@@ -81,10 +98,16 @@ class StreamSession:
     """The state of one live stream and the task that turns its audio into results."""
 
     def __init__(
-        self, engine: Engine, options: StreamOptions, emit: Emit, metrics: Metrics, tuning: StreamTuning
+        self,
+        port: StreamPort,
+        options: StreamOptions,
+        decoding: DecodeOptions,
+        emit: Emit,
+        metrics: Metrics,
+        tuning: StreamTuning,
     ) -> None:
-        config = engine.model_config()  # raises EngineUnavailable unless serving
-        self.engine = engine
+        config = port.model_config()  # raises EngineUnavailable unless serving
+        self.port = port
         self.metrics = metrics
         self.tuning = tuning
         self.rate = config.sample_rate
@@ -97,7 +120,7 @@ class StreamSession:
         self._wakeup = asyncio.Event()
         self.ending: str | None = None
         self.audio_received = False
-        self.configure(options)
+        self.configure(options, decoding)
         self._utt = Utterance(self.grid)
         self._gate = self._new_gate()
         self._due_since: float | None = None
@@ -107,13 +130,15 @@ class StreamSession:
         self._partial_sent = False
 
     def _new_gate(self) -> SpeechGate:
-        t = self.tuning
-        return speech_gate(t.vad, self.rate, t.silence_db, t.vad_threshold)
+        return speech_gate(self.tuning.vad, self.rate, self.tuning.silence_db, self.tuning.vad_threshold)
 
-    def configure(self, options: StreamOptions) -> None:
-        """Apply a connection's settings; only before any audio arrived."""
+    def configure(self, options: StreamOptions, decoding: DecodeOptions | None = None) -> None:
+        """Apply a connection's settings and finals' decoding (None: keep it); before any audio only."""
         if self.audio_received:
             raise RuntimeError("a stream's config must come before its audio")
+        if decoding is not None:
+            self.port.check(decoding, stream=True)
+            self.decoding = decoding
         self.options = options
         self._pcm = PcmStream(options.encoding, options.sample_rate, self.rate)
 
@@ -217,7 +242,7 @@ class StreamSession:
         return lo + quietest_point(utt.audio[lo:], self.rate // 50)
 
     async def _infer(self, audio: np.ndarray) -> np.ndarray:
-        return await self.engine.infer(audio, priority=STREAM_PRIORITY, accepted=True)
+        return await self.port.infer(audio, priority=STREAM_PRIORITY, accepted=True)
 
     async def _step(self) -> bool:
         """Run a window over the new audio, commit what is final and send a partial.
@@ -292,19 +317,13 @@ class StreamSession:
         }
 
     async def _final_hypothesis(self, utt: Utterance) -> Hypothesis:
-        """The final of the whole utterance with ``ASR_STREAM_FINAL_DECODER`` (by default the
-        server's default decoder, as an offline request of the same audio gets it: the second pass
-        when the model has one, else CTC beam search when the bundle has an LM, else greedy)."""
-        decoder = self.engine.decoder(self.tuning.final_decoder)
-        offset = utt.start / self.rate
-        if isinstance(decoder, AlignedDecoder):
-            return (await self.engine.transcribe(utt.audio, decoder, offset, STREAM_PRIORITY)).hypothesis
-        log_probs = await self._infer(utt.audio)
-        return await self.engine.run_decoder(decoder.decode, log_probs, offset)
+        """The final of the whole utterance, decoded as the stream's options ask (by default with
+        ``ASR_STREAM_FINAL_DECODER``: the server's default decoder, as an offline request gets it)."""
+        return await self.port.finalize(utt.audio, utt.start / self.rate, self.decoding)
 
     async def _decode(self, log_probs: np.ndarray, start: int) -> Hypothesis:
         """Partials decode greedily: cheap and frequent."""
-        return await self.engine.run_decoder(self.engine.greedy_decoder.decode, log_probs, start / self.rate)
+        return await self.port.decode(log_probs, start / self.rate)
 
     def _observe_partial(self, due: float | None) -> None:
         now = time.perf_counter()

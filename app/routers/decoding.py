@@ -1,22 +1,53 @@
-"""Decoding options shared by the transcription routes: decoder choice, beam settings, hotwords."""
+"""Decoding options of the transcription routes and streams: their request views, parsed into
+:class:`~app.asr.options.DecodeOptions` (whose module holds every range; the fields here take their
+bounds from it). Which decoder runs is the engine's decision, not a router's."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.asr.beam import MAX_ALTERNATIVES, MAX_BEAM_SIZE, MAX_HOTWORDS, parse_hotwords
-from app.engine.engine import Decoder, Engine
+from app.asr.options import (
+    ALTERNATIVES,
+    BEAM_SIZE,
+    DEFAULT_HOTWORD_BOOST,
+    HOTWORD_BOOST,
+    LM_WEIGHT,
+    MAX_HOTWORDS,
+    WORD_SCORE,
+    DecodeOptions,
+    DecodeOptionsError,
+)
 from app.errors import InvalidParameter
 
 M = TypeVar("M", bound=BaseModel)
 
-DEFAULT_HOTWORD_BOOST = 8.0
-"""Log-score added per hotword word when a hotword names no boost of its own."""
-
-_BEAM_ONLY = ("beam_size", "lm_weight", "word_score", "hotwords", "alternatives")
+DecoderField = Annotated[
+    Literal["greedy", "beam", "attention"] | None,
+    Field(
+        description="`attention`: the model's second pass (Whisper's pretrained decoder; word times from CTC "
+        "alignment); `beam`: CTC beam search with the bundle's language model (hotwords); `greedy`: CTC best path. "
+        "Default: the server's (attention when the model has a second pass, else beam when it has a language model).",
+    ),
+]
+BeamSizeField = Annotated[
+    int | None, Field(ge=BEAM_SIZE.low, le=BEAM_SIZE.high, description="Hypotheses kept per frame (beam).")
+]
+LmWeightField = Annotated[
+    float | None, Field(ge=LM_WEIGHT.low, le=LM_WEIGHT.high, description="Weight of the language model score (beam).")
+]
+WordScoreField = Annotated[
+    float | None, Field(ge=WORD_SCORE.low, le=WORD_SCORE.high, description="Score added per word (beam).")
+]
+HotwordsField = Annotated[
+    list[str],
+    Field(
+        description=f"Words or phrases to favour (beam), as `phrase` or `phrase:boost` (boost "
+        f"{HOTWORD_BOOST.low:g}-{HOTWORD_BOOST.high:g}, default {DEFAULT_HOTWORD_BOOST:g}); repeat the field or "
+        f"separate with commas; at most {MAX_HOTWORDS}.",
+    ),
+]
 
 
 class DecodeParams(BaseModel):
@@ -24,22 +55,27 @@ class DecodeParams(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    decoder: Literal["greedy", "beam", "attention"] | None = Field(
-        None,
-        description="`attention`: the model's second pass (Whisper's pretrained decoder; word times from CTC "
-        "alignment); `beam`: CTC beam search with the bundle's language model (hotwords); `greedy`: CTC best path. "
-        "Default: the server's (attention when the model has a second pass, else beam when it has a language model).",
+    decoder: DecoderField = None
+    beam_size: BeamSizeField = None
+    lm_weight: LmWeightField = None
+    word_score: WordScoreField = None
+    hotwords: HotwordsField = Field(default_factory=list)
+    alternatives: int = Field(
+        1, ge=ALTERNATIVES.low, le=ALTERNATIVES.high, description="Return the N best transcripts (beam)."
     )
-    beam_size: int | None = Field(None, ge=1, le=MAX_BEAM_SIZE, description="Hypotheses kept per frame (beam).")
-    lm_weight: float | None = Field(None, ge=0, le=10, description="Weight of the language model score (beam).")
-    word_score: float | None = Field(None, ge=-20, le=20, description="Score added per word (beam).")
-    hotwords: list[str] = Field(
-        default_factory=list,
-        description=f"Words or phrases to favour (beam), as `phrase` or `phrase:boost` (boost 0-30, default "
-        f"{DEFAULT_HOTWORD_BOOST:g}); repeat the field or separate with commas; at most {MAX_HOTWORDS}.",
-    )
-    alternatives: int = Field(1, ge=1, le=MAX_ALTERNATIVES, description="Return the N best transcripts (beam).")
     word_timestamps: bool = Field(True, description="Include words with their times and confidences.")
+
+
+class StreamDecodingIn(BaseModel):
+    """A stream config's ``decoding``: how its finals are decoded (partials stay greedy)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decoder: DecoderField = None
+    beam_size: BeamSizeField = None
+    lm_weight: LmWeightField = None
+    word_score: WordScoreField = None
+    hotwords: HotwordsField = Field(default_factory=list)
 
 
 def validated(model: type[M], values: dict[str, Any]) -> M:
@@ -70,23 +106,13 @@ def with_form_fields(params: DecodeParams, items: list[tuple[str, str]]) -> Deco
     return validate_params(values)
 
 
-def choose_decoder(engine: Engine, params: DecodeParams) -> Decoder:
-    """The decoder for a request: beam when asked for (or implied by a beam-only option), else the default."""
-    beam_only = [name for name in _BEAM_ONLY if name in params.model_fields_set and getattr(params, name)]
-    if params.alternatives == 1 and "alternatives" in beam_only:
-        beam_only.remove("alternatives")
-    if params.decoder in ("greedy", "attention") and beam_only:
-        raise InvalidParameter(f"{beam_only[0]} needs decoder=beam", param=beam_only[0])
-    kind = params.decoder or ("beam" if beam_only else None)
-    if kind in ("greedy", "attention") or (kind is None and engine.default_decoder_kind != "beam") or engine.lm is None:
-        return engine.decoder(kind)
-    base = engine.lm.defaults
-    options = replace(
-        base,
-        beam_size=params.beam_size or base.beam_size,
-        lm_weight=base.lm_weight if params.lm_weight is None else params.lm_weight,
-        word_score=base.word_score if params.word_score is None else params.word_score,
-        alternatives=params.alternatives,
-        hotwords=parse_hotwords(params.hotwords, DEFAULT_HOTWORD_BOOST),
-    )
-    return engine.decoder(kind, options.validated())
+def decode_options(params: DecodeParams | StreamDecodingIn) -> DecodeOptions:
+    """The request's :class:`DecodeOptions`; a conflict (``hotwords`` with ``decoder=greedy``) raises
+    :class:`InvalidParameter` (422) naming the option, a malformed hotword the options' own error (422)."""
+    fields = params.model_dump()
+    try:
+        return DecodeOptions.parse(**fields)
+    except DecodeOptionsError as exc:
+        if exc.param is None:
+            raise
+        raise InvalidParameter(str(exc), param=exc.param) from None

@@ -22,10 +22,11 @@ async def healthz() -> dict[str, str]:
 async def readyz(engine: Engine = Depends(get_engine)) -> JSONResponse:
     """Readiness: 200 once the model is loaded and warm and the batcher runs; 503 before, while
     draining for shutdown, and if the model failed to load."""
-    body: dict[str, str] = {"status": engine.state.value}
-    if engine.error:
+    described = engine.describe()
+    body: dict[str, str] = {"status": described.state.value}
+    if described.error:
         body["error"] = "model failed to load; see the server log"
-    return JSONResponse(body, status_code=200 if engine.ready else 503)
+    return JSONResponse(body, status_code=200 if described.ready else 503)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -22,23 +22,23 @@ async def list_models(
     served, every `auto` and `0` setting resolved (device, runtime, workers, threads, batch limits,
     decoders). It comes first; the names
     OpenAI clients may also ask for (`ASR_MODEL_ALIASES`) follow, each with `alias_of` naming it."""
-    recognizer = engine.recognizer
-    if recognizer is None:
-        raise EngineUnavailable(f"the service is {engine.state.value}")
-    config = recognizer.config
-    plan = engine.plan
+    described = engine.describe()
+    model, plan = described.model, described.plan
+    if model is None or plan is None:
+        raise EngineUnavailable(f"the service is {described.state.value}")
+    config = model.config
     card = ModelCard(
         id=config.name,
         created=int(request.app.state.started_at),
         vocab_size=len(config.tokens),
         sample_rate=config.sample_rate,
-        parameters=recognizer.num_parameters(),
+        parameters=model.parameters,
         precision=plan.precision,
         device=plan.device,
         runtime=plan.runtime,
         trained=config.trained,
         frame_rate=config.frame_rate,
-        decoders=["greedy", *(["beam"] if engine.lm else []), *(["attention"] if engine.has_second_pass else [])],
+        decoders=list(model.decoders),
         default_decoder=plan.decoder,
         serving=ServingPlanOut(**plan.describe()),
     )

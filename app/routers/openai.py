@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
@@ -17,11 +16,10 @@ from app.asr.ctc import Hypothesis
 from app.asr.subtitles import Segment, segment_words, to_srt, to_vtt
 from app.config import Settings
 from app.dependencies import get_engine, get_settings
-from app.engine.admission import Held
 from app.engine.engine import Engine
 from app.errors import InvalidParameter, InvalidRequest, describe, sse_event
 from app.metrics import Metrics
-from app.routers.decoding import DecodeParams, choose_decoder, validated, with_form_fields
+from app.routers.decoding import DecodeParams, decode_options, validated, with_form_fields
 from app.routers.disconnect import unless_disconnected
 from app.routers.inputs import decode_upload, multipart_openapi, read_upload
 from app.routers.transcribe import ERRORS
@@ -121,21 +119,22 @@ async def create_transcription(
     The decoding options of `/transcribe` (`decoder`, `beam_size`, `hotwords`, ...) are accepted as
     extra fields. Long audio is cut into segments at pauses for `verbose_json`, `srt` and `vtt`.
     """
-    config = engine.model_config()
+    admitted = engine.admit()
+    config = admitted.config
     upload = await read_upload(request, settings, None)
     if upload.form is None:
         raise InvalidRequest("send multipart/form-data with the audio in the field 'file'", code="missing_file")
     form = parse_form(upload.form_items)
     _check(form, config.name, settings)
-    decoder = choose_decoder(engine, with_form_fields(DecodeParams(), upload.form_items))
+    options = decode_options(with_form_fields(DecodeParams(), upload.form_items))
+    admitted.check(options)
     audio = await decode_upload(request, upload, config.sample_rate, settings)
     duration = audio.shape[0] / config.sample_rate
     if form.stream:
-        pieces = engine.transcribe_pieces(audio, decoder, deadline=upload.deadline)
+        pieces = admitted.transcribe_pieces(audio, options, upload.deadline)
         metrics = getattr(request.app.state, "metrics", None)
-        return await _stream(pieces, duration, engine.holding_upload(audio), metrics)
-    with engine.holding_upload(audio):
-        result = await unless_disconnected(request, engine.transcribe(audio, decoder, deadline=upload.deadline))
+        return await _stream(pieces, duration, metrics)
+    result = await unless_disconnected(request, admitted.transcribe(audio, options, upload.deadline))
     return _render(form, result.hypothesis, round(result.duration, 3))
 
 
@@ -178,22 +177,16 @@ def _segment_json(index: int, segment: Segment, temperature: float) -> dict[str,
     }
 
 
-async def _stream(
-    pieces: AsyncGenerator[Hypothesis, None], duration: float, held: Held, metrics: Metrics | None
-) -> Response:
+async def _stream(pieces: AsyncGenerator[Hypothesis, None], duration: float, metrics: Metrics | None) -> Response:
     """Server-sent events: a delta per recognised word as each piece is decoded, then the full text.
 
     The first piece is awaited before answering, so a full queue or a timeout still gets its
     status code; later failures end the stream with an ``error`` event of the same type and code
-    (the error table's, :mod:`app.errors`). ``held`` (the upload's
-    audio, held against the server's budget) is released after the last event, or when the
-    response is dropped unfinished.
+    (the error table's, :mod:`app.errors`). ``pieces`` hold the upload's audio against the
+    server's budget until closed: after the last event, or, for a response dropped unfinished,
+    when the event loop finalizes them (asyncio closes a collected async generator).
     """
-    try:
-        first = await anext(pieces, None)
-    except BaseException:
-        held.release()
-        raise
+    first = await anext(pieces, None)  # a failure here ends ``pieces``, releasing the audio
 
     async def events() -> AsyncIterator[str]:
         words: list[str] = []
@@ -213,13 +206,10 @@ async def _stream(
             return
         finally:
             await pieces.aclose()
-            held.release()
         usage = {"type": "duration", "seconds": math.ceil(duration)}
         yield _sse({"type": "transcript.text.done", "text": " ".join(words), "usage": usage})
 
-    body = events()
-    weakref.finalize(body, held.release)  # a response dropped before its first event
-    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 def _sse(event: dict[str, Any]) -> str:

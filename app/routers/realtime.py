@@ -83,7 +83,7 @@ class RealtimeConnection(StreamConnection):
         if self.ws.query_params.get("intent") != "transcription":
             message = "this server serves transcription sessions: connect to /v1/realtime?intent=transcription"
             raise StreamClosed(POLICY, "unsupported_intent", message)
-        served = self.engine.model_config().name  # EngineUnavailable: the error table's not_ready
+        served = self.engine.admit().config.name  # EngineUnavailable: the error table's not_ready
         s = self.settings
         names = model_names(s, served)
         self.limits = Limits(
@@ -102,7 +102,7 @@ class RealtimeConnection(StreamConnection):
         try:
             session = super()._open()
         except EngineUnavailable as exc:
-            if self.engine.state is EngineState.DRAINING:
+            if self.engine.describe().state is EngineState.DRAINING:
                 raise StreamClosed(GOING_AWAY) from exc  # shutting down between two buffers
             raise
         self.session = session

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.asr.options import DecodeOptions, DecodeOptionsError
 from app.config import Settings
 from app.engine.engine import Engine
 from app.engine.pacing import AudioTooFast, PaceLimits, StreamPace
@@ -25,12 +26,14 @@ from app.errors import (
     TOO_BIG,
     TRY_LATER,
     UNSUPPORTED,
+    InvalidParameter,
     Problem,
     describe,
     stream_closing,
     ws_message,
 )
 from app.metrics import Metrics, close_code_label
+from app.routers.decoding import StreamDecodingIn, decode_options
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class ConfigIn(BaseModel):
     interim_results: bool = True
     word_timestamps: bool = True
     endpointing: EndpointingIn = Field(default_factory=EndpointingIn)
+    decoding: StreamDecodingIn | None = Field(None, description="How finals are decoded; omitted: the server's way.")
 
 
 class StreamClosed(Exception):
@@ -120,7 +124,7 @@ class StreamConnection:
             self.metrics.rejected.labels(reason="too_many_streams").inc()
             message = f"the server serves its limit of {self.registry.limit} streams; retry later"
             raise StreamClosed(TRY_LATER, "too_many_streams", message)
-        session = StreamSession(self.engine, self._defaults(), self._emit, self.metrics, self._tuning())
+        session = self.engine.open_stream(self._defaults(), DecodeOptions(), self._emit, self._tuning())
         self.registry.add(session)
         return session
 
@@ -144,7 +148,6 @@ class StreamConnection:
             vad=s.stream_vad,
             vad_threshold=s.stream_vad_threshold,
             max_context_s=s.stream_max_context_s,
-            final_decoder=self.engine.plan.stream_final_decoder,
             max_backlog_s=s.stream_burst_s + BACKLOG_MARGIN_S,
         )
 
@@ -241,22 +244,35 @@ class StreamConnection:
         if kind == "config":
             if not first:
                 raise StreamClosed(POLICY, "invalid_config", "the config message must be the first message")
-            session.configure(self._options(payload))
+            config = self._config(payload)
+            session.configure(self._options(config), self._decoding(config))
             return "config"
         shown = json.dumps(kind)[:40]
         raise StreamClosed(
             UNSUPPORTED, "unknown_message_type", f"unknown message type {shown}: send config, eof, or binary audio"
         )
 
-    def _options(self, payload: dict[str, Any]) -> StreamOptions:
+    def _config(self, payload: dict[str, Any]) -> ConfigIn:
         try:
-            config = ConfigIn.model_validate(payload)
+            return ConfigIn.model_validate(payload)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err.get('loc', ())) or 'config'}: {err.get('msg', 'invalid')}"
                 for err in exc.errors()
             )
             raise StreamClosed(POLICY, "invalid_config", problems) from exc
+
+    def _decoding(self, config: ConfigIn) -> DecodeOptions | None:
+        """The finals' decoding options of a config (None: the server's); a conflict or a malformed
+        hotword closes the stream as an invalid config."""
+        if config.decoding is None:
+            return None
+        try:
+            return decode_options(config.decoding)
+        except (InvalidParameter, DecodeOptionsError) as exc:
+            raise StreamClosed(POLICY, "invalid_config", f"decoding: {exc}") from exc
+
+    def _options(self, config: ConfigIn) -> StreamOptions:
         s = self.settings
         silence = config.endpointing.silence_ms or s.stream_silence_ms
         longest = config.endpointing.max_utterance_s or s.stream_max_utterance_s

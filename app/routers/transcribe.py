@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from app.config import Settings
 from app.dependencies import get_engine, get_settings
 from app.engine.engine import Engine
-from app.routers.decoding import DecodeParams, choose_decoder, with_form_fields
+from app.routers.decoding import DecodeParams, decode_options, with_form_fields
 from app.routers.disconnect import unless_disconnected
 from app.routers.inputs import AUDIO_BODY_OPENAPI, decode_upload, read_upload
 from app.schemas import AlternativeOut, ErrorResponse, TranscriptionResponse, WordOut
@@ -57,15 +57,15 @@ async def transcribe(
     favour words the model would otherwise miss: `?hotwords=kubernetes:10&hotwords=new york`.
     """
     started = time.perf_counter()
-    config = engine.model_config()
+    admitted = engine.admit()
+    config = admitted.config
     upload = await read_upload(request, settings, sample_rate)
-    params = with_form_fields(params, upload.form_items)
-    decoder = choose_decoder(engine, params)
+    options = decode_options(with_form_fields(params, upload.form_items))
+    admitted.check(options)
     audio = await decode_upload(request, upload, config.sample_rate, settings)
-    with engine.holding_upload(audio):
-        result = await unless_disconnected(request, engine.transcribe(audio, decoder, deadline=upload.deadline))
+    result = await unless_disconnected(request, admitted.transcribe(audio, options, upload.deadline))
     hyp = result.hypothesis
-    words = hyp.words if params.word_timestamps else []
+    words = hyp.words if options.word_timestamps else []
     return TranscriptionResponse(
         text=hyp.text,
         duration=round(result.duration, 3),
@@ -73,6 +73,6 @@ async def transcribe(
         model=config.name,
         processing_ms=round((time.perf_counter() - started) * 1000, 2),
         alternatives=[AlternativeOut(text=a.text, score=a.score) for a in hyp.alternatives]
-        if params.alternatives > 1
+        if options.alternatives > 1
         else None,
     )

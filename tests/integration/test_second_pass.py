@@ -129,6 +129,21 @@ def test_stream_finals_come_from_the_second_pass() -> None:
     assert second.batches
 
 
+def test_a_stream_s_config_can_ask_for_ctc_finals() -> None:
+    second = FakeSecondPass("Well, hello!")
+    app = create_app(stream_settings(), recognizer_factory=ToneFactory(second_pass=second))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        with client.websocket_connect("/stream") as ws:
+            ws.send_json({"type": "config", "decoding": {"decoder": "greedy"}})
+            for piece in chunks(pcm16(spell("hello world", tail_s=0.5)), CHUNK):
+                ws.send_bytes(piece)
+            ws.send_text('{"type": "eof"}')
+            messages, code = collect(ws)
+    assert code == 1000
+    assert [m["text"] for m in messages if m["type"] == "final"] == ["hello world"] and not second.batches
+
+
 def test_stream_finals_can_stay_ctc() -> None:
     second = FakeSecondPass("Well, hello!")
     settings = stream_settings(stream_final_decoder="greedy")

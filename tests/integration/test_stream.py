@@ -171,6 +171,10 @@ def test_eof_without_speech_closes_without_a_final(stream_client: TestClient) ->
         ({"type": "config", "languages": ["en"]}, "languages"),
         ({"type": "config", "endpointing": {"silence_ms": 60000}}, "silence_ms"),
         ({"type": "config", "endpointing": {"max_utterance_s": 0.5}}, "max_utterance_s"),
+        ({"type": "config", "decoding": {"beam_size": 0}}, "beam_size"),
+        ({"type": "config", "decoding": {"alternatives": 2}}, "alternatives"),
+        ({"type": "config", "decoding": {"decoder": "greedy", "hotwords": ["kubelet"]}}, "hotwords needs decoder=beam"),
+        ({"type": "config", "decoding": {"decoder": "beam", "hotwords": ["kubelet:99"]}}, "boost"),
     ],
 )
 def test_malformed_config_closes_1008(stream_client: TestClient, config: dict[str, Any], problem: str) -> None:
@@ -180,6 +184,14 @@ def test_malformed_config_closes_1008(stream_client: TestClient, config: dict[st
     assert code == 1008
     assert messages[0]["type"] == "error" and messages[0]["code"] == "invalid_config"
     assert problem in messages[0]["message"]
+
+
+def test_a_decoder_the_model_lacks_closes_1008_with_the_error_table_s_code(stream_client: TestClient) -> None:
+    with stream_client.websocket_connect("/stream") as ws:
+        ws.send_json({"type": "config", "decoding": {"hotwords": ["kubelet"]}})  # beam, and there is no LM
+        messages, code = collect(ws)
+    assert code == 1008
+    assert messages[0]["code"] == "no_language_model" and messages[0]["error"]["type"] == "invalid_request_error"
 
 
 def test_config_after_audio_closes_1008(stream_client: TestClient) -> None:

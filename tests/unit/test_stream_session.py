@@ -13,18 +13,21 @@ import torch
 
 from app.asr.bundle import Bundle, build_model
 from app.asr.configs import default_config
-from app.asr.ctc import GreedyDecoder
+from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.model import receptive_field
+from app.asr.options import DecodeOptions
 from app.asr.recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.batcher import QueueFull
+from app.engine.decoders import NoSecondPass
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
 from app.metrics import Metrics
 from tests.streaming_support import ToneFactory, pcm16, spell
 
 
 class StubEngine:
-    """The parts of the engine a session uses, over the tone model; ``full`` makes the queue full."""
+    """The engine as a session sees it (its :class:`StreamPort`), over the tone model; ``full``
+    makes the queue full."""
 
     def __init__(self, recognizer: TorchRecognizer | None = None) -> None:
         self.recognizer = recognizer or ToneFactory()(Settings())
@@ -34,16 +37,22 @@ class StubEngine:
         self.calls = 0
         self.windows: list[int] = []
         self.refused = asyncio.Event()
+        self.finals_options: list[DecodeOptions] = []
 
-    def decoder(self, kind: str | None = None) -> GreedyDecoder:  # the server's default decoder, used for finals
-        assert kind in (None, "greedy")
-        return self.greedy_decoder
-
-    def model_config(self) -> Any:
+    def model_config(self, accepted: bool = False) -> Any:
         return self.config
 
-    async def run_decoder(self, fn: Any, *args: Any) -> Any:
-        return fn(*args)
+    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis:
+        return self.greedy_decoder.decode(log_probs, time_offset)
+
+    async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
+        """The server's default decoder for finals: greedy here."""
+        self.finals_options.append(options)
+        return self.greedy_decoder.decode(await self.infer(audio, accepted=True), time_offset)
+
+    def check(self, options: DecodeOptions, stream: bool = False) -> None:
+        if options.requested == "attention":
+            raise NoSecondPass("no second pass here")
 
     async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray:
         self.calls += 1
@@ -61,7 +70,7 @@ def session(engine: StubEngine, sent: list[dict[str, Any]], **tuning: Any) -> St
         sent.append(message)
 
     tuned = StreamTuning(**{"partial_interval_s": 0.3, "vad": "energy", **tuning})  # tones are not speech
-    return StreamSession(engine, StreamOptions(), emit, Metrics(), tuned)  # type: ignore[arg-type]
+    return StreamSession(engine, StreamOptions(), DecodeOptions(), emit, Metrics(), tuned)
 
 
 def test_a_full_queue_postpones_steps_until_more_audio() -> None:
@@ -129,3 +138,22 @@ def test_capped_partial_windows_and_a_final_equal_to_offline() -> None:
 
 def pcm16_round_trip(audio: np.ndarray) -> np.ndarray:
     return np.frombuffer(pcm16(audio), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def test_a_config_s_decoding_options_reach_the_finals_and_are_checked() -> None:
+    engine, sent = StubEngine(), list[dict[str, Any]]()
+    stream = session(engine, sent)
+    chosen = DecodeOptions.parse(decoder="beam", hotwords=["kubelet:5"])
+    stream.configure(StreamOptions(), chosen)
+    with pytest.raises(NoSecondPass):
+        stream.configure(StreamOptions(), DecodeOptions(decoder="attention"))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(stream.run())
+        stream.push(pcm16(spell("ab")))
+        stream.finish("eof")
+        await task
+
+    asyncio.run(scenario())
+    assert engine.finals_options == [chosen]
+    assert [m["type"] for m in sent][-1] == "final"

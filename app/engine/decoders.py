@@ -1,0 +1,76 @@
+"""Which decoder runs for a request: the one place that turns :class:`~app.asr.options.DecodeOptions`
+and what the served model has (a language model, a second pass) into a decoder.
+
+The choice: the decoder the options name, or beam when they set a beam-only option, or else the
+server's default (``ASR_DECODER`` resolved in the serving plan). Beam search takes the language
+model's tuned settings with the request's beam fields over them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from app.asr.align import AlignedDecoder
+from app.asr.beam import BeamDecoder, LexiconLM
+from app.asr.configs import BundleConfig
+from app.asr.ctc import GreedyDecoder, Hypothesis
+from app.asr.options import DecodeOptions, DecoderKind
+
+
+class CTCDecoder(Protocol):
+    """Turns one piece's (frames, vocab) log-probs into a hypothesis."""
+
+    def decode(self, log_probs: np.ndarray, time_offset: float = 0.0) -> Hypothesis: ...
+
+
+Decoder = CTCDecoder | AlignedDecoder
+"""A request's decoder: a CTC decoder (greedy, beam) or the second pass's aligner."""
+
+
+class NoLanguageModel(Exception):
+    """Beam search was asked for, but the served bundle has no language model."""
+
+
+class NoSecondPass(Exception):
+    """The second pass (``decoder=attention``) was asked for, but the served model has none."""
+
+
+class Decoders:
+    """The decoders the served model offers, and the choice among them for a request."""
+
+    def __init__(self, config: BundleConfig, lm: LexiconLM | None, second_pass: bool, default: str) -> None:
+        self.config = config
+        self.lm = lm
+        self.second_pass = second_pass
+        self.default = default
+        self.greedy = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+
+    @property
+    def kinds(self) -> list[DecoderKind]:
+        """The decoders a request may choose."""
+        kinds: list[DecoderKind] = ["greedy"]
+        if self.lm is not None:
+            kinds.append("beam")
+        if self.second_pass:
+            kinds.append("attention")
+        return kinds
+
+    def choose(self, options: DecodeOptions, default: str | None = None) -> Decoder:
+        """The decoder for ``options`` (``default`` overrides the server's default kind).
+
+        Raises :class:`NoLanguageModel` for beam without an LM and :class:`NoSecondPass` for
+        attention on a model without one.
+        """
+        kind = options.requested or default or self.default
+        config = self.config
+        if kind == "greedy":
+            return self.greedy
+        if kind == "attention":
+            if not self.second_pass:
+                raise NoSecondPass(f"decoder=attention needs a second pass, and model {config.name} has none")
+            return AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+        if self.lm is None:
+            raise NoLanguageModel(f"beam search needs a language model, and model {config.name} has none")
+        return BeamDecoder(self.lm, self.lm.defaults.for_request(options), config.frame_seconds)
