@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -26,6 +28,25 @@ class TranscriptionResponse(BaseModel):
     alternatives: list[AlternativeOut] | None = Field(
         None, description="With `alternatives=N` (beam search): the N best transcripts, best first."
     )
+
+
+class StreamPartialOut(BaseModel):
+    """``/stream``'s ``partial`` message: the utterance so far (it may still change)."""
+
+    type: Literal["partial"] = "partial"
+    text: str
+    start: float = Field(description="Start of the utterance, in seconds from the start of the stream.")
+    end: float = Field(description="End of the audio the partial covers, in seconds.")
+
+
+class StreamFinalOut(BaseModel):
+    """``/stream``'s ``final`` message: an utterance's transcript."""
+
+    type: Literal["final"] = "final"
+    text: str
+    start: float = Field(description="Start of the utterance, in seconds from the start of the stream.")
+    end: float = Field(description="End of the utterance, in seconds.")
+    words: list[WordOut] = Field(description="The words with their times; empty without word_timestamps.")
 
 
 class ErrorDetail(BaseModel):

@@ -43,6 +43,7 @@ from app.asr.options import DecodeOptions
 from app.asr.resample import resample
 from app.asr.segment import split_points
 from app.asr.vad import FRAME, SileroVad
+from app.engine.events import Final, StreamEvent
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
 from app.metrics import Metrics
 from bench.workload import SENTENCES, VOICES, speak
@@ -94,9 +95,9 @@ async def _finals(audio: np.ndarray, tuning: StreamTuning, options: StreamOption
     """End times (s) of the finals sent before the stream's end (the end's own final is left out)."""
     ends: list[float] = []
 
-    async def emit(message: dict[str, Any]) -> None:
-        if message["type"] == "final":
-            ends.append(float(message["end"]))
+    async def emit(event: StreamEvent) -> None:
+        if isinstance(event, Final):
+            ends.append(event.end)
 
     stream = StreamSession(BlankEngine(), options, DecodeOptions(), emit, Metrics(), tuning)
     task = asyncio.create_task(stream.run())

@@ -1,21 +1,22 @@
 """Live stream sessions: buffered audio, windowed inference, endpointing and utterance finals.
 
 A :class:`StreamSession` takes raw PCM pieces (:meth:`~StreamSession.push`) and runs one
-processing task (:meth:`~StreamSession.run`) that turns them into ``partial`` and ``final``
-messages through ``emit``; it reaches the engine through :class:`StreamPort`. Its windows go
-through the engine's batcher at stream priority, so the chunks of all live streams share model
-batches ahead of offline requests; while a window is in flight new audio gathers, so a loaded
-server takes larger steps instead of falling behind.
+processing task (:meth:`~StreamSession.run`) that turns them into typed events
+(:mod:`app.engine.events`: partials, finals, then its close) through ``emit``; it knows no wire
+format, which is the routers' business. It reaches the engine through :class:`StreamPort`. Its
+windows go through the engine's batcher at stream priority, so the chunks of all live streams
+share model batches ahead of offline requests; while a window is in flight new audio gathers, so
+a loaded server takes larger steps instead of falling behind.
 
 Partials come from windows with ``max_context_s`` of context on each side (less than the
 model's receptive field: each step costs the context plus the new audio). A final is one pass
 over the utterance's whole audio (decoded as the stream's :class:`~app.asr.options.DecodeOptions`
 ask), so it equals the offline transcription of the same audio.
 
-An utterance ends (its final is sent and the state resets) after ``silence_ms`` of silence once
-speech was heard, judged by the speech gate (Silero VAD, or frame energy: ``vad``) or by a run
-of CTC blanks in the latest window; at ``max_utterance_s`` it is cut at the quietest point of its
-last second. The :class:`StreamRegistry` bounds how many sessions run and drains them on shutdown.
+An utterance ends (its final is sent and the state resets) when :mod:`app.engine.endpointing`
+says so: after ``silence_ms`` of silence once speech was heard, or at ``max_utterance_s``, cut at
+the quietest point of its last second. The :class:`StreamRegistry` bounds how many sessions run
+and drains them on shutdown.
 
 Memory is bounded per session: audio waiting for the processing task (its inbox) is refused past
 ``max_backlog_s`` (:class:`StreamBacklog`), and an utterance holds at most ``max_utterance_s``.
@@ -28,24 +29,34 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
-from app.asr.incremental import FrameGrid, GateKind, PcmStream, SpeechGate, Utterance, quietest_point, speech_gate
+from app.asr.incremental import FrameGrid, GateKind, PcmStream, SpeechGate, Utterance, speech_gate
 from app.asr.options import DecodeOptions
 from app.engine.batcher import QueueFull
+from app.engine.endpointing import Endpointer, cut_point
+from app.engine.events import Closed, Emit, Final, Partial
 from app.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
+__all__ = [
+    "STREAM_PRIORITY",
+    "Emit",
+    "StreamBacklog",
+    "StreamOptions",
+    "StreamPort",
+    "StreamRegistry",
+    "StreamSession",
+    "StreamTuning",
+]
 STREAM_PRIORITY = 1
-BLANK_PROBABILITY = 0.95  # a frame counts as silence for endpointing above this blank probability
 
 
 @dataclass(frozen=True)
@@ -122,9 +133,7 @@ class StreamSession:
         self.audio_received = False
         self.configure(options, decoding)
         self._utt = Utterance(self.grid)
-        self._gate = self._new_gate()
         self._due_since: float | None = None
-        self._blank_endpoint = False
         self._last_partial = ""
         self._first_audio_at: float | None = None
         self._partial_sent = False
@@ -141,6 +150,14 @@ class StreamSession:
             self.decoding = decoding
         self.options = options
         self._pcm = PcmStream(options.encoding, options.sample_rate, self.rate)
+        self._endpoint = Endpointer(
+            self._new_gate,
+            self.rate,
+            self.grid.frame_samples,
+            self.blank_id,
+            options.silence_ms,
+            options.max_utterance_s,
+        )
 
     def seconds_of(self, size: int) -> float:
         """Audio seconds in ``size`` bytes of this stream's PCM."""
@@ -186,16 +203,17 @@ class StreamSession:
             if self.ending is not None:
                 self._drain_inbox()
                 await self._finalize(self._utt.samples)
+                await self._emit(Closed(self.ending))
                 return
 
     async def _process(self) -> None:
         while True:
             self._drain_inbox()
             utt = self._utt
-            if self._endpoint_due():
+            if self._endpoint.due():
                 await self._finalize(utt.samples)
-            elif utt.samples >= self.options.max_utterance_s * self.rate:
-                await self._finalize(self._cut_point())
+            elif self._endpoint.too_long(utt.samples):
+                await self._finalize(cut_point(utt, self.rate))
             elif not self._step_due() or not await self._step():
                 return
 
@@ -205,24 +223,20 @@ class StreamSession:
         New audio that is all silence waits: the next step or the final takes it along.
         """
         new = self._utt.new_samples
-        speech_in_new = self._gate.heard_speech and self._gate.trailing_silence < new
+        speech_in_new = self._endpoint.speech_in_last(new)
         return self.ending is None and speech_in_new and new >= self.tuning.partial_interval_s * self.rate
-
-    def _endpoint_due(self) -> bool:
-        silence = self.options.silence_ms * self.rate // 1000
-        return self._gate.heard_speech and (self._blank_endpoint or self._gate.trailing_silence >= silence)
 
     def _drain_inbox(self) -> None:
         """Move queued audio into the utterance, stopping where it ends (the rest is the next one's)."""
-        longest = self.options.max_utterance_s * self.rate
-        while self._inbox and not self._endpoint_due() and self._utt.samples < longest:
+        endpoint = self._endpoint
+        while self._inbox and not endpoint.due() and not endpoint.too_long(self._utt.samples):
             samples, received = self._inbox.popleft()
             self._inbox_samples -= samples.shape[0]
             self._utt.append(samples)
-            self._gate.feed(samples)
+            endpoint.feed(samples)
             if self._due_since is None and self._step_due():
                 self._due_since = received
-            if not self._gate.heard_speech:
+            if not endpoint.heard_speech:
                 self._trim_preroll()
 
     def _trim_preroll(self) -> None:
@@ -234,12 +248,6 @@ class StreamSession:
             self._utt = Utterance(self.grid, utt.start + utt.samples - tail.shape[0])
             self._utt.append(tail)
             self._due_since = None
-
-    def _cut_point(self) -> int:
-        """Where to cut an over-long utterance: its quietest 20 ms in the last second."""
-        utt = self._utt
-        lo = max(utt.samples - self.rate, utt.committed_frames * self.grid.frame_samples)
-        return lo + quietest_point(utt.audio[lo:], self.rate // 50)
 
     async def _infer(self, audio: np.ndarray) -> np.ndarray:
         return await self.port.infer(audio, priority=STREAM_PRIORITY, accepted=True)
@@ -260,7 +268,7 @@ class StreamSession:
         utt = self._utt
         provisional = utt.accept(window, log_probs)
         full = np.concatenate([utt.log_probs(self.vocab), provisional])
-        self._blank_endpoint = self._blank_run(full) >= self.options.silence_ms / 1000 * self.grid_rate
+        self._endpoint.observe(full)
         if self.options.interim_results:
             await self._send_partial(full, window.end, due)
         return True
@@ -272,49 +280,29 @@ class StreamSession:
         if hyp.text and hyp.text != self._last_partial:
             self._last_partial = hyp.text
             start, stop = utt.start / self.rate, (utt.start + end) / self.rate
-            await self._emit({"type": "partial", "text": hyp.text, "start": round(start, 3), "end": round(stop, 3)})
+            await self._emit(Partial(hyp.text, round(start, 3), round(stop, 3)))
             self._observe_partial(due)
-
-    @property
-    def grid_rate(self) -> float:
-        """Output frames per second."""
-        return self.rate / self.grid.frame_samples
-
-    def _blank_run(self, log_probs: np.ndarray) -> int:
-        """Confident blank frames ending ``log_probs`` after its last emitted token (0 if none)."""
-        spoken = np.flatnonzero(log_probs.argmax(axis=1) != self.blank_id)
-        if spoken.size == 0:
-            return 0
-        after = np.exp(log_probs[spoken[-1] + 1 :, self.blank_id]) >= BLANK_PROBABILITY
-        unsure = np.flatnonzero(~after)
-        return int(after.shape[0] if unsure.size == 0 else after.shape[0] - 1 - unsure[-1])
 
     async def _finalize(self, end: int) -> None:
         """Send the final of the utterance up to sample ``end``; the rest starts the next one."""
         utt = self._utt
         rest = utt.split(end) if end < utt.samples else utt.audio[:0]
-        if self._gate.heard_speech and utt.samples > 0:
+        if self._endpoint.heard_speech and utt.samples > 0:
             hyp = await self._final_hypothesis(utt)
-            await self._emit(self._final_message(hyp, utt))
+            await self._emit(self._final(hyp, utt))
             self.metrics.stream_finals.inc()
         self._utt = Utterance(self.grid, utt.start + utt.samples)
-        self._gate = self._new_gate()
-        self._blank_endpoint = False
+        self._endpoint.reset()
         self._last_partial = ""
         self._due_since = None
         if rest.size:
             self._utt.append(rest)
-            self._gate.feed(rest)
+            self._endpoint.feed(rest)
 
-    def _final_message(self, hyp: Hypothesis, utt: Utterance) -> dict[str, Any]:
-        words = hyp.words if self.options.word_timestamps else []
-        return {
-            "type": "final",
-            "text": hyp.text,
-            "start": round(utt.start / self.rate, 3),
-            "end": round((utt.start + utt.samples) / self.rate, 3),
-            "words": [{"word": w.word, "start": w.start, "end": w.end, "confidence": w.confidence} for w in words],
-        }
+    def _final(self, hyp: Hypothesis, utt: Utterance) -> Final:
+        words = tuple(hyp.words) if self.options.word_timestamps else ()
+        start, end = utt.start / self.rate, (utt.start + utt.samples) / self.rate
+        return Final(hyp.text, round(start, 3), round(end, 3), words)
 
     async def _final_hypothesis(self, utt: Utterance) -> Hypothesis:
         """The final of the whole utterance, decoded as the stream's options ask (by default with

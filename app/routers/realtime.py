@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket
 
 from app.engine.engine import EngineState, EngineUnavailable
+from app.engine.events import Closed, Final, Partial, StreamEvent
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
 from app.errors import Problem
 from app.routers.openai import LANGUAGES, model_names
@@ -74,7 +75,7 @@ class RealtimeConnection(StreamConnection):
         self.buffered_ms = 0.0  # audio in the buffer since the last commit or clear
         self.appended_ms = 0.0  # all audio appended
         self.committing = False
-        self.commit_finals: list[dict[str, Any]] = []
+        self.commit_finals: list[Final] = []
         self.send_lock = asyncio.Lock()
 
     # The stream session: built from the session configuration
@@ -186,17 +187,21 @@ class RealtimeConnection(StreamConnection):
 
     # Server events from the stream session
 
-    async def _emit(self, message: dict[str, Any]) -> None:
+    async def _emit(self, result: StreamEvent) -> None:
+        """A stream session's event as OpenAI's: partials become deltas, finals items (under
+        server VAD) or parts of the committed one; a session's close is the buffer's (commit, clear)."""
         vad = self.built is not None and self.built.turn_detection is not None
-        if message["type"] == "partial":
-            await self._send(*self.items.partial(message, vad))
+        if isinstance(result, Closed):
+            return
+        if isinstance(result, Partial):
+            await self._send(*self.items.partial(result, vad))
         elif self.committing:
-            self.commit_finals.append(message)
+            self.commit_finals.append(result)
         elif vad:
-            await self._send(*self.items.vad_final(message))
+            await self._send(*self.items.vad_final(result))
             self.buffered_ms = 0.0
         else:
-            self.items.hold(message)
+            self.items.hold(result)
 
     def _error_message(self, problem: Problem) -> dict[str, Any]:
         return problem_event(problem)
@@ -265,7 +270,7 @@ class RealtimeConnection(StreamConnection):
             await self.processor  # its finals come to commit_finals
         finally:
             self.committing = False
-        await self._send(*self.items.completed([f["text"] for f in self.commit_finals], self.buffered_ms / 1000))
+        await self._send(*self.items.completed([f.text for f in self.commit_finals], self.buffered_ms / 1000))
         self.buffered_ms = 0.0
         await self._restart(cancel=False)
 

@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.engine.events import Final, Partial
 from app.errors import Problem
 
 CLIENT_EVENTS = ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear")
@@ -327,30 +328,28 @@ class ItemTracker:
             return []
         return [event("input_audio_buffer.speech_started", audio_start_ms=self.item.start_ms, item_id=self.item.id)]
 
-    def partial(self, message: dict[str, Any], vad: bool) -> list[dict[str, Any]]:
+    def partial(self, partial: Partial, vad: bool) -> list[dict[str, Any]]:
         """A stream partial: the item's speech start (server VAD), and a delta if words became stable."""
-        events = self._open(message["start"], vad)
+        events = self._open(partial.start, vad)
         assert self.item is not None
-        stable = " ".join([*self.item.held, *message["text"].split()[:-1]])
+        stable = " ".join([*self.item.held, *partial.text.split()[:-1]])
         return events + self._delta(stable)
 
-    def hold(self, message: dict[str, Any]) -> None:
+    def hold(self, final: Final) -> None:
         """A final inside a manually committed buffer (a long buffer is transcribed in pieces)."""
-        self._open(message["start"], vad=False)
+        self._open(final.start, vad=False)
         assert self.item is not None
-        if message["text"]:
-            self.item.held.append(message["text"])
+        if final.text:
+            self.item.held.append(final.text)
 
-    def vad_final(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+    def vad_final(self, final: Final) -> list[dict[str, Any]]:
         """A stream final under server VAD: the item's speech stop, commit and transcript."""
-        events = self._open(message["start"], vad=True)
+        events = self._open(final.start, vad=True)
         assert self.item is not None
         item_id = self.item.id
-        events.append(
-            event("input_audio_buffer.speech_stopped", audio_end_ms=self._ms(message["end"]), item_id=item_id)
-        )
+        events.append(event("input_audio_buffer.speech_stopped", audio_end_ms=self._ms(final.end), item_id=item_id))
         events.append(self.committed())
-        return events + self.completed([message["text"]], message["end"] - message["start"])
+        return events + self.completed([final.text], final.end - final.start)
 
     def committed(self) -> dict[str, Any]:
         """The ``committed`` event of the item in progress (a new, empty one if none)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.asr.options import DecodeOptions, DecodeOptionsError
 from app.config import Settings
 from app.engine.engine import Engine
+from app.engine.events import Closed, Final, Partial, StreamEvent
 from app.engine.pacing import AudioTooFast, PaceLimits, StreamPace
 from app.engine.streaming import StreamBacklog, StreamOptions, StreamRegistry, StreamSession, StreamTuning
 from app.errors import (
@@ -34,6 +35,7 @@ from app.errors import (
 )
 from app.metrics import Metrics, close_code_label
 from app.routers.decoding import StreamDecodingIn, decode_options
+from app.schemas import StreamFinalOut, StreamPartialOut, WordOut
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +130,11 @@ class StreamConnection:
         self.registry.add(session)
         return session
 
-    async def _emit(self, message: dict[str, Any]) -> None:
-        """Send a session's message (a partial or a final) to the client."""
-        await self.ws.send_json(message)
+    async def _emit(self, event: StreamEvent) -> None:
+        """Send a session's event to the client: partials and finals as their messages (its close
+        is the connection's: :meth:`_close`)."""
+        if not isinstance(event, Closed):
+            await self.ws.send_json(stream_message(event))
 
     def _error_message(self, problem: Problem) -> dict[str, Any]:
         """The message that tells the client why the stream closes."""
@@ -300,3 +304,11 @@ class StreamConnection:
             if problem is not None:
                 await self.ws.send_json(self._error_message(problem))
             await self.ws.close(code, reason=str(problem.code) if problem is not None else "")
+
+
+def stream_message(event: Partial | Final) -> dict[str, Any]:
+    """The ``/stream`` message of a partial or a final (docs/api.md)."""
+    if isinstance(event, Partial):
+        return StreamPartialOut(text=event.text, start=event.start, end=event.end).model_dump()
+    words = [WordOut(word=w.word, start=w.start, end=w.end, confidence=w.confidence) for w in event.words]
+    return StreamFinalOut(text=event.text, start=event.start, end=event.end, words=words).model_dump()

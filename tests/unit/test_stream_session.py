@@ -20,6 +20,7 @@ from app.asr.recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.batcher import QueueFull
 from app.engine.decoders import NoSecondPass
+from app.engine.events import Closed, Final, StreamEvent
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
 from app.metrics import Metrics
 from tests.streaming_support import ToneFactory, pcm16, spell
@@ -65,17 +66,17 @@ class StubEngine:
         return self.recognizer.infer([audio])[0]
 
 
-def session(engine: StubEngine, sent: list[dict[str, Any]], **tuning: Any) -> StreamSession:
-    async def emit(message: dict[str, Any]) -> None:
-        sent.append(message)
+def session(engine: StubEngine, sent: list[StreamEvent], **tuning: Any) -> StreamSession:
+    async def emit(event: StreamEvent) -> None:
+        sent.append(event)
 
     tuned = StreamTuning(**{"partial_interval_s": 0.3, "vad": "energy", **tuning})  # tones are not speech
     return StreamSession(engine, StreamOptions(), DecodeOptions(), emit, Metrics(), tuned)
 
 
 def test_a_full_queue_postpones_steps_until_more_audio() -> None:
-    async def scenario() -> tuple[list[dict[str, Any]], int]:
-        engine, sent = StubEngine(), []
+    async def scenario() -> tuple[list[StreamEvent], int]:
+        engine, sent = StubEngine(), list[StreamEvent]()
         stream = session(engine, sent)
         task = asyncio.create_task(stream.run())
         data = pcm16(spell("hello"))
@@ -91,7 +92,8 @@ def test_a_full_queue_postpones_steps_until_more_audio() -> None:
 
     sent, refused_calls = asyncio.run(scenario())
     assert refused_calls == 1
-    assert sent[-1]["type"] == "final" and sent[-1]["text"] == "hello"
+    assert sent[-1] == Closed("eof")
+    assert isinstance(sent[-2], Final) and sent[-2].text == "hello"
 
 
 def test_a_full_queue_at_the_final_fails_the_session() -> None:
@@ -115,7 +117,7 @@ def test_capped_partial_windows_and_a_final_equal_to_offline() -> None:
     frontend, model = build_model(config)
     recognizer = TorchRecognizer(Bundle(Path("random"), config, frontend, model.eval()), device="cpu")
     audio = (0.1 * np.random.default_rng(3).standard_normal(16000 * 9)).astype(np.float32)
-    engine, sent = StubEngine(recognizer), []
+    engine, sent = StubEngine(recognizer), list[StreamEvent]()
 
     async def scenario() -> None:
         stream = session(engine, sent, partial_interval_s=0.5, max_context_s=1.0)
@@ -128,8 +130,8 @@ def test_capped_partial_windows_and_a_final_equal_to_offline() -> None:
 
     asyncio.run(scenario())
     offline = engine.greedy_decoder.decode(recognizer.infer([pcm16_round_trip(audio)])[0])
-    finals = [m for m in sent if m["type"] == "final"]
-    assert [f["text"] for f in finals] == [offline.text] and offline.text
+    finals = [e for e in sent if isinstance(e, Final)]
+    assert [f.text for f in finals] == [offline.text] and offline.text
     partial_windows, final_window = engine.windows[:-1], engine.windows[-1]
     radius_s = receptive_field(config.model) * config.frontend.hop_length / 16000
     assert final_window == audio.shape[0]
@@ -141,7 +143,7 @@ def pcm16_round_trip(audio: np.ndarray) -> np.ndarray:
 
 
 def test_a_config_s_decoding_options_reach_the_finals_and_are_checked() -> None:
-    engine, sent = StubEngine(), list[dict[str, Any]]()
+    engine, sent = StubEngine(), list[StreamEvent]()
     stream = session(engine, sent)
     chosen = DecodeOptions.parse(decoder="beam", hotwords=["kubelet:5"])
     stream.configure(StreamOptions(), chosen)
@@ -156,4 +158,4 @@ def test_a_config_s_decoding_options_reach_the_finals_and_are_checked() -> None:
 
     asyncio.run(scenario())
     assert engine.finals_options == [chosen]
-    assert [m["type"] for m in sent][-1] == "final"
+    assert [type(e) for e in sent][-2:] == [Final, Closed]
