@@ -25,7 +25,7 @@ run: install
 
 lint: install
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check app train
+	$(VENV)/bin/ruff format --check app train bench tests
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -199,7 +199,7 @@ def cmd_hotword_demo(args: argparse.Namespace) -> dict[str, Any]:
     greedy = GreedyDecoder(lm.tokens, lm.blank_id, frame_s)
     plain = BeamDecoder(lm, lm.defaults, frame_s)
     boosted = BeamDecoder(lm, replace(lm.defaults, hotwords=parse_hotwords([word], args.boost)), frame_s)
-    decoders = {"greedy": greedy, "beam": plain, "beam+hotword": boosted}
+    decoders: dict[str, GreedyDecoder | BeamDecoder] = {"greedy": greedy, "beam": plain, "beam+hotword": boosted}
     out: dict[str, Any] = {"word": word, "in_lexicon": word in lm.word_index, "utterances": len(rows)}
     for name, decoder in decoders.items():
         texts = [decoder.decode(lp).text for lp in log_probs]
@@ -298,7 +298,7 @@ def cmd_throughput(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _merge(rounds: list[dict[str, float]]) -> dict[str, float]:
+def _merge(rounds: list[dict[str, float]]) -> dict[str, Any]:
     """Totals over rounds; latency percentiles are the rounds' medians."""
     requests, seconds = sum(r["requests"] for r in rounds), sum(r["seconds"] for r in rounds)
     return {

@@ -29,14 +29,16 @@ def child(seconds: float, repeats: int, tuned: bool) -> dict[str, float]:
     """Milliseconds per clip of each variant, in this process."""
     import torch
 
-    from app.asr.configs import default_config
+    from app.asr.configs import FrontendConfig, default_config
     from app.asr.features import LogMelFrontend
     from app.process import tune_malloc
 
     torch.set_num_threads(1)
     if tuned:
         tune_malloc()
-    frontend = LogMelFrontend(default_config().frontend).eval()
+    config = default_config().frontend
+    assert isinstance(config, FrontendConfig)  # the default bundle has the log-mel frontend
+    frontend = LogMelFrontend(config).eval()
     audio = 0.1 * torch.randn(1, int(seconds * 16000), generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([audio.shape[1]])
 

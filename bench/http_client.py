@@ -75,7 +75,7 @@ class _Connection:
         return Response(status, body)
 
     async def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await self.reader.readline()).split(b";")[0], 16)
             if size == 0:

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     rows = [json.loads(line) for line in manifest.read_text().splitlines()[: args.limit]]
     refs, hyps = (
         [spoken_form(r["text"]) for r in rows],
-        {k: [] for k in ("ctc_own", "ctc_padded", "attn_own", "attn_padded")},
+        {k: list[str]() for k in ("ctc_own", "ctc_padded", "attn_own", "attn_padded")},
     )
     started = time.perf_counter()
     with torch.inference_mode():

@@ -13,6 +13,7 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ def main() -> None:
     clip = (0.1 * np.random.default_rng(0).standard_normal(int(args.seconds * bundle.config.sample_rate))).astype(
         np.float32
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, runtime, precision in CONFIGS:
         if runtime in args.skip:
             continue

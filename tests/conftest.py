@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,6 +12,28 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from tests.support import FakeFactory
+
+TESTS = Path(__file__).parent
+
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "e2e": "e2e",
+    "abuse": "abuse_suite",  # ``abuse`` itself marks only the heavy cases, run by `make test-abuse`
+    "browser": "browser",
+    "gpu": "gpu",
+}
+"""The marker every test in a folder of ``tests/`` gets (registered in pyproject.toml)."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so ``-m unit`` (or ``integration``, ...) selects a folder."""
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else ""
+        marker = FOLDER_MARKERS.get(folder)
+        if marker is not None:
+            item.add_marker(marker)
 
 
 def wait_ready(client: TestClient, timeout_s: float = 30.0) -> None:

@@ -16,15 +16,8 @@ import numpy as np
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from app.asr.audio import (
-    DecodeDeadlineError,
-    DecodeReport,
-    PcmFormat,
-    check_wav_length,
-    decode_audio,
-    decode_pcm,
-    pcm_wav_format,
-)
+from app.asr.audio import DecodeDeadlineError, DecodeReport, PcmFormat, decode_audio, decode_pcm
+from app.asr.wav import check_wav_length, pcm_wav_format
 from app.config import Settings
 from app.engine.engine import RequestTimeout
 from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType

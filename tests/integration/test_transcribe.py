@@ -53,8 +53,9 @@ def test_stereo_pcm_channels_parameter(client: TestClient) -> None:
 
 
 def test_request_id_is_echoed_and_generated(client: TestClient) -> None:
-    response = client.post("/transcribe", files={"file": ("a.wav", wav_bytes(tone()))},
-                            headers={"X-Request-ID": "abc-123"})
+    response = client.post(
+        "/transcribe", files={"file": ("a.wav", wav_bytes(tone()))}, headers={"X-Request-ID": "abc-123"}
+    )
     assert response.headers["x-request-id"] == "abc-123"
     generated = client.get("/healthz").headers["x-request-id"]
     assert len(generated) == 32

@@ -8,7 +8,7 @@ import struct
 import pytest
 from fastapi.testclient import TestClient
 
-from app.asr import audio
+from app.asr import audio, wav
 from tests.support import encode, tone, wav_bytes
 
 FOUR_SECONDS = wav_bytes(tone(4.0))
@@ -67,6 +67,6 @@ def test_decode_report_marks_a_damaged_tail_and_a_short_wav() -> None:
     data = encode("flac", seconds=4.0)
     kept = audio.decode_audio(data[: int(len(data) * 0.6)], 16000, report=report)
     assert report.truncated and 0 < kept.shape[0] < 4 * 16000
-    assert audio.wav_cut_short(FOUR_SECONDS[:-2])
-    assert not audio.wav_cut_short(FOUR_SECONDS)
-    assert not audio.wav_cut_short(_streamed(FOUR_SECONDS[:1000], 0x7FFFFFFF))
+    assert wav.wav_cut_short(FOUR_SECONDS[:-2])
+    assert not wav.wav_cut_short(FOUR_SECONDS)
+    assert not wav.wav_cut_short(_streamed(FOUR_SECONDS[:1000], 0x7FFFFFFF))

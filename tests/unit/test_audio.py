@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app.asr import audio
+from app.asr import audio, wav
 from app.asr.resample import resample
 from app.asr.segment import split_points
 from app.asr.text import normalize_text
@@ -36,7 +36,7 @@ def _sf_wav(wave: np.ndarray, rate: int, subtype: str) -> bytes:
 def test_pcm_wav_is_read_from_its_header_exactly_as_libsndfile_reads_it(channels: int, rate: int) -> None:
     wave = np.random.default_rng(0).uniform(-0.5, 0.5, (rate // 2, channels)).astype(np.float32)
     data = _sf_wav(wave, rate, "PCM_16")
-    found = audio.pcm_wav_format(data)
+    found = wav.pcm_wav_format(data)
     assert found is not None and found[0] == audio.PcmFormat(rate, "s16le", channels)
     with sf.SoundFile(io.BytesIO(data)) as source:
         expected = _one_shot(source.read(dtype="float32", always_2d=True).mean(axis=1), rate)
@@ -76,7 +76,7 @@ def test_resampling_keeps_the_speech_band(rate: int) -> None:
 @pytest.mark.parametrize("subtype", ["FLOAT", "PCM_U8", "PCM_24"])
 def test_other_wav_sample_formats_go_to_a_decoder(subtype: str) -> None:
     data = _sf_wav(tone(0.5), 16000, subtype)
-    assert audio.pcm_wav_format(data) is None
+    assert wav.pcm_wav_format(data) is None
     assert audio.decode_audio(data, 16000).shape == (8000,)
 
 
@@ -86,7 +86,7 @@ def test_pcm_wav_header_walk_skips_padded_chunks_and_clips_an_overstated_size() 
     odd = b"LIST" + struct.pack("<I", 3) + b"abc" + b"\x00"  # 3 bytes, padded to 4
     streamed = bytearray(data[:fmt_end] + odd + data[fmt_end:])
     struct.pack_into("<I", streamed, fmt_end + len(odd) + 4, 0xFFFFFFFF)  # "until the end", as streamers write
-    found = audio.pcm_wav_format(bytes(streamed))
+    found = wav.pcm_wav_format(bytes(streamed))
     assert found is not None
     _, start, end = found
     assert (start, end) == (fmt_end + len(odd) + 8, len(streamed))
@@ -191,11 +191,11 @@ def test_non_finite_samples_are_refused(bad: float) -> None:
 def test_a_wav_file_of_many_empty_chunks_is_refused_after_a_bounded_walk() -> None:
     data = wav_bytes(tone(0.5))
     fmt_end = 12 + 8 + struct.unpack_from("<I", data, 16)[0]
-    few = data[:fmt_end] + b"junk\x00\x00\x00\x00" * (audio.MAX_WAV_CHUNKS - 3) + data[fmt_end:]
-    assert audio.pcm_wav_format(few) is not None  # a handful of extra chunks is fine
+    few = data[:fmt_end] + b"junk\x00\x00\x00\x00" * (wav.MAX_WAV_CHUNKS - 3) + data[fmt_end:]
+    assert wav.pcm_wav_format(few) is not None  # a handful of extra chunks is fine
     many = data[:fmt_end] + b"junk\x00\x00\x00\x00" * 100_000 + data[fmt_end:]
     with pytest.raises(audio.UndecodableAudioError, match="chunks"):
-        audio.pcm_wav_format(many)
+        wav.pcm_wav_format(many)
     with pytest.raises(audio.UndecodableAudioError, match="chunks"):
         audio.decode_audio(many, 16000)
 

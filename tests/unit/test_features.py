@@ -39,4 +39,3 @@ def test_a_row_shorter_than_its_tensor_is_masked_even_alone() -> None:
     with torch.inference_mode():
         features, lengths = frontend(audio, torch.tensor([8000]))
     assert features[0, :, int(lengths[0]) :].abs().max() == 0
-
