@@ -18,7 +18,7 @@ from tests.conftest import wait_ready
 from train import evaluate, scoring
 from train.data.audio_io import read_audio, write_flac, write_manifest
 
-EN_SMALL = Path(__file__).resolve().parents[2] / "models" / "en-small"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 SENTENCES = ["please open the door for me", "she has three children and a dog", "turn off the radio in the kitchen"]
 
 
@@ -46,9 +46,11 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "set.jsonl"
 
 
-def test_evaluation_gives_the_servers_transcripts_and_wer(manifest: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["en-small", "en-whisper-tiny"])
+def test_evaluation_gives_the_servers_transcripts_and_wer(manifest: Path, tmp_path: Path, name: str) -> None:
+    bundle = MODELS / name
     files = sorted(manifest.parent.glob("u*.flac"))
-    with TestClient(create_app(Settings(model_path=EN_SMALL, decoder="greedy"))) as client:
+    with TestClient(create_app(Settings(model_path=bundle, decoder="greedy"))) as client:
         wait_ready(client, timeout_s=120)
         served = []
         for path in files:
@@ -57,10 +59,10 @@ def test_evaluation_gives_the_servers_transcripts_and_wer(manifest: Path, tmp_pa
             served.append(response.json()["text"])
     assert all(served) and len(served[-1].split()) > 20
 
-    recognizer = build_recognizer(load_bundle(EN_SMALL), "auto", "cpu", "fp32", 1)
+    recognizer = build_recognizer(load_bundle(bundle), "auto", "cpu", "fp32", 1)
     waves = [read_audio(path) for path in files]  # the 16-bit samples the server decodes
     assert scoring.transcribe(recognizer, waves) == served
 
-    results = evaluate.run(["--model", str(EN_SMALL), "--set", f"tiny={manifest}", "--threads", "1"])
+    results = evaluate.run(["--model", str(bundle), "--set", f"tiny={manifest}", "--threads", "1"])
     references = [*SENTENCES, " ".join(SENTENCES * 4)]
     assert results["runtimes"]["fp32"]["tiny"]["wer"] == round(scoring.score(references, served).wer, 4)
