@@ -20,7 +20,7 @@ from app.asr.audio import DecodeDeadlineError, DecodeReport, PcmFormat, decode_a
 from app.asr.wav import check_wav_length, pcm_wav_format
 from app.config import Settings
 from app.engine.engine import RequestTimeout
-from app.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from app.errors import InvalidRequest, UnsupportedMediaType, body_too_large
 
 INLINE_PCM_BYTES = 2 << 20
 """Plain PCM at the model's rate up to this size (about a minute of 16 kHz mono) is converted on
@@ -83,14 +83,14 @@ async def _read_audio(request: Request, settings: Settings, sample_rate: int | N
     content_type = request.headers.get("content-type", "")
     media_type, params = _parse_content_type(content_type)
     if media_type == "multipart/form-data":
-        return await _read_multipart(request, settings)
+        return await _read_multipart(request)
     if not media_type.startswith("audio/") and media_type != "application/octet-stream":
         raise UnsupportedMediaType(
             f"unsupported Content-Type {content_type!r}: send multipart/form-data with a 'file' field, "
             "or the audio itself with an audio/* Content-Type",
             code="unsupported_content_type",
         )
-    data = await _read_body(request, settings.max_upload_bytes)
+    data = await _read_body(request)
     if media_type in PCM_TYPES:
         rate = sample_rate or _int_param(params.get("rate"))
         if rate is None:
@@ -168,42 +168,34 @@ def _loop_time(deadline: float) -> float | None:
     return asyncio.get_running_loop().time() + (deadline - time.monotonic())
 
 
-async def _read_multipart(request: Request, settings: Settings) -> AudioUpload:
+async def _read_multipart(request: Request) -> AudioUpload:
     form = await request.form(max_files=1, max_fields=32)
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("the multipart form needs an audio file in the field 'file'", code="missing_file")
-        data = await upload.read(settings.max_upload_bytes + 1)
+        data = await upload.read()
         items = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
     finally:
         await form.close()
-    if len(data) > settings.max_upload_bytes:
-        raise _too_large(settings)
     return AudioUpload(data, form=dict(items), form_items=items)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request) -> bytes:
     """The body, gathered in one growing buffer (``getvalue`` hands it over without a copy, so a
-    body costs about its own size, not twice that)."""
+    body costs about its own size, not twice that). Its size limit is enforced while it is read,
+    by ``app.middleware.BodyLimitMiddleware``, for this and every other body."""
     body = io.BytesIO()
     async for chunk in request.stream():
-        if body.tell() + len(chunk) > limit:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes", code="body_too_large")
         body.write(chunk)
     return body.getvalue()
 
 
 def _check_declared_length(request: Request, settings: Settings) -> None:
+    """A declared length past the limit answers 413 before the Content-Type is judged."""
     declared = request.headers.get("content-length")
     if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > settings.max_upload_bytes:
-        raise _too_large(settings)
-
-
-def _too_large(settings: Settings) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"the request body exceeds the limit of {settings.max_upload_bytes} bytes", code="body_too_large"
-    )
+        raise body_too_large(settings.max_upload_bytes)
 
 
 def _parse_content_type(value: str) -> tuple[str, dict[str, str]]:
