@@ -50,32 +50,31 @@ HotwordsField = Annotated[
 ]
 
 
-class DecodeParams(BaseModel):
-    """How to turn the acoustic model's output into text (query parameters or multipart fields)."""
-
-    model_config = ConfigDict(extra="ignore")
+class DecodingFields(BaseModel):
+    """The decoder and its beam fields, shared by requests and a stream's finals."""
 
     decoder: DecoderField = None
     beam_size: BeamSizeField = None
     lm_weight: LmWeightField = None
     word_score: WordScoreField = None
     hotwords: HotwordsField = Field(default_factory=list)
+
+
+class DecodeParams(DecodingFields):
+    """How to turn the acoustic model's output into text (query parameters or multipart fields)."""
+
+    model_config = ConfigDict(extra="ignore")
+
     alternatives: int = Field(
         1, ge=ALTERNATIVES.low, le=ALTERNATIVES.high, description="Return the N best transcripts (beam)."
     )
     word_timestamps: bool = Field(True, description="Include words with their times and confidences.")
 
 
-class StreamDecodingIn(BaseModel):
+class StreamDecodingIn(DecodingFields):
     """A stream config's ``decoding``: how its finals are decoded (partials stay greedy)."""
 
     model_config = ConfigDict(extra="forbid")
-
-    decoder: DecoderField = None
-    beam_size: BeamSizeField = None
-    lm_weight: LmWeightField = None
-    word_score: WordScoreField = None
-    hotwords: HotwordsField = Field(default_factory=list)
 
 
 def validated(model: type[M], values: dict[str, Any]) -> M:
