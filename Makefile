@@ -6,8 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+SLIM_STAMP := $(VENV)/.installed-slim
+# A visible NVIDIA GPU: `make run` installs PyTorch to serve on it; without one, the slim install.
+GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: install run test test-fast test-slow lint typecheck bench-runtimes clean
+.PHONY: install install-slim run test test-fast test-slow lint typecheck bench-runtimes clean
 
 $(PY):
 	@$(MAKE) --no-print-directory check-python PYTHON="$(PYTHON)"
@@ -15,12 +18,24 @@ $(PY):
 
 $(STAMP): pyproject.toml requirements.lock | $(PY)
 	$(PIP) install --quiet pip==26.3
-	$(PIP) install --quiet -c requirements.lock -e ".[test,train,bench]"
+	$(PIP) install --quiet -c requirements.lock -e ".[torch,test,train,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: install
+# The slim CPU server: ONNX Runtime and NumPy, no PyTorch (about 500 MB). Silero VAD's wheel
+# declares torch as a dependency though its ONNX file needs none, so it goes in without its deps.
+$(SLIM_STAMP): pyproject.toml requirements.lock | $(PY)
+	$(PIP) install --quiet pip==26.3
+	$(PIP) install --quiet -c requirements.lock -e .
+	$(PIP) install --quiet --no-deps -c requirements.lock silero-vad
+	touch $(SLIM_STAMP)
+
+install-slim: $(SLIM_STAMP)
+
+# Serves the default model: on a GPU with PyTorch; on a CPU the slim path (ONNX Runtime), from the
+# slim install, or from the full one where `make install` (or `make test`) already made it.
+run: $(if $(GPU),install,$(if $(wildcard $(STAMP)),install,install-slim))
 	$(VENV)/bin/asr-serve
 
 lint: install

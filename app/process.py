@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import importlib.util
 import logging
 
 logger = logging.getLogger(__name__)
@@ -47,10 +49,20 @@ def tune_malloc() -> bool:
 
 
 def tune_process(num_threads: int, malloc: bool = True) -> None:
-    """Set this process's PyTorch CPU threads (the frontend's, and eager networks') and, with
-    ``malloc``, the allocator thresholds (:func:`tune_malloc`)."""
-    import torch  # not at import time: nothing heavy happens then
+    """Set this process's PyTorch CPU threads (the frontend's, and eager networks'), where PyTorch
+    is installed, and, with ``malloc``, the allocator thresholds (:func:`tune_malloc`)."""
+    if torch_installed():
+        import torch  # not at import time: nothing heavy happens then
 
-    torch.set_num_threads(num_threads)
+        torch.set_num_threads(num_threads)
     if malloc:
         tune_malloc()
+
+
+@functools.cache
+def torch_installed() -> bool:
+    """Whether PyTorch can be imported (the slim install serves without it)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except ValueError:  # a module entry of None (as tests block it)
+        return False

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm, parse_hotwords  # noqa: E402
 from app.asr.bundle import Bundle, load_bundle  # noqa: E402
 from app.asr.ctc import GreedyDecoder  # noqa: E402
-from app.asr.recognizer import TorchRecognizer  # noqa: E402
+from app.asr.torch_recognizer import TorchRecognizer  # noqa: E402
 from train.data.audio_io import read_audio, read_manifest  # noqa: E402
 from train.data.speechocean import split_rows  # noqa: E402
 

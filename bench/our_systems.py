@@ -22,11 +22,12 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper
 class OurModel:
     """A bundle behind the server's recognizer, decoded one way (``attention``, ``greedy`` or ``beam``)."""
 
-    def __init__(self, model: Path, decoder: str, precision: str, threads: int) -> None:
-        runtime = "onnx" if precision == "int8" else "auto"
+    def __init__(self, model: Path, decoder: str, precision: str, threads: int, runtime: str = "auto") -> None:
+        runtime = "onnx" if precision == "int8" else runtime
         self.recognizer = make_recognizer(model, runtime=runtime, precision=precision, num_threads=threads)
         config = self.recognizer.config
-        self.name = f"ours-{decoder}" + ("-int8" if precision == "int8" else "")
+        suffix = ("-int8" if precision == "int8" else "") + ("-torch" if runtime == "torch" else "")
+        self.name = f"ours-{decoder}{suffix}"
         self.rate = config.sample_rate
         self.decoder = decoder
         self.aligner = AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
@@ -42,7 +43,7 @@ class OurModel:
         starts = split_points(wave, self.rate, SECOND_PASS_PIECE_S)  # as the engine cuts audio
         pieces = [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
         if self.decoder == "attention":
-            outputs = self.recognizer.second_pass(pieces)  # type: ignore[attr-defined]
+            outputs = self.recognizer.second_pass(pieces)
             return " ".join(self.aligner.align(out).text for out in outputs).strip()
         decoder = self.beam or self.greedy
         return " ".join(decoder.decode(lp).text for lp in self.recognizer.infer(pieces)).strip()
@@ -50,7 +51,7 @@ class OurModel:
     def transcribe_batch(self, waves: list[np.ndarray]) -> list[str]:
         """Clips of at most 25 s in one batch, as the server's batcher hands concurrent requests over."""
         if self.decoder == "attention":
-            outputs = self.recognizer.second_pass(waves)  # type: ignore[attr-defined]
+            outputs = self.recognizer.second_pass(waves)
             return [self.aligner.align(out).text for out in outputs]
         decoder = self.beam or self.greedy
         return [decoder.decode(lp).text for lp in self.recognizer.infer(waves)]
@@ -60,10 +61,14 @@ class OurModel:
 
 
 def factories() -> dict[str, Callable[[argparse.Namespace], OurModel]]:
-    """Systems ``ours-attention``, ``ours-greedy``, ``ours-beam`` and ``ours-greedy-int8`` on ``--model``."""
+    """Systems ``ours-attention``, ``ours-greedy``, ``ours-beam`` and ``ours-greedy-int8`` on ``--model``
+    (on the CPU: ONNX Runtime, the slim path), and the first three on PyTorch (``-torch``)."""
     return {
         "ours-attention": lambda a: OurModel(a.model, "attention", "fp32", a.threads),
         "ours-greedy": lambda a: OurModel(a.model, "greedy", "fp32", a.threads),
         "ours-beam": lambda a: OurModel(a.model, "beam", "fp32", a.threads),
         "ours-greedy-int8": lambda a: OurModel(a.model, "greedy", "int8", a.threads),
+        "ours-attention-torch": lambda a: OurModel(a.model, "attention", "fp32", a.threads, "torch"),
+        "ours-greedy-torch": lambda a: OurModel(a.model, "greedy", "fp32", a.threads, "torch"),
+        "ours-beam-torch": lambda a: OurModel(a.model, "beam", "fp32", a.threads, "torch"),
     }

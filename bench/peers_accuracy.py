@@ -377,7 +377,8 @@ def names(text: str, known: dict[str, Any]) -> list[str]:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--systems", type=lambda s: names(s, SYSTEMS), default=list(SYSTEMS), help=", ".join(SYSTEMS))
+    default_systems = [name for name in SYSTEMS if not name.endswith("-torch")]  # the PyTorch twins: on request
+    parser.add_argument("--systems", type=lambda s: names(s, SYSTEMS), default=default_systems, help=", ".join(SYSTEMS))
     parser.add_argument("--sets", type=lambda s: names(s, SETS), default=["cv100", "so762_test"], help=", ".join(SETS))
     parser.add_argument("--limit", type=int, default=None, help="first N utterances (by id) of each set")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder of the sets")

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from app.asr.bundle import load_bundle
+from app.asr.bundle_files import read_config
 from app.asr.ctc import GreedyDecoder
-from app.asr.recognizer import Recognizer, build_recognizer
+from app.asr.recognizer import Recognizer, open_recognizer
 from app.config import Settings
 from app.engine.plan import Machine, plan_hardware
 from app.process import tune_malloc
@@ -32,10 +32,9 @@ def make_recognizer(
     tune_malloc()
     named = {"device": device, "runtime": runtime, "precision": precision, "batch_execution": batch_execution}
     hardware = plan_hardware(Settings.model_validate(named), Machine.detect())
-    bundle = load_bundle(model)
-    return build_recognizer(
-        bundle,
-        runtime=hardware.runtime_for(bundle.config.model.type),
+    return open_recognizer(
+        model,
+        runtime=hardware.runtime_for(read_config(model).model.type),
         device=hardware.device,
         precision=hardware.precision,
         num_threads=num_threads,

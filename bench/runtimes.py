@@ -20,7 +20,8 @@ import torch
 
 from app.asr.bundle import Bundle, load_bundle
 from app.asr.ctc import GreedyDecoder
-from app.asr.recognizer import TorchRecognizer, build_recognizer
+from app.asr.recognizer import Recognizer
+from app.asr.torch_recognizer import TorchRecognizer, build_recognizer
 from app.process import tune_malloc
 
 CONFIGS = [  # (label, runtime, precision)
@@ -32,13 +33,13 @@ CONFIGS = [  # (label, runtime, precision)
 ]
 
 
-def make_recognizer(bundle: Bundle, runtime: str, precision: str, threads: int) -> TorchRecognizer:
+def make_recognizer(bundle: Bundle, runtime: str, precision: str, threads: int) -> Recognizer:
     if runtime == "eager":
         return TorchRecognizer(bundle, device="cpu", precision=precision)
     return build_recognizer(bundle, runtime=runtime, device="cpu", precision=precision, num_threads=threads)
 
 
-def speed(recognizer: TorchRecognizer, clip: np.ndarray, repeats: int) -> dict[str, float]:
+def speed(recognizer: Recognizer, clip: np.ndarray, repeats: int) -> dict[str, float]:
     """Median and best x-real-time over ``repeats`` single-clip transcriptions (after warm-up)."""
     config = recognizer.config
     decoder = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)

@@ -26,7 +26,7 @@ from app.asr.bundle import Bundle
 from app.asr.configs import BundleConfig, default_config
 from app.asr.features import LogMelFrontend
 from app.asr.model import strided_lengths
-from app.asr.recognizer import TorchRecognizer
+from app.asr.torch_recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.plan import HardwarePlan
 from app.main import _Server

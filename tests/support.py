@@ -20,7 +20,7 @@ from app.asr.bundle import Bundle, build_model, save_bundle
 from app.asr.configs import BundleConfig, default_config
 from app.asr.features import LogMelFrontend
 from app.asr.model import strided_lengths
-from app.asr.recognizer import TorchRecognizer
+from app.asr.torch_recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.plan import HardwarePlan
 

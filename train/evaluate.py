@@ -1,6 +1,6 @@
 """Evaluate a model (``asr-eval``): greedy WER and CER per test set, fp32 and int8, as JSON and a table.
 
-Each runtime is the server's recognizer (:func:`app.asr.recognizer.build_recognizer`, as
+Each runtime is the server's recognizer (:func:`app.asr.recognizer.open_recognizer`, as
 ``ASR_RUNTIME``/``ASR_PRECISION`` choose it on the CPU) with the server's cutting, greedy decoder
 and stitching (:func:`train.scoring.transcribe`): the WER measured is the WER served.
 
@@ -28,9 +28,14 @@ import numpy as np
 import torch
 
 from app.asr.bundle import WEIGHTS_FILE, Bundle, load_bundle
-from app.asr.recognizer import Recognizer, build_recognizer
-from app.asr.runtimes import export_onnx, quantize_onnx_int8
+from app.asr.onnx_int8 import quantize_onnx_int8
+from app.asr.recognizer import Recognizer
+from app.asr.runtimes import export_onnx
+from app.asr.slim.graphs import ctc_network
 from app.asr.text import normalize_text
+from app.asr.torch_recognizer import build_recognizer
+from app.asr.whisper.base import base_file, load_base
+from app.asr.whisper.model import WhisperCTC
 from train.checkpoint import checkpoint_bundle
 from train.data.audio_io import read_manifest
 from train.data.dataset import load_utterances
@@ -108,8 +113,13 @@ def _as_dict(s: Score) -> dict[str, Any]:
 
 
 def onnx_sizes(bundle: Bundle) -> dict[str, float]:
-    """Megabytes of the network exported to ONNX, fp32 and int8."""
-    fp32 = export_onnx(bundle.model)
+    """Megabytes of the network's ONNX graph as served, fp32 and int8."""
+    model = bundle.model
+    if isinstance(model, WhisperCTC):
+        _, base = load_base(base_file(model.config.base))
+        fp32 = ctc_network(base, {k: v.numpy() for k, v in model.trained_state().items()}, model.config)
+    else:
+        fp32 = export_onnx(model)
     return {"fp32_onnx": round(len(fp32) / 1e6, 3), "int8_onnx": round(len(quantize_onnx_int8(fp32)) / 1e6, 3)}
 
 

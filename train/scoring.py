@@ -1,6 +1,6 @@
 """Transcripts as the server makes them, and WER/CER scoring, shared by training and evaluation.
 
-The recognizer is the server's (:func:`app.asr.recognizer.build_recognizer`), long audio is cut
+The recognizer is the server's (:func:`app.asr.recognizer.open_recognizer`), long audio is cut
 and stitched where the server cuts it (:mod:`app.asr.segment`, at the server's default
 ``chunk_seconds``), and the decoder is the server's greedy one (:class:`app.asr.ctc.GreedyDecoder`),
 so the WER measured is the WER served.
@@ -22,8 +22,9 @@ from app.asr.configs import BundleConfig
 from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.features import LogMelFrontend
 from app.asr.model import SepConvCTC
-from app.asr.recognizer import Recognizer, build_recognizer
+from app.asr.recognizer import Recognizer
 from app.asr.segment import split_points, stitch
+from app.asr.torch_recognizer import build_recognizer
 from app.config import Settings
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torchaudio.functional
 
 from app.asr.ctc import Hypothesis, Word, spell, spelling_index
+from app.asr.forced_align import NoAlignment, forced_align
 from app.asr.text import spoken_form
 
 logger = logging.getLogger(__name__)
@@ -33,7 +32,7 @@ class AlignedDecoder:
     """Turns second-pass text into a hypothesis with word times and confidences from CTC frames.
 
     Text is put in the server's spoken form (lower case, numbers as words); words are aligned
-    with ``torchaudio.functional.forced_align``. A word's confidence is the mean probability of
+    with ``app.asr.forced_align.forced_align``. A word's confidence is the mean probability of
     its characters on their aligned frames.
     """
 
@@ -77,18 +76,15 @@ class AlignedDecoder:
         return hyp
 
     def _frames(self, log_probs: np.ndarray, targets: list[int]) -> list[tuple[int, int, float]]:
-        """(first frame, last frame, probability) of each target token; evenly spread when the
-        frames cannot hold the text (then with probability 0)."""
+        """(first frame, last frame, probability) of each target token; evenly spread when no
+        path can spell the text, as when the frames are too few for it (then with probability 0)."""
         frames = log_probs.shape[0]
-        repeats = sum(1 for a, b in itertools.pairwise(targets) if a == b)
-        if frames >= len(targets) + repeats:
-            path, scores = torchaudio.functional.forced_align(
-                torch.from_numpy(np.ascontiguousarray(log_probs, dtype=np.float32))[None],
-                torch.tensor([targets], dtype=torch.int32),
-                blank=self.blank_id,
-            )
-            return _spans(path[0].tolist(), scores[0].exp().tolist(), self.blank_id, len(targets))
-        logger.warning("alignment: %d frames cannot hold %d tokens; times spread evenly", frames, len(targets))
+        try:
+            path, scores = forced_align(np.asarray(log_probs, dtype=np.float32), targets, self.blank_id)
+        except NoAlignment as error:
+            logger.warning("alignment of %d tokens on %d frames: %s; times spread evenly", len(targets), frames, error)
+        else:
+            return _spans(path.tolist(), np.exp(scores).tolist(), self.blank_id, len(targets))
         edges = np.linspace(0, max(frames, 1), len(targets) + 1)
         return [(int(a), max(int(a), int(b) - 1), 0.0) for a, b in itertools.pairwise(edges)]
 

@@ -1,26 +1,18 @@
-"""Model bundles: the one on-disk format that training writes and the server reads.
+"""Model bundles as PyTorch modules: the format that training writes and the torch path serves.
 
-A bundle is a folder::
-
-    models/<name>/
-        config.json        # BundleConfig: frontend, architecture, tokens, frame rate
-        model.safetensors  # the acoustic model's state dict
-        README.md          # the model card
-
-Loading validates the folder and raises :class:`BundleError` naming what is wrong.
+The folder's files are read and checked in ``app.asr.bundle_files`` (no PyTorch there); this module
+builds the frontend and the network from them, and writes bundles.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from app.asr.bundle_files import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, BundleError, check_weights, read_bundle_files
 from app.asr.configs import BundleConfig, FrontendConfig, ModelConfig
 from app.asr.features import LogMelFrontend, WhisperLogMel
 from app.asr.model import SepConvCTC
@@ -30,17 +22,16 @@ from app.asr.whisper.model import SecondPass, WhisperCTC
 Frontend = LogMelFrontend | WhisperLogMel
 AcousticModel = SepConvCTC | WhisperCTC
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "README.md"
-
-
-_UNION_TAGS = {"sepconv_ctc", "whisper_ctc", "log_mel", "whisper_log_mel"}
-"""The ``type`` values that select a frontend or network kind; pydantic puts them in error locations."""
-
-
-class BundleError(Exception):
-    """A model bundle is missing, incomplete or inconsistent."""
+__all__ = [
+    "CARD_FILE",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "Bundle",
+    "BundleError",
+    "build_model",
+    "load_bundle",
+    "save_bundle",
+]
 
 
 @dataclass
@@ -93,58 +84,17 @@ def save_bundle(path: Path | str, config: BundleConfig, model: AcousticModel, ca
     return path
 
 
-def read_config(path: Path | str) -> BundleConfig:
-    """Read and validate a bundle's ``config.json``."""
-    config_path = Path(path) / CONFIG_FILE
-    if not config_path.is_file():
-        raise BundleError(f"model bundle {path}: missing {CONFIG_FILE}")
-    try:
-        raw = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"model bundle {path}: {CONFIG_FILE} is not valid JSON ({exc})") from exc
-    try:
-        return BundleConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'] if p not in _UNION_TAGS) or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise BundleError(f"model bundle {path}: invalid {CONFIG_FILE}: {problems}") from exc
-
-
 def load_bundle(path: Path | str) -> Bundle:
     """Load and validate a bundle folder; raise :class:`BundleError` on any problem."""
     path = Path(path)
-    if not path.is_dir():
-        raise BundleError(f"model bundle {path}: no such folder")
-    config = read_config(path)
-    for required in (WEIGHTS_FILE, CARD_FILE):
-        if not (path / required).is_file():
-            raise BundleError(f"model bundle {path}: missing {required}")
-    try:
-        state = load_file(str(path / WEIGHTS_FILE))
-    except (SafetensorError, OSError) as exc:
-        raise BundleError(f"model bundle {path}: cannot read {WEIGHTS_FILE} ({exc})") from exc
+    config, arrays = read_bundle_files(path)
     try:
         frontend, model = build_model(config)
         second_pass = SecondPass.from_base(model.config) if isinstance(model, WhisperCTC) else None
     except BaseUnavailable as exc:
         raise BundleError(f"model bundle {path}: {exc}") from exc
-    expected = stored_state(model)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise BundleError(
-            f"model bundle {path}: weights do not match config.json "
-            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
-        )
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise BundleError(
-                f"model bundle {path}: weight {key} has shape {tuple(tensor.shape)}, "
-                f"config.json implies {tuple(expected[key].shape)}"
-            )
+    check_weights(path, arrays, {k: tuple(v.shape) for k, v in stored_state(model).items()})
+    state = {k: torch.from_numpy(v) for k, v in arrays.items()}
     model.load_state_dict(state, strict=not isinstance(model, WhisperCTC))
     model.eval()
     frontend.eval()

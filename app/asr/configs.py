@@ -95,6 +95,22 @@ class ModelConfig(BaseModel):
             total *= block.stride
         return total
 
+    @property
+    def receptive_field(self) -> int:
+        """Half-width, in input feature frames, of what one output frame sees.
+
+        Output frame ``j`` depends only on feature frames ``stride*j - r .. stride*j + r`` (zero
+        outside the utterance), where ``r`` is this radius: each layer's padding, scaled by the
+        strides before it. Windowed inference (``app.asr.incremental``) relies on this.
+        """
+        radius, scale = 0, 1
+        for block in self.blocks:
+            for i in range(block.repeat):
+                radius += block.dilation * (block.kernel - 1) // 2 * scale
+                if i == 0:
+                    scale *= block.stride
+        return radius
+
 
 class PretrainedBase(BaseModel):
     """A pretrained network that a bundle builds on, installed as a pip package (never downloaded at run time)."""

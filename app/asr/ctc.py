@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-from torch import Tensor
+
+if TYPE_CHECKING:  # training passes tensors; the server's path needs no PyTorch
+    from torch import Tensor
 
 
 @dataclass

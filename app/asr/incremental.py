@@ -3,7 +3,7 @@
 The acoustic model is convolutional with 'same' padding and masks padding, and the features are
 not centred, so a window of audio that starts on the model's frame grid (``hop * stride``
 samples) gives the same output frames as the whole utterance wherever the window holds each
-frame's receptive field (``app.asr.model.receptive_field``). An :class:`Utterance` therefore runs
+frame's receptive field (``ModelConfig.receptive_field``). An :class:`Utterance` therefore runs
 windows that keep enough left context, and *commits* an output frame once its right context lies
 inside the window; the frames after it are provisional (computed as if the audio ended there).
 The utterance's last window is treated like the end of an offline utterance, so the committed
@@ -25,7 +25,6 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 
 from app.asr.configs import BundleConfig, ModelConfig
-from app.asr.model import receptive_field
 from app.asr.resample import Resampler
 from app.asr.vad import SileroGate
 
@@ -50,7 +49,7 @@ class FrameGrid:
         """
         frontend, model = config.frontend, config.model
         # attention sees the whole window: a Whisper encoder's field is its 30 s
-        radius = receptive_field(model) if isinstance(model, ModelConfig) else model.max_frames * model.stride
+        radius = model.receptive_field if isinstance(model, ModelConfig) else model.max_frames * model.stride
         if max_context_s > 0:
             radius = min(radius, round(max_context_s * frontend.sample_rate / frontend.hop_length))
         return cls(frontend.hop_length, frontend.n_fft, config.model.stride, radius)

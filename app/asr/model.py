@@ -115,22 +115,6 @@ class SepConvCTC(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def receptive_field(config: ModelConfig) -> int:
-    """Half-width, in input feature frames, of what one output frame sees.
-
-    Output frame ``j`` depends only on feature frames ``stride*j - r .. stride*j + r`` (zero
-    outside the utterance), where ``r`` is the returned radius: each layer's padding, scaled by the
-    strides before it. Windowed inference (``app.asr.incremental``) relies on this.
-    """
-    radius, scale = 0, 1
-    for block in config.blocks:
-        for i in range(block.repeat):
-            radius += block.dilation * (block.kernel - 1) // 2 * scale
-            if i == 0:
-                scale *= block.stride
-    return radius
-
-
 def time_mask(lengths: Tensor, frames: int) -> Tensor:
     """(batch, 1, frames) mask, 1 on valid frames and 0 past each length."""
     steps = torch.arange(frames, device=lengths.device)

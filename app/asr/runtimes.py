@@ -1,4 +1,4 @@
-"""Inference runtimes for the acoustic model: batch-norm folding, ONNX export, ONNX Runtime.
+"""Inference runtimes for PyTorch-built networks: batch-norm folding, ONNX export, ONNX Runtime.
 
 The feature frontend always runs in PyTorch; these only change how the network runs.
 """
@@ -62,15 +62,14 @@ def inference_copy(model: SepConvCTC | WhisperCTC) -> nn.Module:
     return copy.deepcopy(model).eval()
 
 
-def export_onnx(model: SepConvCTC | WhisperCTC, example_frames: int = 200) -> bytes:
-    """Serialise the (folded) network to ONNX with dynamic batch and time axes.
+def export_onnx(model: SepConvCTC, example_frames: int = 200) -> bytes:
+    """Serialise the folded convolutional network to ONNX with dynamic batch and time axes.
 
     Inputs: ``features`` (batch, n_mels, frames) float32 and ``lengths`` (batch,) int64.
-    Outputs: ``log_probs`` (batch, frames_out, vocab) and ``out_lengths`` (batch,).
+    Outputs: ``log_probs`` (batch, frames_out, vocab) and ``out_lengths`` (batch,). (A Whisper
+    network's ONNX graph is built from its weights without PyTorch: ``app.asr.slim.graphs``.)
     """
-    exported = inference_copy(model)
-    if isinstance(exported, WhisperCTC):
-        exported.encoder.always_mask = True  # tracing sees one unpadded row; the graph must mask any batch
+    exported = fold_batchnorm(model)
     features = torch.zeros(1, model.config.n_mels, example_frames)
     lengths = torch.tensor([example_frames])
     buffer = io.BytesIO()
@@ -90,57 +89,6 @@ def export_onnx(model: SepConvCTC | WhisperCTC, example_frames: int = 200) -> by
         dynamo=False,
     )
     return buffer.getvalue()
-
-
-def quantize_onnx_int8(onnx_model: bytes) -> bytes:
-    """The ONNX network with every convolution's and matrix product's weights stored as int8, one
-    scale per output channel.
-
-    Each weight tensor becomes an int8 initializer (symmetric, zero point 0, scale
-    ``max|w| / 127`` per output channel) feeding a ``DequantizeLinear`` node, so the file is
-    about a quarter the size and the arithmetic stays float32. One scale per channel matters
-    here: batch-norm folding gives every output channel its own range. Integer arithmetic (ONNX
-    Runtime's dynamic quantization) was about 3x slower than float32 at this model's size, with
-    twice this scheme's error (``docs/benchmarks.md``).
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load_from_string(onnx_model)
-    graph = model.graph
-    initializers = {tensor.name: tensor for tensor in graph.initializer}
-    axes = {
-        node.input[1]: 0 if node.op_type == "Conv" else 1 for node in graph.node if node.op_type in ("Conv", "MatMul")
-    }
-    weights = {name: axis for name, axis in axes.items() if name in initializers and len(initializers[name].dims) >= 2}
-    dequantize = []
-    for name, axis in weights.items():
-        tensor = initializers[name]
-        array = numpy_helper.to_array(tensor)
-        quantized, scale = quantize_per_channel(array if axis == 0 else array.T)
-        quantized = quantized if axis == 0 else np.ascontiguousarray(quantized.T)
-        graph.initializer.remove(tensor)
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(quantized, f"{name}_int8"),
-                numpy_helper.from_array(scale, f"{name}_scale"),
-                numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{name}_zero_point"),
-            ]
-        )
-        inputs = [f"{name}_int8", f"{name}_scale", f"{name}_zero_point"]
-        dequantize.append(helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", axis=axis))
-    for node in reversed(dequantize):
-        graph.node.insert(0, node)
-    return model.SerializeToString()
-
-
-def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8 of ``weight`` (out_channels, ...) with one float32 scale per output channel."""
-    peak = np.abs(weight).reshape(weight.shape[0], -1).max(axis=1)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
-    shape = (-1,) + (1,) * (weight.ndim - 1)
-    quantized = np.clip(np.rint(weight / scale.reshape(shape)), -127, 127).astype(np.int8)
-    return quantized, scale
 
 
 class OnnxNetwork:

@@ -26,18 +26,17 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from app.asr.align import AlignedDecoder, SecondPassOutput
 from app.asr.beam import LexiconLM, load_lexicon_lm
-from app.asr.bundle import load_bundle
+from app.asr.bundle_files import read_config
 from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
 from app.asr.options import DecodeOptions, DecoderKind
-from app.asr.recognizer import Recognizer, build_recognizer
+from app.asr.recognizer import Recognizer, open_recognizer
 from app.asr.segment import split_points, stitch
 from app.config import Settings
 from app.engine.admission import Admission, AudioBudget
@@ -81,10 +80,10 @@ def load_recognizer(settings: Settings, hardware: HardwarePlan) -> Recognizer:
     """The default factory: tune the process for the plan, then load the bundle at
     ``settings.model_path`` on the plan's runtime for its network."""
     tune_process(hardware.num_threads, settings.tune_malloc)
-    bundle = load_bundle(settings.model_path)
-    return build_recognizer(
-        bundle,
-        hardware.runtime_for(bundle.config.model.type),
+    network = read_config(settings.model_path).model.type
+    return open_recognizer(
+        settings.model_path,
+        hardware.runtime_for(network),
         hardware.device,
         hardware.precision,
         hardware.num_threads,
@@ -278,8 +277,8 @@ class Engine:
 
     def _load_lm(self, recognizer: Recognizer) -> LexiconLM | None:
         """The beam search LM: ``ASR_LM_PATH``, else the served bundle's ``lm/`` folder, if present."""
-        bundle_path = getattr(getattr(recognizer, "bundle", None), "path", None)
-        folder = self.settings.lm_path or (Path(bundle_path) / "lm" if bundle_path is not None else None)
+        bundle_path = recognizer.bundle_path
+        folder = self.settings.lm_path or (bundle_path / "lm" if bundle_path is not None else None)
         if folder is None or self.settings.decoder == "greedy":
             return None
         config = recognizer.config

@@ -21,6 +21,7 @@ from typing import Any
 from app.config import Settings
 from app.engine.batcher import BatchLimits
 from app.engine.layout import cpu_cores, worker_layout
+from app.process import torch_installed
 
 HALF_PRECISIONS = ("fp16", "bf16")
 
@@ -31,9 +32,12 @@ class Machine:
 
     cuda: bool  # a CUDA device is visible
     cores: int  # the cores this process may use (affinity, within a container's CPU limit)
+    torch: bool = True  # PyTorch is installed (the slim install has ONNX Runtime only)
 
     @classmethod
     def detect(cls) -> Machine:
+        if not torch_installed():
+            return cls(cuda=False, cores=cpu_cores(), torch=False)
         import torch
 
         return cls(cuda=torch.cuda.is_available(), cores=cpu_cores())
@@ -50,10 +54,11 @@ class HardwarePlan:
     model_workers: int
     num_threads: int  # CPU threads per model worker
     max_batch_size: int
+    torch: bool = True  # PyTorch is installed
 
     def runtime_for(self, network: str) -> str:
         """The runtime for a bundle whose network is of type ``network`` (``sepconv_ctc``, ``whisper_ctc``)."""
-        return resolve_runtime(self.runtime_setting, self.device, self.precision, network)
+        return resolve_runtime(self.runtime_setting, self.device, self.precision, network, self.torch)
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ def plan_hardware(settings: Settings, machine: Machine) -> HardwarePlan:
     device = resolve_device(settings.device, machine.cuda)
     precision = resolve_precision(settings.precision, device)
     if settings.runtime != "auto":  # an explicit runtime is checked now; auto waits for the network
-        resolve_runtime(settings.runtime, device, precision, "")
+        resolve_runtime(settings.runtime, device, precision, "", machine.torch)
     layout = worker_layout(settings.model_workers, settings.num_threads, settings.max_batch_size, device, machine.cores)
     return HardwarePlan(
         device=device,
@@ -121,6 +126,7 @@ def plan_hardware(settings: Settings, machine: Machine) -> HardwarePlan:
         model_workers=layout.workers,
         num_threads=layout.threads,
         max_batch_size=layout.batch_size,
+        torch=machine.torch,
     )
 
 
@@ -176,20 +182,25 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-def resolve_runtime(runtime: str, device: str, precision: str, network: str = "sepconv_ctc") -> str:
-    """``auto`` is PyTorch on CUDA; on CPU, what was measured fastest for the ``network`` type
-    (docs/benchmarks.md): ONNX Runtime for the convolutional ``sepconv_ctc`` (about 1.2x eager),
-    eager PyTorch for the transformer ``whisper_ctc`` (about 1.3x ONNX Runtime).
+def resolve_runtime(
+    runtime: str, device: str, precision: str, network: str = "sepconv_ctc", torch_installed: bool = True
+) -> str:
+    """``auto`` is PyTorch on CUDA and ONNX Runtime on CPU, measured fastest there for both network
+    types (docs/benchmarks.md): the convolutional ``sepconv_ctc`` exported from PyTorch, the
+    transformer ``whisper_ctc`` built from its weights without PyTorch (``app.asr.slim``).
 
-    int8 exists only as an ONNX Runtime model.
+    int8 exists only as an ONNX Runtime model. Without PyTorch (the slim install) only a
+    ``whisper_ctc`` network on ONNX Runtime can be served.
     """
     if runtime == "auto":
-        onnx_on_cpu = network == "sepconv_ctc" or precision == "int8"
-        return "onnx" if device == "cpu" and onnx_on_cpu else "torch"
+        runtime = "onnx" if device == "cpu" else "torch"
     if runtime == "onnx" and device != "cpu":
         raise RuntimeError("the onnx runtime runs on the CPU here; use torch or compile on CUDA")
     if precision == "int8" and runtime != "onnx":
         raise RuntimeError(f"precision int8 needs the onnx runtime, not {runtime}")
+    if not torch_installed and (runtime != "onnx" or network == "sepconv_ctc"):
+        what = f"the {runtime} runtime" if runtime != "onnx" else f"a {network} network"
+        raise RuntimeError(f"{what} needs PyTorch, which this install lacks (pip install '.[torch]')")
     return runtime
 
 

@@ -39,7 +39,7 @@ class ModelRunner:
     async def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
         """CTC log-probs and the second pass's text per waveform, computed on the model thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._model, self.recognizer.second_pass, list(waveforms))  # type: ignore[attr-defined]
+        return await loop.run_in_executor(self._model, self.recognizer.second_pass, list(waveforms))
 
     async def decode(self, fn: Callable[..., T], *args: object) -> T:
         """Run a decoding function on the decode pool."""
@@ -59,7 +59,7 @@ class ModelRunner:
     def warmup_second_pass(self, sample_rate: int, seconds: float = 2.0) -> None:
         """Run the second pass once on a short noise clip (blocking; call from a worker thread)."""
         noise = 0.01 * np.random.default_rng(0).standard_normal(int(seconds * sample_rate)).astype(np.float32)
-        self._model.submit(self.recognizer.second_pass, [noise]).result()  # type: ignore[attr-defined]
+        self._model.submit(self.recognizer.second_pass, [noise]).result()
 
     def close(self) -> None:
         self._model.shutdown(wait=True)

@@ -4,7 +4,7 @@
 # image ships with the image's permissions; then serve them as an unprivileged user with the
 # image's environment, and check the health check, the curl demos and a clean SIGTERM exit.
 #
-#   deploy/docker/rehearse-build.sh            (make rehearse-image; downloads PyTorch, ~5 GB)
+#   deploy/docker/rehearse-build.sh            (make rehearse-image; the CPU image's slim install)
 #
 # What this cannot show: the base image's contents and a read-only root filesystem.
 set -euo pipefail
@@ -30,12 +30,14 @@ done < <(sed -n 's/^!\(.*\)$/\1/p' "$ROOT/.dockerignore" | sed 's:/$::')
 find "$WORK/context" \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
 log "build context: $(cd "$WORK/context" && find . -type f | wc -l) files"
 
-# 2. The builder stage's install step, taken from the Dockerfile so the two cannot drift apart.
-install_step="$(sed -n 's/^RUN \(pip install .*-c requirements\.lock .*\)$/\1/p' "$ROOT/Dockerfile")"
+# 2. The builder stage's install step (the first; the CUDA builder adds PyTorch after it), taken
+#    from the Dockerfile so the two cannot drift apart.
+install_step="$(sed -n 's/^RUN \(pip install .*-c requirements\.lock .*\)$/\1/p' "$ROOT/Dockerfile" | head -n 1)"
 [ -n "$install_step" ] || { echo "no 'RUN pip install -c requirements.lock' step in the Dockerfile" >&2; exit 1; }
 "$PYTHON" -m venv "$WORK/opt/venv"
 log "in the context: $install_step"
 (cd "$WORK/context" && PATH="$WORK/opt/venv/bin:$PATH" PIP_DISABLE_PIP_VERSION_CHECK=1 bash -c "$install_step")
+log "the image's venv: $(du -sm "$WORK/opt/venv" | cut -f1) MB; PyTorch $("$WORK/opt/venv/bin/python" -c 'import importlib.util as u; print("absent" if u.find_spec("torch") is None else "present")')"
 
 # 3. What the runtime stage copies to /opt/asr, with the Dockerfile's permissions.
 cp -r "$WORK/context/models" "$WORK/opt/asr/models"

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from app.asr.ctc import GreedyDecoder
-from app.asr.recognizer import Recognizer, TorchRecognizer
+from app.asr.recognizer import Recognizer
+from app.asr.torch_recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.engine import load_recognizer
 from app.engine.plan import Machine, plan_hardware

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.asr.bundle import load_bundle
-from app.asr.recognizer import build_recognizer
+from app.asr.torch_recognizer import build_recognizer
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import wait_ready

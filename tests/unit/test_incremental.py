@@ -10,8 +10,7 @@ import pytest
 from app.asr.bundle import load_bundle
 from app.asr.configs import BlockConfig, ModelConfig
 from app.asr.incremental import EnergyGate, FrameGrid, PcmStream, Utterance
-from app.asr.model import receptive_field
-from app.asr.recognizer import TorchRecognizer
+from app.asr.torch_recognizer import TorchRecognizer
 from tests.support import make_random_bundle
 
 
@@ -31,7 +30,7 @@ def test_receptive_field_sums_paddings_scaled_by_earlier_strides() -> None:
     config = ModelConfig(n_mels=80, blocks=blocks, vocab_size=29)
     # 11 at scale 1; 13 at scale 1 (its stride applies after it), then 13 twice at scale 4;
     # 29 dilated 2 at scale 4.
-    assert receptive_field(config) == 5 + 6 * 2 + 6 * 4 * 2 + 28 * 4
+    assert config.receptive_field == 5 + 6 * 2 + 6 * 4 * 2 + 28 * 4
 
 
 def stream_through(recognizer: TorchRecognizer, audio: np.ndarray, pieces: list[int]) -> tuple[np.ndarray, list[int]]:

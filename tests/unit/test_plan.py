@@ -64,7 +64,7 @@ def test_auto_on_cuda() -> None:
 
 def test_the_runtime_follows_the_bundles_network() -> None:
     assert plan_for(CPU, network="sepconv_ctc").runtime == "onnx"
-    assert plan_for(CPU, network="whisper_ctc").runtime == "torch"
+    assert plan_for(CPU, network="whisper_ctc").runtime == "onnx"
     assert plan_for(CPU, network="whisper_ctc", precision="int8").runtime == "onnx"
     assert plan_for(GPU, network="sepconv_ctc").runtime == "torch"
 

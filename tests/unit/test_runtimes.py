@@ -11,8 +11,9 @@ import torch
 from onnx import numpy_helper
 
 from app.asr.bundle import Bundle, load_bundle
-from app.asr.recognizer import build_recognizer
-from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm, quantize_onnx_int8, quantize_per_channel
+from app.asr.onnx_int8 import quantize_onnx_int8, quantize_per_channel
+from app.asr.runtimes import OnnxNetwork, export_onnx, fold_batchnorm
+from app.asr.torch_recognizer import build_recognizer
 from app.engine.plan import resolve_batch_execution, resolve_runtime
 from tests.support import make_random_bundle
 
@@ -120,11 +121,20 @@ def test_batch_execution_choices() -> None:
 
 def test_runtime_choices_are_checked() -> None:
     assert resolve_runtime("auto", "cpu", "fp32") == "onnx"
-    assert resolve_runtime("auto", "cpu", "fp32", "whisper_ctc") == "torch"
+    assert resolve_runtime("auto", "cpu", "fp32", "whisper_ctc") == "onnx"
     assert resolve_runtime("auto", "cpu", "int8", "whisper_ctc") == "onnx"
     assert resolve_runtime("auto", "cuda", "fp16") == "torch"
     with pytest.raises(RuntimeError, match="int8 needs the onnx runtime"):
         resolve_runtime("torch", "cpu", "int8")
+
+
+def test_without_pytorch_only_whisper_networks_on_onnx_runtime_serve() -> None:
+    assert resolve_runtime("auto", "cpu", "fp32", "whisper_ctc", torch_installed=False) == "onnx"
+    assert resolve_runtime("onnx", "cpu", "int8", "whisper_ctc", torch_installed=False) == "onnx"
+    with pytest.raises(RuntimeError, match="the torch runtime needs PyTorch"):
+        resolve_runtime("torch", "cpu", "fp32", "whisper_ctc", torch_installed=False)
+    with pytest.raises(RuntimeError, match="a sepconv_ctc network needs PyTorch"):
+        resolve_runtime("auto", "cpu", "fp32", "sepconv_ctc", torch_installed=False)
 
 
 @pytest.mark.slow

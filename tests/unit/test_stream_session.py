@@ -14,9 +14,8 @@ import torch
 from app.asr.bundle import Bundle, build_model
 from app.asr.configs import default_config
 from app.asr.ctc import GreedyDecoder, Hypothesis
-from app.asr.model import receptive_field
 from app.asr.options import DecodeOptions
-from app.asr.recognizer import TorchRecognizer
+from app.asr.torch_recognizer import TorchRecognizer
 from app.config import Settings
 from app.engine.batcher import QueueFull
 from app.engine.decoders import NoSecondPass
@@ -133,7 +132,7 @@ def test_capped_partial_windows_and_a_final_equal_to_offline() -> None:
     finals = [e for e in sent if isinstance(e, Final)]
     assert [f.text for f in finals] == [offline.text] and offline.text
     partial_windows, final_window = engine.windows[:-1], engine.windows[-1]
-    radius_s = receptive_field(config.model) * config.frontend.hop_length / 16000
+    radius_s = config.model.receptive_field * config.frontend.hop_length / 16000
     assert final_window == audio.shape[0]
     assert max(partial_windows) < 16000 * (1.0 + 1.0 + 0.5 + 0.2) < 16000 * 2 * radius_s
 

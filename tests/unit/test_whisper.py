@@ -15,7 +15,7 @@ from app.asr.configs import WHISPER_TINY_EN, WhisperFrontendConfig, whisper_ctc_
 from app.asr.features import WhisperLogMel
 from app.asr.whisper.base import BaseUnavailable, base_file, load_base
 from app.asr.whisper.ct2 import CT2FormatError, read_ct2
-from app.asr.whisper.model import SecondPass, WhisperCTC
+from app.asr.whisper.model import SecondPass, WhisperCTC, as_tensors
 from app.asr.whisper.weights import part
 from tests.support import cv100_clips
 
@@ -62,7 +62,7 @@ def test_encoder_equals_ctranslate2(model_file: Path, clips: list[tuple[np.ndarr
     reference_model = ctranslate2.models.Whisper(str(model_file.parent), device="cpu", compute_type="float32")
     _, state = load_base(model_file)
     model = WhisperCTC(whisper_ctc_config().model)
-    model.encoder.load_state_dict(part(state, "encoder"))
+    model.encoder.load_state_dict(as_tensors(part(state, "encoder")))
     for audio, _ in clips[:2]:
         features = features_30s(audio)
         reference = np.array(reference_model.encode(ctranslate2.StorageView.from_array(features.numpy()), to_cpu=True))

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+import numpy as np
 
 from app.asr.configs import PretrainedBase
 from app.asr.whisper.weights import WhisperDims, read_whisper
@@ -51,8 +51,8 @@ def file_sha256(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def load_base(path: Path) -> tuple[WhisperDims, dict[str, Tensor]]:
-    """Dims and float32 weights of the Whisper file at ``path`` (read once per process)."""
+def load_base(path: Path) -> tuple[WhisperDims, dict[str, np.ndarray]]:
+    """Dims and float32 weights (NumPy) of the Whisper file at ``path`` (read once per process)."""
     return read_whisper(path)
 
 

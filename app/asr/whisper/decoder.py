@@ -7,23 +7,12 @@ writes Whisper's tokens. Rows of a batch decode side by side; each stops at end-
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from app.asr.whisper.layers import Attention, KeyValue, Mlp
-
-
-@dataclass(frozen=True)
-class DecodingRules:
-    """Whisper's prompt and token suppression for greedy decoding without timestamps."""
-
-    prompt: tuple[int, ...]  # start-of-transcript, no-timestamps
-    end_of_text: int
-    suppress: tuple[int, ...]  # never emitted (special and timestamp tokens, Whisper's suppress list)
-    suppress_first: tuple[int, ...]  # not as the first token (a blank, end-of-text)
-    max_tokens: int  # the decoder's positions, prompt included
+from app.asr.whisper.tokenizer import DecodingRules
 
 
 class DecoderBlock(nn.Module):

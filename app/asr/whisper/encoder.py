@@ -37,7 +37,6 @@ class WhisperEncoder(nn.Module):
     def __init__(self, n_mels: int, d_model: int, heads: int, layers: int, max_frames: int) -> None:
         super().__init__()
         self.max_frames = max_frames  # output frames: 1500 (30 s)
-        self.always_mask = False  # for export: a traced graph must mask whatever batch it gets
         self.conv1 = nn.Conv1d(n_mels, d_model, 3, padding=1)
         self.conv2 = nn.Conv1d(d_model, d_model, 3, stride=2, padding=1)
         self.positions: Tensor
@@ -67,7 +66,7 @@ class WhisperEncoder(nn.Module):
         frames_out = (features.shape[-1] + 1) // 2
         if not torch.jit.is_tracing() and frames_out > self.max_frames:
             raise ValueError(f"{features.shape[-1]} feature frames exceed the encoder's {2 * self.max_frames} (30 s)")
-        padded = self.always_mask or (features.shape[0] > 1 and bool((lengths < features.shape[-1]).any()))
+        padded = features.shape[0] > 1 and bool((lengths < features.shape[-1]).any())
         x = F.gelu(self.conv1(features))
         if padded:
             x = x * _valid(lengths, x.shape[-1])[:, None, :]

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from app.asr.configs import WhisperCTCConfig
 from app.asr.whisper.base import base_file, load_base
-from app.asr.whisper.decoder import DecodingRules, WhisperDecoder
+from app.asr.whisper.decoder import WhisperDecoder
 from app.asr.whisper.encoder import WhisperEncoder
-from app.asr.whisper.tokenizer import WhisperTokenizer
+from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import part
+
+
+def as_tensors(state: dict[str, np.ndarray]) -> dict[str, Tensor]:
+    """The NumPy weights of the base as tensors (sharing their memory)."""
+    return {k: torch.from_numpy(v) for k, v in state.items()}
 
 
 class WhisperCTC(nn.Module):
@@ -48,7 +54,7 @@ class WhisperCTC(nn.Module):
     def load_base(self) -> None:
         """Load the pretrained encoder weights from the installed base package."""
         _, state = load_base(base_file(self.config.base))
-        self.encoder.load_state_dict(part(state, "encoder"), strict=False)
+        self.encoder.load_state_dict(as_tensors(part(state, "encoder")), strict=False)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -77,9 +83,9 @@ class SecondPass:
         path = base_file(config.base)
         dims, state = load_base(path)
         encoder = WhisperEncoder(dims.n_mels, dims.d_model, dims.heads, dims.encoder_layers, dims.max_frames)
-        encoder.load_state_dict(part(state, "encoder"))
+        encoder.load_state_dict(as_tensors(part(state, "encoder")))
         decoder = WhisperDecoder(dims.vocab_size, dims.d_model, dims.heads, dims.decoder_layers, dims.max_tokens)
-        decoder.load_state_dict(part(state, "decoder"))
+        decoder.load_state_dict(as_tensors(part(state, "decoder")))
         tokenizer = WhisperTokenizer(path)
         return cls(encoder.eval(), decoder.eval(), tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens))
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.asr.whisper.base import package_config
-from app.asr.whisper.decoder import DecodingRules
+
+
+@dataclass(frozen=True)
+class DecodingRules:
+    """Whisper's prompt and token suppression for greedy decoding without timestamps."""
+
+    prompt: tuple[int, ...]  # start-of-transcript, no-timestamps
+    end_of_text: int
+    suppress: tuple[int, ...]  # never emitted (special and timestamp tokens, Whisper's suppress list)
+    suppress_first: tuple[int, ...]  # not as the first token (a blank, end-of-text)
+    max_tokens: int  # the decoder's positions, prompt included
 
 
 class WhisperTokenizer:

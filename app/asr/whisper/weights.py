@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from app.asr.whisper.ct2 import CT2FormatError, read_ct2
 
@@ -35,6 +34,8 @@ _TOP = {
     "decoder/layer_norm": "decoder.ln",
     "decoder/embeddings": "decoder.token_embedding",
 }
+T = TypeVar("T")
+
 _LAYER = re.compile(r"(encoder|decoder)/layer_(\d+)/(.+)/(\w+)$")
 
 
@@ -68,8 +69,9 @@ def _rename(name: str) -> str | None:
     return None
 
 
-def read_whisper(path: Path | str) -> tuple[WhisperDims, dict[str, Tensor]]:
-    """The dims and float32 weights (keys ``encoder.*`` and ``decoder.*``) of a CTranslate2 Whisper file."""
+def read_whisper(path: Path | str) -> tuple[WhisperDims, dict[str, np.ndarray]]:
+    """The dims and float32 weights (keys ``encoder.*`` and ``decoder.*``, NumPy arrays) of a
+    CTranslate2 Whisper file."""
     spec, variables = read_ct2(path)
     if spec != "WhisperSpec":
         raise CT2FormatError(f"{path} holds a {spec}, not a Whisper model")
@@ -77,7 +79,7 @@ def read_whisper(path: Path | str) -> tuple[WhisperDims, dict[str, Tensor]]:
     for name, array in variables.items():
         key = _rename(name)
         if key is not None:
-            state[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+            state[key] = np.ascontiguousarray(array, dtype=np.float32)
     layers = {
         part: len({k.split(".")[2] for k in state if k.startswith(f"{part}.blocks.")})
         for part in ("encoder", "decoder")
@@ -95,6 +97,6 @@ def read_whisper(path: Path | str) -> tuple[WhisperDims, dict[str, Tensor]]:
     return dims, state
 
 
-def part(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+def part(state: dict[str, T], prefix: str) -> dict[str, T]:
     """The entries under ``prefix.`` with the prefix removed."""
     return {k[len(prefix) + 1 :]: v for k, v in state.items() if k.startswith(prefix + ".")}

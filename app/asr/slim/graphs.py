@@ -1,0 +1,184 @@
+"""The default model's networks as ONNX graphs built from NumPy weights (no PyTorch, no export).
+
+Three graphs, each the same maths as its torch module in eval mode:
+
+- ``ctc_network``: the served encoder at each clip's own length plus the CTC head
+  (``app.asr.whisper.model.WhisperCTC``);
+- ``second_pass_encoder``: the untouched pretrained encoder on the 30 s window and every decoder
+  layer's cross-attention keys and values (``SecondPass.encoder`` + ``WhisperDecoder.cross_keys``);
+- ``decoder_step``: one step of the text decoder with a self-attention key/value cache
+  (``WhisperDecoder.forward``), returning the last position's logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.asr.configs import WhisperCTCConfig
+from app.asr.slim.onnx_ops import (
+    FLOAT,
+    INT64,
+    GraphBuilder,
+    Weights,
+    additive_mask,
+    attend,
+    cross_query,
+    encoder_block,
+    gelu,
+    key_value,
+    layer_norm,
+    linear,
+    mlp,
+    self_attention_qkv,
+    tensor,
+    valid_frames,
+)
+from app.asr.whisper.weights import WhisperDims, part
+
+
+def _conv(b: GraphBuilder, x: str, w: Weights, prefix: str, stride: int) -> str:
+    """``torch.nn.Conv1d`` with kernel 3 and padding 1."""
+    weight, bias = (
+        b.constant(w[f"{prefix}.weight"], prefix + ".weight"),
+        b.constant(w[f"{prefix}.bias"], prefix + ".bias"),
+    )
+    return b.op("Conv", x, weight, bias, kernel_shape=[3], pads=[1, 1], strides=[stride])
+
+
+def _encoder(b: GraphBuilder, features: str, lengths: str | None, w: Weights, heads: int) -> str:
+    """Encoder states (batch, ceil(frames / 2), d_model) of ``features`` (batch, n_mels, frames).
+
+    With ``lengths`` (batch,), the first convolution's output is zeroed past each row's length and
+    the blocks attend only to each row's valid frames, so a row gives the same states alone or in a
+    padded batch (``WhisperEncoder.stem``); without, every frame is valid.
+    """
+    x = gelu(b, _conv(b, features, w, "conv1", 1))
+    bias = None
+    if lengths is not None:
+        x = b.op("Mul", x, b.op("Cast", b.op("Unsqueeze", valid_frames(b, lengths, x, 2), b.ints(1)), to=FLOAT))
+    x = b.op("Transpose", gelu(b, _conv(b, x, w, "conv2", 2)), perm=[0, 2, 1])  # (batch, frames_out, d_model)
+    frames_out = b.op("Shape", x, start=1, end=2)
+    x = b.op("Add", x, b.op("Slice", b.constant(w["positions"], "positions"), b.ints(0), frames_out, b.ints(0)))
+    if lengths is not None:
+        out_lengths = b.op("Div", b.op("Add", lengths, b.scalar(1, np.int64)), b.scalar(2, np.int64))
+        b.rename(out_lengths, "out_lengths")
+        allowed = b.op("Unsqueeze", valid_frames(b, out_lengths, x, 1), b.ints(1, 2))  # (batch, 1, 1, frames_out)
+        bias = additive_mask(b, allowed)
+    blocks = sorted({int(k.split(".")[1]) for k in w if k.startswith("blocks.")})
+    for i in blocks:
+        x = encoder_block(b, x, w, f"blocks.{i}", heads, bias)
+    return layer_norm(b, x, w, "ln_post")
+
+
+def ctc_network(base: dict[str, np.ndarray], trained: dict[str, np.ndarray], config: WhisperCTCConfig) -> bytes:
+    """The served CTC network (``WhisperCTC``) as a serialised ONNX model.
+
+    ``base`` holds the pretrained weights (keys ``encoder.*``), ``trained`` the bundle's own
+    (``head.*`` and the fine-tuned ``encoder.blocks.<i>.*``), which replace the base's.
+
+    Inputs: ``features`` (batch, n_mels, frames) float32, zero past each row's length, and
+    ``lengths`` (batch,) int64. Outputs: ``log_probs`` (batch, ceil(frames / 2), vocab) float32
+    and ``out_lengths`` (batch,) int64, ``(lengths + 1) // 2``.
+    """
+    weights = {**base, **trained}
+    encoder = part(weights, "encoder")
+    b = GraphBuilder()
+    states = _encoder(b, "features", "lengths", encoder, config.heads)
+    b.rename(b.op("LogSoftmax", linear(b, states, weights, "head"), axis=-1), "log_probs")
+    return b.serialize(
+        "whisper_ctc",
+        [tensor("features", FLOAT, ["batch", config.n_mels, "frames"]), tensor("lengths", INT64, ["batch"])],
+        [
+            tensor("log_probs", FLOAT, ["batch", "frames_out", config.vocab_size]),
+            tensor("out_lengths", INT64, ["batch"]),
+        ],
+    )
+
+
+def cache_names(layers: int, kind: str) -> list[str]:
+    """``<kind>_key_<i>``, ``<kind>_value_<i>`` for each decoder layer, in that order (kind: past,
+    present or cross)."""
+    return [f"{kind}_{which}_{i}" for i in range(layers) for which in ("key", "value")]
+
+
+def second_pass_encoder(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
+    """The pretrained encoder on the 30 s window, folded into each decoder layer's cross-attention
+    keys and values, as a serialised ONNX model.
+
+    Input: ``features`` (batch, n_mels, frames) float32 (3000 frames: the window, zero-padded).
+    Outputs: ``cross_key_<i>``, ``cross_value_<i>`` (batch, heads, frames / 2, head_dim) per layer.
+    """
+    b = GraphBuilder()
+    states = _encoder(b, "features", None, part(base, "encoder"), dims.heads)
+    decoder = part(base, "decoder")
+    names = cache_names(dims.decoder_layers, "cross")
+    for i in range(dims.decoder_layers):
+        key, value = key_value(b, states, decoder, f"blocks.{i}.cross_attn", dims.heads)
+        b.rename(key, names[2 * i])
+        b.rename(value, names[2 * i + 1])
+    head_dim = dims.d_model // dims.heads
+    return b.serialize(
+        "whisper_second_pass_encoder",
+        [tensor("features", FLOAT, ["batch", dims.n_mels, "frames"])],
+        [tensor(name, FLOAT, ["batch", dims.heads, "frames_out", head_dim]) for name in names],
+    )
+
+
+def _causal_bias(b: GraphBuilder, offset: str, count: str) -> str:
+    """(n, past + n) additive mask: new token i (position offset + i) sees keys at positions up to its own."""
+    start, stop = b.op("Squeeze", offset, b.ints(0)), b.op("Squeeze", b.op("Add", offset, count), b.ints(0))
+    one = b.scalar(1, np.int64)
+    keys = b.op("Unsqueeze", b.op("Range", b.scalar(0, np.int64), stop, one), b.ints(0))
+    queries = b.op("Unsqueeze", b.op("Range", start, stop, one), b.ints(1))
+    return additive_mask(b, b.op("LessOrEqual", keys, queries))
+
+
+def _decoder_block(b: GraphBuilder, x: str, w: Weights, i: int, heads: int, bias: str) -> tuple[str, str, str]:
+    """One decoder block on the new positions; returns x and the present keys and values."""
+    prefix = f"blocks.{i}"
+    query, key, value = self_attention_qkv(b, layer_norm(b, x, w, f"{prefix}.attn_ln"), w, f"{prefix}.attn", heads)
+    key = b.op("Concat", f"past_key_{i}", key, axis=2)
+    value = b.op("Concat", f"past_value_{i}", value, axis=2)
+    x = b.op("Add", x, linear(b, attend(b, query, key, value, bias), w, f"{prefix}.attn.out"))
+    query = cross_query(b, layer_norm(b, x, w, f"{prefix}.cross_attn_ln"), w, prefix, heads)
+    cross = attend(b, query, f"cross_key_{i}", f"cross_value_{i}", None)
+    x = b.op("Add", x, linear(b, cross, w, f"{prefix}.cross_attn.out"))
+    x = b.op("Add", x, mlp(b, layer_norm(b, x, w, f"{prefix}.mlp_ln"), w, f"{prefix}.mlp"))
+    return x, key, value
+
+
+def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
+    """One step of the pretrained text decoder as a serialised ONNX model.
+
+    Inputs: ``tokens`` (batch, n) int64, the new tokens at positions past..past + n;
+    ``past_key_<i>``, ``past_value_<i>`` (batch, heads, past, head_dim), the self-attention keys
+    and values of the earlier positions (past may be 0); ``cross_key_<i>``, ``cross_value_<i>``
+    (batch, heads, frames, head_dim) from ``second_pass_encoder``.
+    Outputs: ``logits`` (batch, vocab) float32 of the token after the last new one, and
+    ``present_key_<i>``, ``present_value_<i>`` (batch, heads, past + n, head_dim).
+    """
+    w = part(base, "decoder")
+    b = GraphBuilder()
+    embedding = b.constant(w["token_embedding.weight"], "token_embedding")
+    offset, count = b.op("Shape", "past_key_0", start=2, end=3), b.op("Shape", "tokens", start=1, end=2)
+    positions = b.op("Slice", b.constant(w["positions"], "positions"), offset, b.op("Add", offset, count), b.ints(0))
+    x = b.op("Add", b.op("Gather", embedding, "tokens", axis=0), positions)
+    bias = _causal_bias(b, offset, count)
+    presents = cache_names(dims.decoder_layers, "present")
+    for i in range(dims.decoder_layers):
+        x, key, value = _decoder_block(b, x, w, i, dims.heads, bias)
+        b.rename(key, presents[2 * i])
+        b.rename(value, presents[2 * i + 1])
+    last = layer_norm(b, b.op("Gather", x, b.scalar(-1, np.int64), axis=1), w, "ln")  # (batch, d_model)
+    b.rename(b.op("Gemm", last, embedding, transB=1), "logits")
+    head_dim = dims.d_model // dims.heads
+    cache: list[str | int] = ["batch", dims.heads, "past", head_dim]
+    inputs = [tensor("tokens", INT64, ["batch", "n"])]
+    inputs += [tensor(name, FLOAT, cache) for name in cache_names(dims.decoder_layers, "past")]
+    inputs += [
+        tensor(name, FLOAT, ["batch", dims.heads, "frames", head_dim])
+        for name in cache_names(dims.decoder_layers, "cross")
+    ]
+    outputs = [tensor("logits", FLOAT, ["batch", dims.vocab_size])]
+    outputs += [tensor(name, FLOAT, ["batch", dims.heads, "total", head_dim]) for name in presents]
+    return b.serialize("whisper_decoder_step", inputs, outputs)

@@ -1,0 +1,143 @@
+"""The recognizer of a Whisper bundle without PyTorch: NumPy log-mel, ONNX Runtime networks.
+
+The CTC network and the second pass are ONNX graphs assembled from the base's and the bundle's
+weights at load time (``app.asr.slim.graphs``), so the slim install needs no exported file and
+no PyTorch. Transcripts equal the PyTorch path's (``tests/unit/test_slim_recognizer.py``).
+It is not thread-safe: the engine calls it from one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from app.asr.align import SecondPassOutput
+from app.asr.configs import BundleConfig, WhisperCTCConfig, WhisperFrontendConfig
+from app.asr.onnx_int8 import quantize_onnx_int8
+from app.asr.slim.bundle import load_whisper_bundle
+from app.asr.slim.frontend import NumpyWhisperLogMel
+from app.asr.slim.graphs import ctc_network
+from app.asr.slim.second_pass import SlimSecondPass
+from app.asr.slim.sessions import OnnxCtcNetwork
+from app.asr.whisper.base import base_file, load_base
+
+if TYPE_CHECKING:
+    from app.asr.bundle import Bundle
+
+logger = logging.getLogger(__name__)
+
+
+class SlimRecognizer:
+    """A Whisper bundle on ONNX Runtime (CPU), fp32 or int8 weights; the second pass stays fp32."""
+
+    device = "cpu"
+    runtime = "onnx"
+
+    def __init__(
+        self,
+        config: BundleConfig,
+        trained: dict[str, np.ndarray],
+        precision: str = "fp32",
+        num_threads: int = 0,
+        spin_wait: bool = False,
+        pads_batches: bool = False,
+        bundle_path: Path | None = None,
+    ) -> None:
+        network = config.model
+        if not isinstance(network, WhisperCTCConfig) or not isinstance(config.frontend, WhisperFrontendConfig):
+            raise TypeError(f"model {config.name} is not a Whisper network")
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"precision {precision} is not served by ONNX Runtime (fp32 or int8)")
+        self.config = config
+        self.bundle_path = Path(bundle_path) if bundle_path is not None else None
+        self.precision = precision
+        self.pads_batches = pads_batches
+        _, base = load_base(base_file(network.base))
+        graph = ctc_network(base, trained, network)
+        if precision == "int8":
+            graph = quantize_onnx_int8(graph)
+        self.network = OnnxCtcNetwork(graph, num_threads, spin_wait)
+        self.frontend = NumpyWhisperLogMel(config.frontend)
+        self.passes = SlimSecondPass.from_base(network, num_threads)
+        encoder = sum(v.size for k, v in base.items() if k.startswith("encoder.") and k != "encoder.positions")
+        self._parameters = encoder + sum(v.size for k, v in trained.items() if k.startswith("head."))
+        logger.debug("slim recognizer built: precision=%s threads=%d", precision, num_threads)
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | str,
+        precision: str = "fp32",
+        num_threads: int = 0,
+        spin_wait: bool = False,
+        pads_batches: bool = False,
+    ) -> SlimRecognizer:
+        """The bundle folder ``path`` (checked as :func:`app.asr.slim.bundle.load_whisper_bundle` does)."""
+        config, _, trained = load_whisper_bundle(path)
+        return cls(config, trained, precision, num_threads, spin_wait, pads_batches, Path(path))
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: Bundle,
+        precision: str = "fp32",
+        num_threads: int = 0,
+        spin_wait: bool = False,
+        pads_batches: bool = False,
+    ) -> SlimRecognizer:
+        """A bundle already loaded as PyTorch modules (its trained weights, as they are now)."""
+        from app.asr.whisper.model import WhisperCTC  # PyTorch is there: the bundle is made of its modules
+
+        model = bundle.model
+        if not isinstance(model, WhisperCTC):
+            raise TypeError(f"model {bundle.name} is not a Whisper network")
+        trained = {k: v.detach().cpu().float().numpy() for k, v in model.trained_state().items()}
+        return cls(bundle.config, trained, precision, num_threads, spin_wait, pads_batches, bundle.path)
+
+    def num_parameters(self) -> int:
+        return self._parameters
+
+    @property
+    def has_second_pass(self) -> bool:
+        return True
+
+    def infer(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per-utterance (frames, vocab) float32 log-probs, one batch or item by item (``pads_batches``)."""
+        if not waveforms:
+            return []
+        if not self.pads_batches and len(waveforms) > 1:
+            return [self._log_probs(*self._features([wave]))[0] for wave in waveforms]
+        return self._log_probs(*self._features(waveforms))
+
+    def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
+        """Each waveform's CTC log-probs (for word times) and the second pass's text, in one batch.
+
+        Each waveform must be at most 30 s (the engine cuts longer audio into pieces).
+        """
+        if not waveforms:
+            return []
+        features, frame_lengths = self._features(waveforms)  # one log-mel for both passes
+        if self.pads_batches or len(waveforms) == 1:
+            log_probs = self._log_probs(features, frame_lengths)
+        else:  # item by item at each item's own length, as infer() runs them
+            log_probs = [
+                self._log_probs(features[row : row + 1, :, :n], frame_lengths[row : row + 1])[0]
+                for row, n in enumerate(frame_lengths.tolist())
+            ]
+        texts = self.passes.transcribe(features, frame_lengths)
+        return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
+
+    def _features(self, waveforms: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.array([w.shape[0] for w in waveforms], dtype=np.int64)
+        batch = np.zeros((len(waveforms), int(lengths.max())), dtype=np.float32)
+        for row, wave in enumerate(waveforms):
+            batch[row, : wave.shape[0]] = wave
+        return self.frontend(batch, lengths)
+
+    def _log_probs(self, features: np.ndarray, frame_lengths: np.ndarray) -> list[np.ndarray]:
+        log_probs, out_lengths = self.network(np.ascontiguousarray(features), frame_lengths)
+        return [log_probs[row, :n] for row, n in enumerate(out_lengths.tolist())]

@@ -1,0 +1,131 @@
+"""The torch-free networks (ONNX graphs built from NumPy weights) against the torch modules of the
+shipped bundle: the CTC network's log-probs on one clip and on a padded batch, its greedy tokens,
+the decoder step's cache, and the second pass's text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from app.asr.bundle import Bundle, load_bundle
+from app.asr.configs import WhisperCTCConfig
+from app.asr.features import WhisperLogMel
+from app.asr.slim.graphs import cache_names, ctc_network, decoder_step
+from app.asr.slim.second_pass import SlimSecondPass
+from app.asr.slim.sessions import OnnxCtcNetwork, cpu_session
+from app.asr.whisper.base import base_file, load_base
+from tests.support import cv100_clips
+
+BUNDLE = "models/en-whisper-tiny"
+LOG_PROB_TOLERANCE = 2e-4  # max |difference| of the CTC log-probs, ONNX Runtime vs torch eager (7.5e-5 seen)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    return load_bundle(BUNDLE)
+
+
+@pytest.fixture(scope="module")
+def network(bundle: Bundle) -> WhisperCTCConfig:
+    assert isinstance(bundle.config.model, WhisperCTCConfig)
+    return bundle.config.model
+
+
+@pytest.fixture(scope="module")
+def ctc(network: WhisperCTCConfig) -> OnnxCtcNetwork:
+    _, base = load_base(base_file(network.base))
+    return OnnxCtcNetwork(ctc_network(base, load_file(f"{BUNDLE}/model.safetensors"), network), 2)
+
+
+@pytest.fixture(scope="module")
+def clips() -> list[np.ndarray]:
+    return [audio for audio, _ in cv100_clips(3)]
+
+
+def log_mel(bundle: Bundle, waves: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bundle's log-mel of ``waves`` as one zero-padded batch, and the frames of each row."""
+    batch = torch.zeros(len(waves), max(w.size for w in waves))
+    for row, wave in enumerate(waves):
+        batch[row, : wave.size] = torch.from_numpy(wave)
+    frontend = WhisperLogMel(bundle.config.frontend)  # type: ignore[arg-type]
+    return frontend(batch, torch.tensor([w.size for w in waves]))
+
+
+def both(bundle: Bundle, ctc: OnnxCtcNetwork, waves: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Torch's log-probs and lengths, then the graph's, of ``waves`` as one batch."""
+    features, lengths = log_mel(bundle, waves)
+    with torch.inference_mode():
+        reference, ref_lengths = bundle.model(features, lengths)
+    ours, our_lengths = ctc(features.numpy(), lengths.numpy())
+    return reference.numpy(), ref_lengths.numpy(), ours, our_lengths
+
+
+def test_ctc_graph_equals_torch_on_one_clip(bundle: Bundle, ctc: OnnxCtcNetwork, clips: list[np.ndarray]) -> None:
+    reference, ref_lengths, ours, our_lengths = both(bundle, ctc, clips[:1])
+    assert ours.shape == reference.shape and our_lengths.tolist() == ref_lengths.tolist()
+    assert float(np.abs(ours - reference).max()) < LOG_PROB_TOLERANCE
+
+
+def test_ctc_graph_equals_torch_on_a_padded_batch(bundle: Bundle, ctc: OnnxCtcNetwork, clips: list[np.ndarray]) -> None:
+    waves = [clips[0], clips[1][:40_000], clips[2][:12_345]]
+    reference, ref_lengths, ours, our_lengths = both(bundle, ctc, waves)
+    assert our_lengths.tolist() == ref_lengths.tolist() == [-(-(w.size // 160) // 2) for w in waves]
+    for row, n in enumerate(ref_lengths.tolist()):
+        assert float(np.abs(ours[row, :n] - reference[row, :n]).max()) < LOG_PROB_TOLERANCE
+    alone, _ = ctc(*(t.numpy() for t in log_mel(bundle, waves[2:])))
+    n = int(our_lengths[2])
+    assert float(np.abs(ours[2, :n] - alone[0]).max()) < LOG_PROB_TOLERANCE
+
+
+def test_ctc_greedy_tokens_equal_torch(bundle: Bundle, ctc: OnnxCtcNetwork, clips: list[np.ndarray]) -> None:
+    for wave in clips:
+        reference, _, ours, _ = both(bundle, ctc, [wave])
+        assert (reference.argmax(-1) != bundle.config.blank_id).any()
+        assert ours.argmax(-1).tolist() == reference.argmax(-1).tolist()
+
+
+def test_decoder_step_with_a_cache_equals_one_step_of_all_tokens(network: WhisperCTCConfig) -> None:
+    dims, base = load_base(base_file(network.base))
+    session = cpu_session(decoder_step(base, dims), 2)
+    rng = np.random.default_rng(0)
+    head_dim = dims.d_model // dims.heads
+    cross = {
+        n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
+        for n in cache_names(dims.decoder_layers, "cross")
+    }
+    empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    tokens = np.array([[50257, 50362, 383, 3797]])
+    whole, *whole_cache = session.run(None, {"tokens": tokens, **empty, **cross})
+    _, *cache = session.run(None, {"tokens": tokens[:, :2], **empty, **cross})
+    past = dict(zip(cache_names(dims.decoder_layers, "past"), cache, strict=True))
+    _, *cache = session.run(None, {"tokens": tokens[:, 2:3], **past, **cross})
+    past = dict(zip(cache_names(dims.decoder_layers, "past"), cache, strict=True))
+    last, *cache = session.run(None, {"tokens": tokens[:, 3:], **past, **cross})
+    assert whole.shape == (1, dims.vocab_size) and cache[0].shape == (1, dims.heads, 4, head_dim)
+    np.testing.assert_allclose(last, whole, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(cache[0], whole_cache[0], atol=1e-5)
+
+
+def test_second_pass_text_equals_torch(bundle: Bundle, network: WhisperCTCConfig, clips: list[np.ndarray]) -> None:
+    assert bundle.second_pass is not None
+    slim = SlimSecondPass.from_base(network, 2)
+    assert slim.num_parameters() == bundle.second_pass.num_parameters()
+    for wave in clips:
+        features, lengths = log_mel(bundle, [wave])
+        reference = bundle.second_pass.transcribe(features, lengths)
+        assert reference[0] and slim.transcribe(features.numpy(), lengths.numpy()) == reference
+    features, lengths = log_mel(bundle, [clips[0], clips[1][:30_000]])
+    assert slim.transcribe(features.numpy(), lengths.numpy()) == bundle.second_pass.transcribe(features, lengths)
+
+
+def test_slim_networks_import_without_torch() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchaudio'] = None\n"
+        "import app.asr.slim.graphs, app.asr.slim.second_pass, app.asr.slim.sessions"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
