@@ -17,6 +17,7 @@ import numpy as np
 from app.asr.configs import WhisperCTCConfig
 from app.asr.slim.onnx_ops import (
     FLOAT,
+    INT32,
     INT64,
     GraphBuilder,
     Weights,
@@ -35,6 +36,11 @@ from app.asr.slim.onnx_ops import (
 )
 from app.asr.whisper.weights import WhisperDims, part
 
+FUSED_ATTENTION = True
+"""The encoders' attention is ONNX Runtime's fused ``MultiHeadAttention``: equal within 2e-4 to
+standard operators, 1.2x faster on the second pass's 30 s window and 1.01x on a 10 s clip
+(docs/benchmarks.md, "The slim CPU path")."""
+
 
 def _conv(b: GraphBuilder, x: str, w: Weights, prefix: str, stride: int) -> str:
     """``torch.nn.Conv1d`` with kernel 3 and padding 1."""
@@ -45,7 +51,7 @@ def _conv(b: GraphBuilder, x: str, w: Weights, prefix: str, stride: int) -> str:
     return b.op("Conv", x, weight, bias, kernel_shape=[3], pads=[1, 1], strides=[stride])
 
 
-def _encoder(b: GraphBuilder, features: str, lengths: str | None, w: Weights, heads: int) -> str:
+def _encoder(b: GraphBuilder, features: str, lengths: str | None, w: Weights, heads: int, fused: bool) -> str:
     """Encoder states (batch, ceil(frames / 2), d_model) of ``features`` (batch, n_mels, frames).
 
     With ``lengths`` (batch,), the first convolution's output is zeroed past each row's length and
@@ -53,7 +59,7 @@ def _encoder(b: GraphBuilder, features: str, lengths: str | None, w: Weights, he
     padded batch (``WhisperEncoder.stem``); without, every frame is valid.
     """
     x = gelu(b, _conv(b, features, w, "conv1", 1))
-    bias = None
+    bias = valid = None
     if lengths is not None:
         x = b.op("Mul", x, b.op("Cast", b.op("Unsqueeze", valid_frames(b, lengths, x, 2), b.ints(1)), to=FLOAT))
     x = b.op("Transpose", gelu(b, _conv(b, x, w, "conv2", 2)), perm=[0, 2, 1])  # (batch, frames_out, d_model)
@@ -62,15 +68,20 @@ def _encoder(b: GraphBuilder, features: str, lengths: str | None, w: Weights, he
     if lengths is not None:
         out_lengths = b.op("Div", b.op("Add", lengths, b.scalar(1, np.int64)), b.scalar(2, np.int64))
         b.rename(out_lengths, "out_lengths")
-        allowed = b.op("Unsqueeze", valid_frames(b, out_lengths, x, 1), b.ints(1, 2))  # (batch, 1, 1, frames_out)
-        bias = additive_mask(b, allowed)
+        frames = valid_frames(b, out_lengths, x, 1)  # (batch, frames_out)
+        if fused:
+            valid = b.op("Cast", frames, to=INT32)
+        else:
+            bias = additive_mask(b, b.op("Unsqueeze", frames, b.ints(1, 2)))  # (batch, 1, 1, frames_out)
     blocks = sorted({int(k.split(".")[1]) for k in w if k.startswith("blocks.")})
     for i in blocks:
-        x = encoder_block(b, x, w, f"blocks.{i}", heads, bias)
+        x = encoder_block(b, x, w, f"blocks.{i}", heads, bias, valid, fused)
     return layer_norm(b, x, w, "ln_post")
 
 
-def ctc_network(base: dict[str, np.ndarray], trained: dict[str, np.ndarray], config: WhisperCTCConfig) -> bytes:
+def ctc_network(
+    base: dict[str, np.ndarray], trained: dict[str, np.ndarray], config: WhisperCTCConfig, fused: bool = FUSED_ATTENTION
+) -> bytes:
     """The served CTC network (``WhisperCTC``) as a serialised ONNX model.
 
     ``base`` holds the pretrained weights (keys ``encoder.*``), ``trained`` the bundle's own
@@ -83,7 +94,7 @@ def ctc_network(base: dict[str, np.ndarray], trained: dict[str, np.ndarray], con
     weights = {**base, **trained}
     encoder = part(weights, "encoder")
     b = GraphBuilder()
-    states = _encoder(b, "features", "lengths", encoder, config.heads)
+    states = _encoder(b, "features", "lengths", encoder, config.heads, fused)
     b.rename(b.op("LogSoftmax", linear(b, states, weights, "head"), axis=-1), "log_probs")
     return b.serialize(
         "whisper_ctc",
@@ -101,7 +112,7 @@ def cache_names(layers: int, kind: str) -> list[str]:
     return [f"{kind}_{which}_{i}" for i in range(layers) for which in ("key", "value")]
 
 
-def second_pass_encoder(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
+def second_pass_encoder(base: dict[str, np.ndarray], dims: WhisperDims, fused: bool = FUSED_ATTENTION) -> bytes:
     """The pretrained encoder on the 30 s window, folded into each decoder layer's cross-attention
     keys and values, as a serialised ONNX model.
 
@@ -109,7 +120,7 @@ def second_pass_encoder(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes
     Outputs: ``cross_key_<i>``, ``cross_value_<i>`` (batch, heads, frames / 2, head_dim) per layer.
     """
     b = GraphBuilder()
-    states = _encoder(b, "features", None, part(base, "encoder"), dims.heads)
+    states = _encoder(b, "features", None, part(base, "encoder"), dims.heads, fused)
     decoder = part(base, "decoder")
     names = cache_names(dims.decoder_layers, "cross")
     for i in range(dims.decoder_layers):

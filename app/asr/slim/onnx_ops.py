@@ -69,7 +69,8 @@ class GraphBuilder:
     def serialize(self, name: str, inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto]) -> bytes:
         """The checked ModelProto, serialised."""
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="app.asr.slim")
+        opsets = [helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="app.asr.slim")
         model.ir_version = 8  # the IR of opset 17
         onnx.checker.check_model(model, full_check=False)
         return model.SerializeToString()
@@ -80,7 +81,7 @@ def tensor(name: str, elem_type: int, shape: list[str | int]) -> onnx.ValueInfoP
     return helper.make_tensor_value_info(name, elem_type, shape)
 
 
-FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
+FLOAT, INT32, INT64 = TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64
 
 
 def linear(b: GraphBuilder, x: str, w: Weights, prefix: str, rows_scale: tuple[int, float] | None = None) -> str:
@@ -160,14 +161,26 @@ def mlp(b: GraphBuilder, x: str, w: Weights, prefix: str) -> str:
     return linear(b, gelu(b, linear(b, x, w, f"{prefix}.0")), w, f"{prefix}.2")
 
 
-def encoder_block(b: GraphBuilder, x: str, w: Weights, prefix: str, heads: int, bias: str | None) -> str:
-    """x + attention(norm(x)), then x + mlp(norm(x)); ``bias`` masks padded keys.
+def encoder_block(
+    b: GraphBuilder, x: str, w: Weights, prefix: str, heads: int, bias: str | None, valid: str | None, fused: bool
+) -> str:
+    """x + attention(norm(x)), then x + mlp(norm(x)); ``bias`` (additive) or, ``fused``, ``valid``
+    ((batch, frames) int32, 1 on each row's frames) masks padded keys.
 
-    Standard operators, not ONNX Runtime's fused ``MultiHeadAttention``, which measured slower
-    here on 10 s clips (``python -m bench.slim_recognizer``, 0.8x).
+    ``fused`` attention is ONNX Runtime's ``MultiHeadAttention`` (``com.microsoft``), else the
+    same maths in standard operators (``bench/slim_recognizer.py`` measures both).
     """
-    query, key, value = self_attention_qkv(b, layer_norm(b, x, w, f"{prefix}.attn_ln"), w, f"{prefix}.attn", heads)
-    x = b.op("Add", x, linear(b, attend(b, query, key, value, bias), w, f"{prefix}.attn.out"))
+    normed = layer_norm(b, x, w, f"{prefix}.attn_ln")
+    if fused:
+        d_model = w[f"{prefix}.attn.qkv.weight"].shape[1]
+        qkv = linear(b, normed, w, f"{prefix}.attn.qkv")
+        query, key, value = b.multi("Split", [qkv, b.ints(d_model, d_model, d_model)], 3, axis=-1)
+        inputs = [query, key, value, "", valid] if valid is not None else [query, key, value]
+        attended = b.multi("MultiHeadAttention", inputs, 1, domain="com.microsoft", num_heads=heads)[0]
+    else:
+        query, key, value = self_attention_qkv(b, normed, w, f"{prefix}.attn", heads)
+        attended = attend(b, query, key, value, bias)
+    x = b.op("Add", x, linear(b, attended, w, f"{prefix}.attn.out"))
     return b.op("Add", x, mlp(b, layer_norm(b, x, w, f"{prefix}.mlp_ln"), w, f"{prefix}.mlp"))
 
 
