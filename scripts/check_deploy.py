@@ -3,7 +3,8 @@
 Each check prints `ok` or `FAIL` with the problems it found; the exit status is 1 if any failed.
 
 - Dockerfile: hadolint; every COPY source is in the build context (.dockerignore allow-list);
-  the install step is `pip install --no-cache-dir -c requirements.lock .`, the constraints of `make run`.
+  the install steps are the slim install of `make run` on a CPU (`pip install --no-cache-dir -c
+  requirements.lock .` and Silero VAD's wheel without its deps) and, for the CUDA image, the `torch` extra.
 - docker-compose.yml: the compose-spec JSON schema; bind mounts, build targets and ASR_* names exist.
 - Grafana: provisioning paths match the compose mounts; dashboard panels are unique, do not
   overlap and use the provisioned data source.
@@ -131,8 +132,14 @@ def check_dockerfile(ctx: Context) -> list[str]:
         for source in match.group(1).split():
             if source.rstrip("/") not in allowed:
                 problems.append(f"COPY {source}: not allowed into the build context by .dockerignore")
-    if not re.search(r"^RUN pip install --no-cache-dir -c requirements\.lock \.$", text, re.MULTILINE):
-        problems.append("Dockerfile: expected the install step `RUN pip install --no-cache-dir -c requirements.lock .`")
+    slim = (
+        "RUN pip install --no-cache-dir -c requirements.lock . "
+        "&& pip install --no-cache-dir --no-deps -c requirements.lock silero-vad"
+    )
+    cuda = 'RUN pip install --no-cache-dir -c requirements.lock ".[torch]"'
+    for step in (slim, cuda):
+        if step not in text.splitlines():
+            problems.append(f"Dockerfile: expected the install step `{step}`")
     problems += [
         f"Dockerfile ENV {name}: not a setting in app/config.py"
         for name in re.findall(r"\b(ASR_[A-Z0-9_]+)=", text)
