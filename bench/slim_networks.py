@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
-import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
@@ -34,21 +31,7 @@ from app.asr.slim.graphs import ctc_network, decoder_step, second_pass_encoder
 from app.asr.slim.second_pass import SlimSecondPass
 from app.asr.slim.sessions import OnnxCtcNetwork
 from app.asr.whisper.base import base_file, load_base
-from train.data.audio_io import read_audio
-
-DATA = Path(os.environ.get("ASR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def speech_clip(data: Path, seconds: float, rate: int = 16000) -> np.ndarray:
-    """cv100 utterances joined and cut to ``seconds``."""
-    rows = [json.loads(line) for line in (data / "cv100" / "manifest.jsonl").read_text().splitlines()]
-    pieces, total = [], 0
-    for row in rows:
-        pieces.append(read_audio(data / "cv100" / row["audio"]))
-        total += pieces[-1].size
-        if total >= seconds * rate:
-            break
-    return np.concatenate(pieces)[: int(seconds * rate)]
+from bench.slim_recognizer import DATA, speech_clip
 
 
 def side_by_side(torch_call: Callable[[], object], ort_call: Callable[[], object], repeats: int) -> dict[str, float]:

@@ -9,11 +9,11 @@ import copy
 import io
 import logging
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from app.asr.model import Block, SeparableConv, SepConvCTC
+from app.asr.slim.sessions import OnnxCtcNetwork
 from app.asr.whisper.model import WhisperCTC
 
 logger = logging.getLogger(__name__)
@@ -92,23 +92,13 @@ def export_onnx(model: SepConvCTC, example_frames: int = 200) -> bytes:
 
 
 class OnnxNetwork:
-    """The acoustic network in an ONNX Runtime session, called like the torch module."""
+    """An ONNX network called like the torch module, tensors in and out (the session and its
+    options are :class:`app.asr.slim.sessions.OnnxCtcNetwork`'s)."""
 
     def __init__(self, onnx_model: bytes, num_threads: int = 0, spin_wait: bool = False) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if num_threads:
-            options.intra_op_num_threads = num_threads
-        spin = "1" if spin_wait else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self.network = OnnxCtcNetwork(onnx_model, num_threads, spin_wait)
         self.size_bytes = len(onnx_model)
 
     def __call__(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        log_probs, out_lengths = self.session.run(
-            None, {"features": features.numpy().astype(np.float32, copy=False), "lengths": lengths.numpy()}
-        )
+        log_probs, out_lengths = self.network(features.numpy(), lengths.numpy())
         return torch.from_numpy(log_probs), torch.from_numpy(out_lengths)

@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions on the CPU for the slim graphs, and the CTC network called like the torch one."""
+"""ONNX Runtime sessions on the CPU (every ONNX network of the server: the slim graphs, and the
+convolutional network exported from PyTorch), and the CTC network called with arrays."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def cpu_session(onnx_model: bytes, num_threads: int = 0, spin_wait: bool = False
 
 
 class OnnxCtcNetwork:
-    """The CTC network (``app.asr.slim.graphs.ctc_network``) in an ONNX Runtime session."""
+    """A CTC network in an ONNX Runtime session: inputs ``features`` and ``lengths``, outputs
+    ``log_probs`` and ``out_lengths`` (``app.asr.slim.graphs.ctc_network``, ``app.asr.runtimes.export_onnx``)."""
 
     def __init__(self, onnx_model: bytes, num_threads: int = 0, spin_wait: bool = False) -> None:
         self.session = cpu_session(onnx_model, num_threads, spin_wait)
