@@ -22,6 +22,7 @@ import torch
 from app.asr.bundle import load_bundle
 from app.asr.ctc import GreedyDecoder
 from app.asr.text import spoken_form
+from app.asr.whisper.greedy import token_caps
 from app.asr.whisper.model import WhisperCTC
 from bench.report import ROOT
 from train.data.audio_io import read_audio
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             hyps["ctc_own"].append(greedy.decode(own[0].numpy()).text)
             hyps["ctc_padded"].append(greedy.decode(full[0, :n_out].numpy()).text)
             states, state_lengths = second.encoder(feats, lengths)
-            caps = [8 + int(second.tokens_per_second * int(lengths[0]) * second.frame_seconds)]
+            caps = token_caps([int(lengths[0])])
             own_ids = second.decoder.greedy(states, state_lengths, second.rules, caps)[0]
             hyps["attn_own"].append(spoken_form(second.tokenizer.decode(own_ids)))
             hyps["attn_padded"].append(spoken_form(second.transcribe(feats, lengths)[0]))

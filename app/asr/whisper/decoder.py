@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from app.asr.whisper.greedy import GreedyRows
 from app.asr.whisper.layers import Attention, KeyValue, Mlp
 from app.asr.whisper.tokenizer import DecodingRules
 
@@ -80,8 +81,7 @@ class WhisperDecoder(nn.Module):
             max_new: per-row cap on new tokens (default: as many as the positions allow).
         """
         batch = states.shape[0]
-        limit = rules.max_tokens - len(rules.prompt)
-        caps = [min(limit, m) for m in max_new] if max_new is not None else [limit] * batch
+        rows = GreedyRows(rules, batch, max_new)
         mask = None
         if batch > 1 and bool((lengths < states.shape[1]).any()):
             mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
@@ -89,24 +89,13 @@ class WhisperDecoder(nn.Module):
         suppress = torch.tensor(rules.suppress, device=states.device)
         tokens = torch.tensor([rules.prompt] * batch, device=states.device)
         caches: list[KeyValue] | None = None
-        out: list[list[int]] = [[] for _ in range(batch)]
-        done = [cap <= 0 for cap in caps]
-        step = 0
-        while not all(done):
+        while not rows.finished:
             logits, caches = self(tokens, caches, cross, mask)
             last = logits[:, -1]
             last[:, suppress] = -torch.inf
-            if step == 0:
+            if rows.step == 0:
                 last[:, list(rules.suppress_first)] = -torch.inf
             chosen = last.argmax(dim=-1)
-            for row, token in enumerate(chosen.tolist()):
-                if done[row]:
-                    continue
-                if token == rules.end_of_text:
-                    done[row] = True
-                else:
-                    out[row].append(token)
-                    done[row] = len(out[row]) >= caps[row]
+            rows.take(chosen.tolist())
             tokens = chosen[:, None]
-            step += 1
-        return out
+        return rows.tokens

@@ -12,6 +12,7 @@ from app.asr.configs import WhisperCTCConfig
 from app.asr.whisper.base import base_file, load_base
 from app.asr.whisper.decoder import WhisperDecoder
 from app.asr.whisper.encoder import WhisperEncoder
+from app.asr.whisper.greedy import WINDOW_FRAMES, token_caps
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import part
 
@@ -74,9 +75,6 @@ class SecondPass:
     decoder: WhisperDecoder
     tokenizer: WhisperTokenizer
     rules: DecodingRules
-    window_frames: int = 3000  # 30 s of log-mel frames
-    frame_seconds: float = 0.01  # one log-mel frame
-    tokens_per_second: float = 12.0  # cap on output length: a runaway loop stops there
 
     @classmethod
     def from_base(cls, config: WhisperCTCConfig) -> SecondPass:
@@ -93,12 +91,12 @@ class SecondPass:
     def transcribe(self, features: Tensor, lengths: Tensor) -> list[str]:
         """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
         Whisper log-mel frames zero past each row's ``lengths`` (at most 30 s)."""
-        if features.shape[-1] > self.window_frames:
-            raise ValueError(f"the second pass takes at most {self.window_frames} frames, got {features.shape[-1]}")
-        window = torch.nn.functional.pad(features, (0, self.window_frames - features.shape[-1]))
-        full = torch.full((features.shape[0],), self.window_frames, device=features.device)
+        if features.shape[-1] > WINDOW_FRAMES:
+            raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
+        window = torch.nn.functional.pad(features, (0, WINDOW_FRAMES - features.shape[-1]))
+        full = torch.full((features.shape[0],), WINDOW_FRAMES, device=features.device)
         states, state_lengths = self.encoder(window, full)
-        caps = [8 + int(self.tokens_per_second * n * self.frame_seconds) for n in lengths.tolist()]
+        caps = token_caps(lengths.tolist())
         return [self.tokenizer.decode(ids) for ids in self.decoder.greedy(states, state_lengths, self.rules, caps)]
 
     def to(self, device: str) -> SecondPass:
