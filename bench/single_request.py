@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import time
 import wave
 from pathlib import Path
@@ -24,7 +23,7 @@ import httpx
 import numpy as np
 
 from bench import servers
-from bench.slim_recognizer import DATA, speech_clip
+from bench.slim_recognizer import DATA, compare, speech_clip
 
 DECODERS = ("greedy", "beam", "attention")
 RUNTIMES = ("onnx", "torch")
@@ -71,15 +70,7 @@ def main(argv: list[str] | None = None) -> None:
                     times.setdefault((runtime, decoder), []).extend(latencies(server.url, body, decoder, args.requests))
     results: dict[str, Any] = {"clip_seconds": args.seconds, "rounds": args.rounds, "requests": args.requests}
     for decoder in DECODERS:
-        slim, torch = times[("onnx", decoder)], times[("torch", decoder)]
-        results[decoder] = {
-            "slim_median_s": round(statistics.median(slim), 4),
-            "torch_median_s": round(statistics.median(torch), 4),
-            "torch_over_slim_median": round(statistics.median(torch) / statistics.median(slim), 3),
-            "slim_fastest_s": round(min(slim), 4),
-            "torch_fastest_s": round(min(torch), 4),
-            "torch_over_slim_fastest": round(min(torch) / min(slim), 3),
-        }
+        results[decoder] = compare(times[("torch", decoder)], times[("onnx", decoder)])
     print(json.dumps(results, indent=2))
 
 

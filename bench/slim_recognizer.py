@@ -46,6 +46,18 @@ def speech_clip(data: Path, seconds: float, rate: int = 16000) -> np.ndarray:
     return np.concatenate(pieces)[: int(seconds * rate)]
 
 
+def compare(torch: list[float], slim: list[float]) -> dict[str, float]:
+    """Medians and fastest of two sides' times, and PyTorch's over the slim path's (above 1: slim is faster)."""
+    return {
+        "torch_median_s": round(statistics.median(torch), 4),
+        "slim_median_s": round(statistics.median(slim), 4),
+        "torch_over_slim_median": round(statistics.median(torch) / statistics.median(slim), 3),
+        "torch_fastest_s": round(min(torch), 4),
+        "slim_fastest_s": round(min(slim), 4),
+        "torch_over_slim_fastest": round(min(torch) / min(slim), 3),
+    }
+
+
 def timed(call: Callable[[], object], calls: int) -> list[float]:
     """Seconds of ``calls`` calls after two warm-up calls."""
     call(), call()
@@ -112,15 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         "rounds": args.rounds,
     }
     for side, name in (("slim", "infer"), ("slim-int8", "infer"), ("slim", "second_pass")):
-        ours, theirs = times[side][name], times["torch"][name]
-        results[f"{name}_{side}"] = {
-            "torch_median_s": round(statistics.median(theirs), 4),
-            "slim_median_s": round(statistics.median(ours), 4),
-            "torch_over_slim_median": round(statistics.median(theirs) / statistics.median(ours), 3),
-            "torch_fastest_s": round(min(theirs), 4),
-            "slim_fastest_s": round(min(ours), 4),
-            "torch_over_slim_fastest": round(min(theirs) / min(ours), 3),
-        }
+        results[f"{name}_{side}"] = compare(times["torch"][name], times[side][name])
     print(json.dumps(results, indent=2))
 
 
