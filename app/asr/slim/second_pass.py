@@ -4,6 +4,7 @@ the networks, NumPy for greedy decoding. The same maths and the same text as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
 from app.asr.whisper.base import base_file, load_base
 from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, token_caps
+from app.asr.whisper.joint import JointDecoding, JointSearch
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import WhisperDims
 
@@ -33,6 +35,7 @@ class SlimSecondPass:
     rules: DecodingRules
     dims: WhisperDims
     parameters: int  # the decoder's, as SecondPass counts them
+    joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
 
     @classmethod
     def from_base(cls, config: WhisperCTCConfig, num_threads: int = 0) -> SlimSecondPass:
@@ -45,9 +48,12 @@ class SlimSecondPass:
         tokenizer = WhisperTokenizer(path)
         return cls(encoder, decoder, tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens), dims, parameters)
 
-    def transcribe(self, features: np.ndarray, lengths: np.ndarray) -> list[str]:
+    def transcribe(
+        self, features: np.ndarray, lengths: np.ndarray, ctc_log_probs: Sequence[np.ndarray] | None = None
+    ) -> list[str]:
         """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
-        Whisper log-mel frames zero past each row's ``lengths`` (batch,) (at most 30 s)."""
+        Whisper log-mel frames zero past each row's ``lengths`` (batch,) (at most 30 s); with
+        ``joint`` set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens."""
         if features.ndim != 3 or lengths.shape != (features.shape[0],):
             raise ValueError(
                 f"features (batch, n_mels, frames) and lengths (batch,), got {features.shape}, {lengths.shape}"
@@ -58,7 +64,12 @@ class SlimSecondPass:
         window[..., : features.shape[-1]] = features
         names = cache_names(self.dims.decoder_layers, "cross")
         cross = dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
-        return [self.tokenizer.decode(ids) for ids in self.greedy(cross, token_caps(lengths.tolist()))]
+        caps = token_caps(lengths.tolist())
+        if self.joint is not None and ctc_log_probs is not None:
+            tokens = self.joint_search(cross, self.joint.search(ctc_log_probs, caps))
+        else:
+            tokens = self.greedy(cross, caps)
+        return [self.tokenizer.decode(ids) for ids in tokens]
 
     def greedy(self, cross: dict[str, np.ndarray], max_new: list[int]) -> list[list[int]]:
         """Greedy text tokens (prompt and end-of-text removed) of each row, given the cross-attention
@@ -81,6 +92,27 @@ class SlimSecondPass:
             past = dict(zip(past_names, presents, strict=True))
             tokens = chosen[:, None].astype(np.int64)
         return rows.tokens
+
+    def joint_search(self, cross: dict[str, np.ndarray], search: JointSearch) -> list[list[int]]:
+        """Each row's text tokens from ``search`` (CTC-guided beam search), given the cross-attention
+        keys and values ``cross`` (batch, heads, frames, head_dim) per layer."""
+        rules, sequences = self.rules, search.sequences
+        cross = {name: np.repeat(value, search.beams, axis=0) for name, value in cross.items()}
+        head_dim = self.dims.d_model // self.dims.heads
+        past_names = cache_names(self.dims.decoder_layers, "past")
+        outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
+        past = {name: np.zeros((sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
+        suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
+        tokens = np.array([rules.prompt] * sequences, np.int64)
+        while not search.is_finished:
+            logits, *presents = self.decoder.run(outputs, {"tokens": tokens, **past, **cross})
+            logits[:, suppress] = -np.inf
+            if search.step == 0:
+                logits[:, suppress_first] = -np.inf
+            parents, inputs = search.advance(logits)
+            past = {name: present[parents] for name, present in zip(past_names, presents, strict=True)}
+            tokens = inputs[:, None]
+        return search.best()
 
     def num_parameters(self) -> int:
         """The decoder's parameters (token embedding and positions included)."""

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from app.asr.whisper.greedy import GreedyRows
+from app.asr.whisper.joint import JointSearch
 from app.asr.whisper.layers import Attention, KeyValue, Mlp
 from app.asr.whisper.tokenizer import DecodingRules
 
@@ -99,3 +100,30 @@ class WhisperDecoder(nn.Module):
             rows.take(chosen.tolist())
             tokens = chosen[:, None]
         return rows.tokens
+
+    @torch.inference_mode()
+    def joint_search(
+        self, states: Tensor, lengths: Tensor, rules: DecodingRules, search: JointSearch
+    ) -> list[list[int]]:
+        """Each row's text tokens from ``search`` (CTC-guided beam search) on ``states`` (batch,
+        frames, d_model), rows padded past ``lengths``: the same steps as the NumPy decoder's."""
+        beams = search.beams
+        lengths = lengths.repeat_interleave(beams, dim=0)
+        mask = None
+        if bool((lengths < states.shape[1]).any()):
+            mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
+        cross = [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0)) for k, v in self.cross_keys(states)]
+        suppress = torch.tensor(rules.suppress, device=states.device)
+        tokens = torch.tensor([rules.prompt] * search.sequences, device=states.device)
+        caches: list[KeyValue] | None = None
+        while not search.is_finished:
+            logits, caches = self(tokens, caches, cross, mask)
+            last = logits[:, -1]
+            last[:, suppress] = -torch.inf
+            if search.step == 0:
+                last[:, list(rules.suppress_first)] = -torch.inf
+            parents, inputs = search.advance(last.float().cpu().numpy())
+            order = torch.from_numpy(parents).to(states.device)
+            caches = [(k.index_select(0, order), v.index_select(0, order)) for k, v in caches]
+            tokens = torch.from_numpy(inputs).to(states.device)[:, None]
+        return search.best()

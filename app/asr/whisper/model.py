@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,7 @@ from app.asr.whisper.base import base_file, load_base
 from app.asr.whisper.decoder import WhisperDecoder
 from app.asr.whisper.encoder import WhisperEncoder
 from app.asr.whisper.greedy import WINDOW_FRAMES, token_caps
+from app.asr.whisper.joint import JointDecoding
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import part
 
@@ -75,6 +77,7 @@ class SecondPass:
     decoder: WhisperDecoder
     tokenizer: WhisperTokenizer
     rules: DecodingRules
+    joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
 
     @classmethod
     def from_base(cls, config: WhisperCTCConfig) -> SecondPass:
@@ -88,16 +91,24 @@ class SecondPass:
         return cls(encoder.eval(), decoder.eval(), tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens))
 
     @torch.inference_mode()
-    def transcribe(self, features: Tensor, lengths: Tensor) -> list[str]:
+    def transcribe(
+        self, features: Tensor, lengths: Tensor, ctc_log_probs: Sequence[np.ndarray] | None = None
+    ) -> list[str]:
         """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
-        Whisper log-mel frames zero past each row's ``lengths`` (at most 30 s)."""
+        Whisper log-mel frames zero past each row's ``lengths`` (at most 30 s); with ``joint``
+        set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens."""
         if features.shape[-1] > WINDOW_FRAMES:
             raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
         window = torch.nn.functional.pad(features, (0, WINDOW_FRAMES - features.shape[-1]))
         full = torch.full((features.shape[0],), WINDOW_FRAMES, device=features.device)
         states, state_lengths = self.encoder(window, full)
         caps = token_caps(lengths.tolist())
-        return [self.tokenizer.decode(ids) for ids in self.decoder.greedy(states, state_lengths, self.rules, caps)]
+        if self.joint is not None and ctc_log_probs is not None:
+            search = self.joint.search(ctc_log_probs, caps)
+            tokens = self.decoder.joint_search(states, state_lengths, self.rules, search)
+        else:
+            tokens = self.decoder.greedy(states, state_lengths, self.rules, caps)
+        return [self.tokenizer.decode(ids) for ids in tokens]
 
     def to(self, device: str) -> SecondPass:
         """Move the encoder and decoder to ``device``."""

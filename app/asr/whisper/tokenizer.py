@@ -44,6 +44,10 @@ class WhisperTokenizer:
         """The text of ordinary tokens (special ones dropped), without the leading space."""
         return self._tokenizer.decode([i for i in ids if i < self.end_of_text]).strip()
 
+    def token_texts(self) -> list[str]:
+        """The text of each ordinary token, by id (a token of part of a character reads as U+FFFD)."""
+        return [self._tokenizer.decode([i]) for i in range(self.end_of_text)]
+
     def rules(self, vocab_size: int, max_tokens: int) -> DecodingRules:
         """Greedy decoding without timestamps, as Whisper does for English-only models."""
         specials = range(self.end_of_text + 1, vocab_size)  # task, language and timestamp tokens

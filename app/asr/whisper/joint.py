@@ -1,0 +1,293 @@
+"""The second pass's joint CTC/attention beam search: each step, Whisper's decoder proposes its most
+likely tokens for every hypothesis, and the CTC head's prefix score of each (the probability,
+summed over every alignment of the CTC frames, that the transcript begins with the text so far;
+``app.asr.whisper.ctc_prefix``) helps choose among them, as joint CTC/attention decoders do
+(Watanabe et al., 2017, "Hybrid CTC/attention architecture for end-to-end speech recognition").
+The CTC head spells what it hears frame by frame; the decoder knows English. Together they stop
+the decoder's runaway loops and its misreadings of voices it never heard, and keep its spelling,
+casing and punctuation.
+
+A token's score is ``(1 - w) * log p_decoder + w * (log prefix(text + token) - log prefix(text))``;
+end-of-text takes the CTC probability of the whole text instead of a prefix. Numbers the decoder
+writes in digits are scored as they are said (``spoken_form``). Shared by the PyTorch decoder and
+the one without PyTorch, so both choose the same tokens.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.asr.configs import BundleConfig, WhisperCTCConfig
+from app.asr.whisper.ctc_prefix import (
+    CtcPrefixScorer,
+    Prefix,
+    number_texts,
+    spell_number,
+    starts_number,
+    token_spellings,
+)
+from app.asr.whisper.tokenizer import WhisperTokenizer
+
+CANDIDATES = 8
+"""Tokens per hypothesis and step that the search scores: the decoder's most likely ones."""
+
+MAX_QUIET = 4
+"""Tokens in a row that add no letter for CTC to score (punctuation, symbols): more would let the
+decoder loop on them at no CTC cost (". . . .")."""
+
+
+@dataclass
+class Beam:
+    """One hypothesis: its tokens (prompt and end-of-text left out), joint score and CTC prefix."""
+
+    tokens: list[int]
+    score: float
+    prefix: Prefix
+    quiet: int = 0  # tokens in a row that added no letter
+    number: tuple[Prefix, str] | None = None  # in a number: the prefix before it, its text so far
+
+
+@dataclass(frozen=True)
+class Extension:
+    """A hypothesis's CTC prefix after one more token, the CTC gain, and its number state."""
+
+    prefix: Prefix
+    gain: float
+    number: tuple[Prefix, str] | None = None
+
+
+@dataclass(frozen=True)
+class TokenTable:
+    """How the CTC head reads each decoder token: its spelling (None: none of its own) and, for
+    tokens numbers are written with, its text."""
+
+    spellings: Sequence[str | None]
+    numbers: Sequence[str | None]
+    ctc_tokens: Sequence[str]
+    delimiter: str
+
+
+class JointSearch:
+    """Beam search over the decoder's tokens with CTC prefix scores, for a batch of rows.
+
+    The decoder runs ``rows * beams`` sequences side by side (row ``r``'s beams at ``r * beams +
+    k``). Each step takes every live beam's ``candidates`` most likely tokens, scores them
+    ``beam + (1 - w) * log p_decoder + w * CTC gain``, and keeps the ``beams`` best that go on;
+    end-of-text among them finishes a hypothesis (as Whisper's beam search does). A row is done when
+    it has ``beams`` finished hypotheses and none still going scores better, or when its beams reach
+    its token cap. Its transcript is the best
+    of its finished hypotheses and of every live beam ended at every step (so a decoder that loops
+    on loses to the text it had before). One beam is greedy decoding with the CTC head's help.
+    """
+
+    def __init__(
+        self,
+        table: TokenTable,
+        scorers: Sequence[CtcPrefixScorer],
+        end_of_text: int,
+        weight: float,
+        caps: Sequence[int],
+        beams: int = 1,
+        candidates: int = CANDIDATES,
+    ) -> None:
+        if not 0.0 <= weight < 1.0:
+            raise ValueError(f"the CTC weight must be at least 0 and below 1, got {weight}")
+        if len(caps) != len(scorers):
+            raise ValueError(f"one cap per row: {len(caps)} caps for {len(scorers)} rows")
+        self.table = table
+        self.scorers = scorers
+        self.end_of_text = end_of_text
+        self.weight = weight
+        self.caps = list(caps)
+        self.beams = beams
+        self.candidates = max(candidates, beams + 1)
+        # step 0: one live beam per row (the others would repeat it)
+        self.live: list[list[Beam]] = [[Beam([], 0.0, scorer.empty())] for scorer in scorers]
+        self.finished: list[list[Beam]] = [[] for _ in scorers]
+        self.endings: list[list[Beam]] = [[] for _ in scorers]
+        self.done = [cap <= 0 for cap in self.caps]
+        self.step = 0
+
+    @property
+    def sequences(self) -> int:
+        """Sequences the decoder runs: ``beams`` per row."""
+        return len(self.scorers) * self.beams
+
+    @property
+    def is_finished(self) -> bool:
+        return all(self.done)
+
+    def advance(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One step, given the decoder's (rows * beams, vocab) logits (suppressed ones -inf).
+
+        Returns, for each of the ``rows * beams`` sequences of the next step, the sequence of this
+        step it continues (to reorder the decoder's caches) and its next input token.
+        """
+        with np.errstate(invalid="ignore"):  # rows of finished beams may be all -inf
+            top = logits.max(axis=-1, keepdims=True)
+            log_probs = logits - (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))
+        parents = np.arange(self.sequences)
+        inputs = np.full(self.sequences, self.end_of_text, dtype=np.int64)
+        for row in range(len(self.scorers)):
+            first = row * self.beams
+            if self.done[row]:
+                continue
+            kept = self._advance_row(row, log_probs[first : first + self.beams])
+            for k, (parent, beam) in enumerate(kept):
+                parents[first + k] = first + parent
+                inputs[first + k] = beam.tokens[-1]
+        self.step += 1
+        return parents, inputs
+
+    def _advance_row(self, row: int, log_probs: np.ndarray) -> list[tuple[int, Beam]]:
+        w, beams = self.weight, self.live[row]
+        # a candidate's score is at most its bound (CTC gains are not positive, but for a number
+        # spelled anew), so candidates are scored best bound first, until the ``beams`` best that
+        # go on beat the bounds of the rest
+        pending: list[tuple[float, int, int]] = []  # bound, parent, token
+        for parent, beam in enumerate(beams):
+            row_probs = log_probs[parent]
+            if np.isfinite(row_probs[self.end_of_text]):  # ending here, kept for the final choice
+                gain = beam.prefix.end_score - beam.prefix.score
+                score = beam.score + (1.0 - w) * float(row_probs[self.end_of_text]) + w * gain
+                self.endings[row].append(Beam(list(beam.tokens), score, beam.prefix))
+            for token in np.argpartition(-row_probs, self.candidates)[: self.candidates].tolist():
+                if np.isfinite(row_probs[token]):
+                    pending.append((beam.score + (1.0 - w) * float(row_probs[token]), parent, token))
+        pending.sort(key=lambda item: -item[0])
+        extensions: dict[tuple[int, int], Extension] = {}
+        options: list[tuple[float, int, int, Extension]] = []  # score, parent, token, extension
+        going_on: list[float] = []  # min-heap of the best scores of candidates that would go on
+        for bound, parent, token in pending:
+            if len(going_on) == self.beams and bound < going_on[0]:
+                break
+            beam = beams[parent]
+            extension = self._extend(row, beam, token, parent, log_probs[parent], extensions)
+            adds_no_letter = token != self.end_of_text and extension.prefix.chars == beam.prefix.chars
+            if adds_no_letter and beam.quiet >= MAX_QUIET:
+                continue
+            score = bound + w * extension.gain
+            options.append((score, parent, token, extension))
+            if token != self.end_of_text and len(beam.tokens) + 1 < self.caps[row]:
+                (heapq.heappush if len(going_on) < self.beams else heapq.heappushpop)(going_on, score)
+        options.sort(key=lambda option: -option[0])
+        live: list[Beam] = []
+        kept: list[tuple[int, Beam]] = []
+        for score, parent, token, extension in options:
+            before = beams[parent]
+            prefix = extension.prefix
+            if token == self.end_of_text:
+                self.finished[row].append(Beam(list(before.tokens), score, prefix))
+                continue
+            quiet = before.quiet + 1 if prefix.chars == before.prefix.chars else 0
+            beam = Beam([*before.tokens, token], score, prefix, quiet, extension.number)
+            if len(beam.tokens) >= self.caps[row]:  # cut off: CTC scores it as ended
+                beam.score += w * (prefix.end_score - prefix.score)
+                self.finished[row].append(beam)
+                continue
+            live.append(beam)
+            kept.append((parent, beam))
+            if len(live) == self.beams:
+                break
+        self.live[row] = live
+        finished = self.finished[row]
+        # done once ``beams`` hypotheses finished and none still going could beat the best of them
+        # (scores only fall as hypotheses grow)
+        self.done[row] = not live or (
+            len(finished) >= self.beams and max(b.score for b in finished) >= max(b.score for b in live)
+        )
+        return kept
+
+    def _extend(
+        self,
+        row: int,
+        beam: Beam,
+        token: int,
+        parent: int,
+        log_probs: np.ndarray,
+        extensions: dict[tuple[int, int], Extension],
+    ) -> Extension:
+        """``beam`` after ``token``: kept in ``extensions`` by (parent, token).
+
+        A number's tokens are spelled together, from the prefix before the number, as the number
+        so far is said. A token with no spelling of its own (a symbol, a letter outside the CTC
+        alphabet) gains what the decoder's likeliest spellable token gains: never favoured by
+        CTC over the decoder's choice, never ruled out.
+        """
+        key = (parent, token)
+        if key in extensions:
+            return extensions[key]
+        scorer, table, prefix = self.scorers[row], self.table, beam.prefix
+        number = table.numbers[token] if token < len(table.numbers) else None
+        spelling = table.spellings[token] if token < len(table.spellings) else None
+        if token == self.end_of_text:
+            extension = Extension(prefix, prefix.end_score - prefix.score)
+        elif number is not None and (beam.number is not None or starts_number(number)):
+            start, text = beam.number or (prefix, "")
+            text += number
+            extended = scorer.extend(start, spell_number(text, table.ctc_tokens, table.delimiter))
+            extension = Extension(extended, extended.score - prefix.score, (start, text))
+        elif spelling is not None:
+            extended = scorer.extend(prefix, spelling)
+            extension = Extension(extended, extended.score - prefix.score)
+        else:
+            extension = Extension(prefix, self._likeliest_gain(row, beam, parent, log_probs, extensions))
+        extensions[key] = extension
+        return extension
+
+    def _likeliest_gain(
+        self, row: int, beam: Beam, parent: int, log_probs: np.ndarray, extensions: dict[tuple[int, int], Extension]
+    ) -> float:
+        """The CTC gain of the decoder's likeliest token that has a spelling (0 if none does)."""
+        top = np.argpartition(-log_probs, self.candidates)[: self.candidates]
+        for other in top[np.argsort(-log_probs[top])].tolist():
+            if other != self.end_of_text and other < len(self.table.spellings) and self.table.spellings[other]:
+                return self._extend(row, beam, other, parent, log_probs, extensions).gain
+        return 0.0
+
+    def best(self) -> list[list[int]]:
+        """Each row's best hypothesis (live beams count when nothing finished)."""
+        rows = zip(self.finished, self.endings, self.live, strict=True)
+        return [max(finished + endings or live, key=lambda b: b.score).tokens for finished, endings, live in rows]
+
+
+@dataclass(frozen=True)
+class JointDecoding:
+    """What the joint search needs of a bundle: how the CTC head reads every decoder token, its
+    characters, and the CTC weight and beam count (``ctc_weight``, ``ctc_beams`` of its config)."""
+
+    table: TokenTable
+    char_ids: dict[str, int]
+    blank_id: int
+    delimiter: str
+    end_of_text: int
+    weight: float
+    beams: int
+
+    @classmethod
+    def of(
+        cls, config: BundleConfig, token_texts: Sequence[str], end_of_text: int, weight: float, beams: int
+    ) -> JointDecoding:
+        delimiter = config.word_delimiter
+        spellings = token_spellings(token_texts, config.tokens, delimiter)
+        table = TokenTable(tuple(spellings), tuple(number_texts(token_texts)), tuple(config.tokens), delimiter)
+        char_ids = {token: i for i, token in enumerate(config.tokens) if i != config.blank_id}
+        return cls(table, char_ids, config.blank_id, delimiter, end_of_text, weight, beams)
+
+    def search(self, ctc_log_probs: Sequence[np.ndarray], caps: Sequence[int]) -> JointSearch:
+        """A search for one batch, given each row's CTC log-probs (frames, vocab) and token cap."""
+        scorers = [CtcPrefixScorer(lp, self.blank_id, self.char_ids, self.delimiter) for lp in ctc_log_probs]
+        return JointSearch(self.table, scorers, self.end_of_text, self.weight, caps, self.beams)
+
+
+def joint_decoding(config: BundleConfig, tokenizer: WhisperTokenizer) -> JointDecoding | None:
+    """The CTC guidance the bundle's ``ctc_weight`` asks for; None at 0 (Whisper's own greedy)."""
+    network = config.model
+    if not isinstance(network, WhisperCTCConfig) or network.ctc_weight <= 0:
+        return None
+    texts = tokenizer.token_texts()
+    return JointDecoding.of(config, texts, tokenizer.end_of_text, network.ctc_weight, network.ctc_beams)
