@@ -151,8 +151,15 @@ def _decoder_block(b: GraphBuilder, x: str, w: Weights, i: int, heads: int, bias
     key = b.op("Concat", f"past_key_{i}", key, axis=2)
     value = b.op("Concat", f"past_value_{i}", value, axis=2)
     x = b.op("Add", x, linear(b, attend(b, query, key, value, bias), w, f"{prefix}.attn.out"))
-    query = cross_query(b, layer_norm(b, x, w, f"{prefix}.cross_attn_ln"), w, prefix, heads)
-    cross = attend(b, query, f"cross_key_{i}", f"cross_value_{i}", None)
+    # several sequences per row of cross keys (a beam search's hypotheses): their positions become
+    # one row's queries, so the keys and values are read once per row, not once per sequence
+    normed = layer_norm(b, x, w, f"{prefix}.cross_attn_ln")
+    rows = b.op("Shape", f"cross_key_{i}", start=0, end=1)
+    folded = b.op(
+        "Reshape", normed, b.op("Concat", rows, b.ints(-1, w[f"{prefix}.cross_attn.query.weight"].shape[0]), axis=0)
+    )
+    cross = attend(b, cross_query(b, folded, w, prefix, heads), f"cross_key_{i}", f"cross_value_{i}", None)
+    cross = b.op("Reshape", cross, b.op("Shape", x))
     x = b.op("Add", x, linear(b, cross, w, f"{prefix}.cross_attn.out"))
     x = b.op("Add", x, mlp(b, layer_norm(b, x, w, f"{prefix}.mlp_ln"), w, f"{prefix}.mlp"))
     return x, key, value
@@ -164,7 +171,8 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
     Inputs: ``tokens`` (batch, n) int64, the new tokens at positions past..past + n;
     ``past_key_<i>``, ``past_value_<i>`` (batch, heads, past, head_dim), the self-attention keys
     and values of the earlier positions (past may be 0); ``cross_key_<i>``, ``cross_value_<i>``
-    (batch, heads, frames, head_dim) from ``second_pass_encoder``.
+    (rows, heads, frames, head_dim) from ``second_pass_encoder``, where ``batch`` is a multiple of
+    ``rows``: sequences ``r * k .. r * k + k - 1`` read row ``r`` (a beam search's hypotheses).
     Outputs: ``logits`` (batch, vocab) float32 of the token after the last new one, and
     ``present_key_<i>``, ``present_value_<i>`` (batch, heads, past + n, head_dim).
     """
@@ -187,7 +195,7 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
     inputs = [tensor("tokens", INT64, ["batch", "n"])]
     inputs += [tensor(name, FLOAT, cache) for name in cache_names(dims.decoder_layers, "past")]
     inputs += [
-        tensor(name, FLOAT, ["batch", dims.heads, "frames", head_dim])
+        tensor(name, FLOAT, ["rows", dims.heads, "frames", head_dim])
         for name in cache_names(dims.decoder_layers, "cross")
     ]
     outputs = [tensor("logits", FLOAT, ["batch", dims.vocab_size])]

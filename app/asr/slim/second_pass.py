@@ -95,9 +95,9 @@ class SlimSecondPass:
 
     def joint_search(self, cross: dict[str, np.ndarray], search: JointSearch) -> list[list[int]]:
         """Each row's text tokens from ``search`` (CTC-guided beam search), given the cross-attention
-        keys and values ``cross`` (batch, heads, frames, head_dim) per layer."""
+        keys and values ``cross`` (batch, heads, frames, head_dim) per layer; the decoder runs
+        ``search.beams`` sequences per row, all reading their row's keys and values."""
         rules, sequences = self.rules, search.sequences
-        cross = {name: np.repeat(value, search.beams, axis=0) for name, value in cross.items()}
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
         outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]

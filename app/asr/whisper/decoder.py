@@ -107,12 +107,10 @@ class WhisperDecoder(nn.Module):
     ) -> list[list[int]]:
         """Each row's text tokens from ``search`` (CTC-guided beam search) on ``states`` (batch,
         frames, d_model), rows padded past ``lengths``: the same steps as the NumPy decoder's."""
-        beams = search.beams
-        lengths = lengths.repeat_interleave(beams, dim=0)
         mask = None
         if bool((lengths < states.shape[1]).any()):
             mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
-        cross = [(k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0)) for k, v in self.cross_keys(states)]
+        cross = self.cross_keys(states)  # one row per utterance, read by its ``search.beams`` sequences
         suppress = torch.tensor(rules.suppress, device=states.device)
         tokens = torch.tensor([rules.prompt] * search.sequences, device=states.device)
         caches: list[KeyValue] | None = None

@@ -50,13 +50,19 @@ class Attention(nn.Module):
         """Attend from ``x`` (batch, frames, d_model).
 
         Self-attention appends this call's keys and values to ``cache`` (earlier positions);
-        cross-attention takes the encoder's keys and values as ``cache``. ``mask`` is a boolean
+        cross-attention takes the encoder's keys and values as ``cache`` (for a batch that is a
+        multiple of theirs, consecutive sequences share a row of them). ``mask`` is a boolean
         (batch, 1, 1, keys) mask, True where a key may be attended. Returns the output and the
         keys and values to keep.
         """
         if self.cross:
             if cache is None:
                 raise ValueError("cross-attention needs the encoder's keys and values")
+            rows = cache[0].shape[0]
+            if x.shape[0] != rows:  # several sequences per row (a beam search's): one row's queries
+                sequences, frames, width = x.shape
+                out, cache = self.forward(x.reshape(rows, -1, width), mask, cache)
+                return out.reshape(sequences, frames, width), cache
             query, (key, value) = self.split(self.query(x)), cache
         else:
             query, key, value = (self.split(t) for t in self.qkv(x).chunk(3, dim=-1))
