@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     lm_path: Path | None = Field(
         None, description="Folder of the beam search LM (lm.bin, lexicon.txt); default: the bundle's lm/ folder."
     )
+    second_pass_beams: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Hypotheses the second pass keeps per step (its CTC-guided beam search); default: the bundle's "
+        "ctc_beams (4 for en-whisper-tiny). 1 runs as fast as Whisper's greedy decoding at a higher WER.",
+    )
 
     # OpenAI compatibility (/v1/audio/transcriptions, /v1/realtime)
     model_aliases: str = Field(

@@ -85,15 +85,16 @@ def save_bundle(path: Path | str, config: BundleConfig, model: AcousticModel, ca
     return path
 
 
-def load_bundle(path: Path | str) -> Bundle:
-    """Load and validate a bundle folder; raise :class:`BundleError` on any problem."""
+def load_bundle(path: Path | str, second_pass_beams: int | None = None) -> Bundle:
+    """Load and validate a bundle folder; raise :class:`BundleError` on any problem.
+    ``second_pass_beams`` overrides the config's ``ctc_beams``."""
     path = Path(path)
     config, arrays = read_bundle_files(path)
     try:
         frontend, model = build_model(config)
         second_pass = SecondPass.from_base(model.config) if isinstance(model, WhisperCTC) else None
         if second_pass is not None:
-            second_pass.joint = joint_decoding(config, second_pass.tokenizer)
+            second_pass.joint = joint_decoding(config, second_pass.tokenizer, second_pass_beams)
     except BaseUnavailable as exc:
         raise BundleError(f"model bundle {path}: {exc}") from exc
     check_weights(path, arrays, {k: tuple(v.shape) for k, v in stored_state(model).items()})

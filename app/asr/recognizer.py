@@ -55,18 +55,21 @@ def open_recognizer(
     num_threads: int = 0,
     spin_wait: bool = False,
     pads_batches: bool = True,
+    second_pass_beams: int | None = None,
 ) -> Recognizer:
     """The bundle folder ``path`` on ``runtime`` (resolved by the serving plan for its network).
 
     A Whisper network on ``onnx`` loads without PyTorch; every other combination through it.
+    ``second_pass_beams`` overrides the bundle's ``ctc_beams`` (its second pass's beam count).
     """
     from app.asr.bundle_files import read_config
 
     if runtime == "onnx" and read_config(path).model.type == "whisper_ctc":
         from app.asr.slim.recognizer import SlimRecognizer
 
-        return SlimRecognizer.load(path, precision, num_threads, spin_wait, pads_batches)
+        return SlimRecognizer.load(path, precision, num_threads, spin_wait, pads_batches, second_pass_beams)
     from app.asr.bundle import load_bundle
     from app.asr.torch_recognizer import build_recognizer
 
-    return build_recognizer(load_bundle(path), runtime, device, precision, num_threads, spin_wait, pads_batches)
+    bundle = load_bundle(path, second_pass_beams)
+    return build_recognizer(bundle, runtime, device, precision, num_threads, spin_wait, pads_batches)

@@ -89,6 +89,7 @@ def load_recognizer(settings: Settings, hardware: HardwarePlan) -> Recognizer:
         hardware.num_threads,
         settings.spin_wait,
         hardware.pads_batches,
+        settings.second_pass_beams,
     )
 
 

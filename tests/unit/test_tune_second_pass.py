@@ -36,3 +36,18 @@ def test_the_best_setting_is_written_to_the_bundle(tmp_path: Path) -> None:
     assert isinstance(network, WhisperCTCConfig)
     assert (network.ctc_weight, network.ctc_beams) == (0.15, 3)
     assert read_config(bundle).model_dump(exclude={"model"}) == read_config(DEFAULT).model_dump(exclude={"model"})
+
+
+def test_the_server_setting_overrides_the_bundles_beam_count() -> None:
+    from app.asr.recognizer import open_recognizer
+    from train.tune_second_pass import decode_settings
+
+    clip = cv100_clips(1)[0][0]
+    slim = open_recognizer(DEFAULT, "onnx", second_pass_beams=1)
+    torch_path = open_recognizer(DEFAULT, "torch", second_pass_beams=1)
+    assert isinstance(slim, SlimRecognizer) and slim.passes.joint is not None
+    network = slim.config.model
+    assert isinstance(network, WhisperCTCConfig) and network.ctc_beams != 1  # the bundle's own count differs
+    assert slim.passes.joint.beams == 1
+    expected = decode_settings(slim, clip, [(network.ctc_weight, 1)])[0]
+    assert slim.second_pass([clip])[0].text == torch_path.second_pass([clip])[0].text == expected

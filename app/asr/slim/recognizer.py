@@ -47,6 +47,7 @@ class SlimRecognizer:
         spin_wait: bool = False,
         pads_batches: bool = False,
         bundle_path: Path | None = None,
+        second_pass_beams: int | None = None,
     ) -> None:
         network = config.model
         if not isinstance(network, WhisperCTCConfig) or not isinstance(config.frontend, WhisperFrontendConfig):
@@ -64,7 +65,7 @@ class SlimRecognizer:
         self.network = OnnxCtcNetwork(graph, num_threads, spin_wait)
         self.frontend = NumpyWhisperLogMel(config.frontend)
         self.passes = SlimSecondPass.from_base(network, num_threads)
-        self.passes.joint = joint_decoding(config, self.passes.tokenizer)
+        self.passes.joint = joint_decoding(config, self.passes.tokenizer, second_pass_beams)
         encoder = sum(v.size for k, v in base.items() if k.startswith("encoder.") and k != "encoder.positions")
         self._parameters = encoder + sum(v.size for k, v in trained.items() if k.startswith("head."))
         logger.debug("slim recognizer built: precision=%s threads=%d", precision, num_threads)
@@ -77,10 +78,12 @@ class SlimRecognizer:
         num_threads: int = 0,
         spin_wait: bool = False,
         pads_batches: bool = False,
+        second_pass_beams: int | None = None,
     ) -> SlimRecognizer:
-        """The bundle folder ``path`` (checked as :func:`app.asr.slim.bundle.load_whisper_bundle` does)."""
+        """The bundle folder ``path`` (checked as :func:`app.asr.slim.bundle.load_whisper_bundle` does);
+        ``second_pass_beams`` overrides its ``ctc_beams``."""
         config, _, trained = load_whisper_bundle(path)
-        return cls(config, trained, precision, num_threads, spin_wait, pads_batches, Path(path))
+        return cls(config, trained, precision, num_threads, spin_wait, pads_batches, Path(path), second_pass_beams)
 
     @classmethod
     def from_bundle(
@@ -98,7 +101,9 @@ class SlimRecognizer:
         if not isinstance(model, WhisperCTC):
             raise TypeError(f"model {bundle.name} is not a Whisper network")
         trained = {k: v.detach().cpu().float().numpy() for k, v in model.trained_state().items()}
-        return cls(bundle.config, trained, precision, num_threads, spin_wait, pads_batches, bundle.path)
+        joint = bundle.second_pass.joint if bundle.second_pass is not None else None
+        beams = joint.beams if joint is not None else None  # as the bundle was loaded
+        return cls(bundle.config, trained, precision, num_threads, spin_wait, pads_batches, bundle.path, beams)
 
     def num_parameters(self) -> int:
         return self._parameters

@@ -284,10 +284,11 @@ class JointDecoding:
         return JointSearch(self.table, scorers, self.end_of_text, self.weight, caps, self.beams)
 
 
-def joint_decoding(config: BundleConfig, tokenizer: WhisperTokenizer) -> JointDecoding | None:
-    """The CTC guidance the bundle's ``ctc_weight`` asks for; None at 0 (Whisper's own greedy)."""
+def joint_decoding(config: BundleConfig, tokenizer: WhisperTokenizer, beams: int | None = None) -> JointDecoding | None:
+    """The joint search the bundle's ``ctc_weight`` and ``ctc_beams`` ask for (``beams``, when
+    given, instead of ``ctc_beams``); None at weight 0: Whisper's own greedy decoding."""
     network = config.model
     if not isinstance(network, WhisperCTCConfig) or network.ctc_weight <= 0:
         return None
     texts = tokenizer.token_texts()
-    return JointDecoding.of(config, texts, tokenizer.end_of_text, network.ctc_weight, network.ctc_beams)
+    return JointDecoding.of(config, texts, tokenizer.end_of_text, network.ctc_weight, beams or network.ctc_beams)
