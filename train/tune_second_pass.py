@@ -26,10 +26,9 @@ import numpy as np
 
 from app.asr.bundle_files import CONFIG_FILE, read_config
 from app.asr.configs import WhisperCTCConfig
-from app.asr.slim.graphs import cache_names
 from app.asr.slim.recognizer import SlimRecognizer
 from app.asr.text import spoken_form
-from app.asr.whisper.greedy import WINDOW_FRAMES, token_caps
+from app.asr.whisper.greedy import token_caps
 from app.asr.whisper.joint import JointDecoding
 from train.data.audio_io import read_audio, read_manifest
 
@@ -54,10 +53,7 @@ def decode_settings(recognizer: SlimRecognizer, wave: np.ndarray, settings: list
     passes = recognizer.passes
     features, lengths = recognizer._features([wave])
     log_probs = recognizer._log_probs(features, lengths)
-    window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
-    window[..., : features.shape[-1]] = features
-    names = cache_names(passes.dims.decoder_layers, "cross")
-    cross = dict(zip(names, passes.encoder.run(names, {"features": window}), strict=True))
+    cross = passes.cross_keys(features)
     caps = token_caps(lengths.tolist())
     joint = passes.joint or JointDecoding.of(
         recognizer.config, passes.tokenizer.token_texts(), passes.rules.end_of_text, 0.0, 1

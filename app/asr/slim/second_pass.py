@@ -58,18 +58,23 @@ class SlimSecondPass:
             raise ValueError(
                 f"features (batch, n_mels, frames) and lengths (batch,), got {features.shape}, {lengths.shape}"
             )
-        if features.shape[-1] > WINDOW_FRAMES:
-            raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
-        window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
-        window[..., : features.shape[-1]] = features
-        names = cache_names(self.dims.decoder_layers, "cross")
-        cross = dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
+        cross = self.cross_keys(features)
         caps = token_caps(lengths.tolist())
         if self.joint is not None and ctc_log_probs is not None:
             tokens = self.joint_search(cross, self.joint.search(ctc_log_probs, caps))
         else:
             tokens = self.greedy(cross, caps)
         return [self.tokenizer.decode(ids) for ids in tokens]
+
+    def cross_keys(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
+        ``features`` (batch, n_mels, frames of at most 30 s), encoded zero-padded to 30 s."""
+        if features.shape[-1] > WINDOW_FRAMES:
+            raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
+        window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
+        window[..., : features.shape[-1]] = features
+        names = cache_names(self.dims.decoder_layers, "cross")
+        return dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
 
     def greedy(self, cross: dict[str, np.ndarray], max_new: list[int]) -> list[list[int]]:
         """Greedy text tokens (prompt and end-of-text removed) of each row, given the cross-attention
