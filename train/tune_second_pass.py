@@ -28,7 +28,7 @@ from app.asr.bundle_files import CONFIG_FILE, read_config
 from app.asr.configs import WhisperCTCConfig
 from app.asr.slim.recognizer import SlimRecognizer
 from app.asr.text import spoken_form
-from app.asr.whisper.greedy import token_caps
+from app.asr.whisper.greedy import GreedyRows, token_caps
 from app.asr.whisper.joint import JointDecoding
 from train.data.audio_io import read_audio, read_manifest
 
@@ -61,10 +61,10 @@ def decode_settings(recognizer: SlimRecognizer, wave: np.ndarray, settings: list
     texts = []
     for weight, beams in settings:
         if (weight, beams) == (0.0, 1):
-            tokens = passes.greedy(cross, caps)[0]
+            tokens = passes.decode(cross, GreedyRows(passes.rules, 1, caps))[0]
         else:
             search = dataclasses.replace(joint, weight=weight, beams=beams).search(log_probs, caps)
-            tokens = passes.joint_search(cross, search)[0]
+            tokens = passes.decode(cross, search)[0]
         texts.append(passes.tokenizer.decode(tokens))
     return texts
 

@@ -86,10 +86,12 @@ VOCAB = 11
 END = 8
 
 
-def run_search(search: JointSearch, decoder: dict[tuple[int, ...], dict[int, float]]) -> list[list[int]]:
+def run_search(
+    search: JointSearch, decoder: dict[tuple[int, ...], dict[int, float]], vocab: int = VOCAB
+) -> list[list[int]]:
     """Drive ``search`` with a decoder that gives, after each token sequence, these log-probs."""
-    while not search.is_finished:
-        logits = np.full((search.sequences, VOCAB), -np.inf)
+    while not search.finished:
+        logits = np.full((search.sequences, vocab), -np.inf)
         for k, beam in enumerate(search.live[0]):
             for token, log_prob in decoder[tuple(beam.tokens)].items():
                 logits[k, token] = log_prob
@@ -150,7 +152,7 @@ def test_rows_stop_at_their_caps_and_the_weight_is_checked() -> None:
     scorers = [CtcPrefixScorer(frames, 0, CHAR_IDS, " ") for _ in range(2)]
     search = JointSearch(TABLE, scorers, END, weight=0.2, caps=[2, 0], beams=2)
     assert search.done == [False, True]
-    while not search.is_finished:
+    while not search.finished:
         logits = np.full((search.sequences, VOCAB), -np.inf)
         logits[:, 1] = 0.0  # " a" forever
         search.advance(logits)
@@ -181,17 +183,10 @@ def test_numbers_in_digits_are_scored_as_they_are_said() -> None:
         (1, 2): {end: -0.1},
         (4,): {end: -0.1},
     }
-    vocab = 6
 
     def run(weight: float) -> list[list[int]]:
         search = JointSearch(table, [scorer], end, weight, caps=[10], beams=2, candidates=4)
-        while not search.is_finished:
-            logits = np.full((search.sequences, vocab), -np.inf)
-            for k, beam in enumerate(search.live[0]):
-                for token, log_prob in decoder[tuple(beam.tokens)].items():
-                    logits[k, token] = log_prob
-            search.advance(logits)
-        return search.best()
+        return run_search(search, decoder, vocab=6)
 
     assert run(0.5) == [[1, 2]]
     assert run(0.0) == [[0]]

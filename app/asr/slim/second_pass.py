@@ -14,8 +14,8 @@ from app.asr.configs import WhisperCTCConfig
 from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
 from app.asr.whisper.base import base_file, load_base
-from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, token_caps
-from app.asr.whisper.joint import JointDecoding, JointSearch
+from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, token_caps
+from app.asr.whisper.joint import JointDecoding
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import WhisperDims
 
@@ -60,11 +60,10 @@ class SlimSecondPass:
             )
         cross = self.cross_keys(features)
         caps = token_caps(lengths.tolist())
+        search: TokenSearch = GreedyRows(self.rules, len(caps), caps)
         if self.joint is not None and ctc_log_probs is not None:
-            tokens = self.joint_search(cross, self.joint.search(ctc_log_probs, caps))
-        else:
-            tokens = self.greedy(cross, caps)
-        return [self.tokenizer.decode(ids) for ids in tokens]
+            search = self.joint.search(ctc_log_probs, caps)
+        return [self.tokenizer.decode(ids) for ids in self.decode(cross, search)]
 
     def cross_keys(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
@@ -76,32 +75,11 @@ class SlimSecondPass:
         names = cache_names(self.dims.decoder_layers, "cross")
         return dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
 
-    def greedy(self, cross: dict[str, np.ndarray], max_new: list[int]) -> list[list[int]]:
-        """Greedy text tokens (prompt and end-of-text removed) of each row, given the cross-attention
-        keys and values ``cross`` (batch, heads, frames, head_dim) per layer and a cap per row."""
-        rules, batch = self.rules, len(max_new)
-        rows = GreedyRows(rules, batch, max_new)
-        head_dim = self.dims.d_model // self.dims.heads
-        past_names = cache_names(self.dims.decoder_layers, "past")
-        outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
-        past = {name: np.zeros((batch, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
-        suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
-        tokens = np.array([rules.prompt] * batch, np.int64)
-        while not rows.finished:
-            logits, *presents = self.decoder.run(outputs, {"tokens": tokens, **past, **cross})
-            logits[:, suppress] = -np.inf
-            if rows.step == 0:
-                logits[:, suppress_first] = -np.inf
-            chosen = logits.argmax(axis=-1)
-            rows.take(chosen.tolist())
-            past = dict(zip(past_names, presents, strict=True))
-            tokens = chosen[:, None].astype(np.int64)
-        return rows.tokens
-
-    def joint_search(self, cross: dict[str, np.ndarray], search: JointSearch) -> list[list[int]]:
-        """Each row's text tokens from ``search`` (CTC-guided beam search), given the cross-attention
-        keys and values ``cross`` (batch, heads, frames, head_dim) per layer; the decoder runs
-        ``search.beams`` sequences per row, all reading their row's keys and values."""
+    def decode(self, cross: dict[str, np.ndarray], search: TokenSearch) -> list[list[int]]:
+        """Each row's text tokens (prompt and end-of-text removed) as ``search`` chooses them (greedy
+        decoding or the joint beam search), given the cross-attention keys and values ``cross``
+        (rows, heads, frames, head_dim) per layer; the decoder runs ``search.sequences`` sequences,
+        a row's beams reading that row's keys and values."""
         rules, sequences = self.rules, search.sequences
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
@@ -109,13 +87,16 @@ class SlimSecondPass:
         past = {name: np.zeros((sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
         suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
         tokens = np.array([rules.prompt] * sequences, np.int64)
-        while not search.is_finished:
+        while not search.finished:
             logits, *presents = self.decoder.run(outputs, {"tokens": tokens, **past, **cross})
             logits[:, suppress] = -np.inf
             if search.step == 0:
                 logits[:, suppress_first] = -np.inf
             parents, inputs = search.advance(logits)
-            past = {name: present[parents] for name, present in zip(past_names, presents, strict=True)}
+            past = {
+                name: present if parents is None else present[parents]
+                for name, present in zip(past_names, presents, strict=True)
+            }
             tokens = inputs[:, None]
         return search.best()
 

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from app.asr.whisper.greedy import GreedyRows
-from app.asr.whisper.joint import JointSearch
+from app.asr.whisper.greedy import GreedyRows, TokenSearch
 from app.asr.whisper.layers import Attention, KeyValue, Mlp
 from app.asr.whisper.tokenizer import DecodingRules
 
@@ -70,7 +69,6 @@ class WhisperDecoder(nn.Module):
         logits = self.ln(x) @ self.token_embedding.weight.T
         return logits.float(), new_caches
 
-    @torch.inference_mode()
     def greedy(
         self, states: Tensor, lengths: Tensor, rules: DecodingRules, max_new: Sequence[int] | None = None
     ) -> list[list[int]]:
@@ -81,47 +79,30 @@ class WhisperDecoder(nn.Module):
             lengths: (batch,) valid frames per row.
             max_new: per-row cap on new tokens (default: as many as the positions allow).
         """
-        batch = states.shape[0]
-        rows = GreedyRows(rules, batch, max_new)
+        return self.decode(states, lengths, rules, GreedyRows(rules, states.shape[0], max_new))
+
+    @torch.inference_mode()
+    def decode(self, states: Tensor, lengths: Tensor, rules: DecodingRules, search: TokenSearch) -> list[list[int]]:
+        """Each row's text tokens as ``search`` chooses them (greedy decoding or the joint beam
+        search) on ``states`` (rows, frames, d_model), rows padded past ``lengths``; the decoder
+        runs ``search.sequences`` sequences, a row's beams reading that row's states. The same
+        steps as the NumPy decoder's (``app.asr.slim.second_pass``)."""
         mask = None
-        if batch > 1 and bool((lengths < states.shape[1]).any()):
+        if states.shape[0] > 1 and bool((lengths < states.shape[1]).any()):
             mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
         cross = self.cross_keys(states)
         suppress = torch.tensor(rules.suppress, device=states.device)
-        tokens = torch.tensor([rules.prompt] * batch, device=states.device)
-        caches: list[KeyValue] | None = None
-        while not rows.finished:
-            logits, caches = self(tokens, caches, cross, mask)
-            last = logits[:, -1]
-            last[:, suppress] = -torch.inf
-            if rows.step == 0:
-                last[:, list(rules.suppress_first)] = -torch.inf
-            chosen = last.argmax(dim=-1)
-            rows.take(chosen.tolist())
-            tokens = chosen[:, None]
-        return rows.tokens
-
-    @torch.inference_mode()
-    def joint_search(
-        self, states: Tensor, lengths: Tensor, rules: DecodingRules, search: JointSearch
-    ) -> list[list[int]]:
-        """Each row's text tokens from ``search`` (CTC-guided beam search) on ``states`` (batch,
-        frames, d_model), rows padded past ``lengths``: the same steps as the NumPy decoder's."""
-        mask = None
-        if bool((lengths < states.shape[1]).any()):
-            mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
-        cross = self.cross_keys(states)  # one row per utterance, read by its ``search.beams`` sequences
-        suppress = torch.tensor(rules.suppress, device=states.device)
         tokens = torch.tensor([rules.prompt] * search.sequences, device=states.device)
         caches: list[KeyValue] | None = None
-        while not search.is_finished:
+        while not search.finished:
             logits, caches = self(tokens, caches, cross, mask)
             last = logits[:, -1]
             last[:, suppress] = -torch.inf
             if search.step == 0:
                 last[:, list(rules.suppress_first)] = -torch.inf
             parents, inputs = search.advance(last.float().cpu().numpy())
-            order = torch.from_numpy(parents).to(states.device)
-            caches = [(k.index_select(0, order), v.index_select(0, order)) for k, v in caches]
+            if parents is not None:
+                order = torch.from_numpy(parents).to(states.device)
+                caches = [(k.index_select(0, order), v.index_select(0, order)) for k, v in caches]
             tokens = torch.from_numpy(inputs).to(states.device)[:, None]
         return search.best()

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
 
 from app.asr.whisper.tokenizer import DecodingRules
 
@@ -24,6 +27,27 @@ def token_caps(frame_lengths: Sequence[int]) -> list[int]:
     return [8 + int(TOKENS_PER_SECOND * n * FRAME_SECONDS) for n in frame_lengths]
 
 
+class TokenSearch(Protocol):
+    """How a decoder loop is driven: ``sequences`` run side by side, one ``advance`` per step
+    until ``finished``; ``best`` gives each row's text tokens. Greedy decoding
+    (:class:`GreedyRows`) and the joint CTC/attention beam search (``app.asr.whisper.joint``)."""
+
+    step: int
+
+    @property
+    def sequences(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def advance(self, logits: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Given this step's (sequences, vocab) logits (suppressed ones -inf): the sequence of this
+        step each next one continues (None: each its own) and their next input tokens."""
+        ...
+
+    def best(self) -> list[list[int]]: ...
+
+
 class GreedyRows:
     """The rows of one batched greedy decode: each row's tokens so far (prompt and end-of-text left
     out), done at end-of-text or at its cap; rows decode side by side until all are done."""
@@ -37,8 +61,21 @@ class GreedyRows:
         self.step = 0  # steps taken; step 0 also suppresses ``rules.suppress_first``
 
     @property
+    def sequences(self) -> int:
+        return len(self.caps)
+
+    @property
     def finished(self) -> bool:
         return all(self.done)
+
+    def advance(self, logits: np.ndarray) -> tuple[None, np.ndarray]:
+        """Each row's likeliest token, taken (:class:`TokenSearch`)."""
+        chosen = logits.argmax(axis=-1)
+        self.take(chosen.tolist())
+        return None, chosen.astype(np.int64)
+
+    def best(self) -> list[list[int]]:
+        return self.tokens
 
     def take(self, chosen: Sequence[int]) -> None:
         """Record this step's chosen token of every row (rows already done ignore theirs)."""

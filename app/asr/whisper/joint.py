@@ -107,7 +107,7 @@ class JointSearch:
         self.candidates = max(candidates, beams + 1)
         # step 0: one live beam per row (the others would repeat it)
         self.live: list[list[Beam]] = [[Beam([], 0.0, scorer.empty())] for scorer in scorers]
-        self.finished: list[list[Beam]] = [[] for _ in scorers]
+        self.completed: list[list[Beam]] = [[] for _ in scorers]  # hypotheses ended by end-of-text or cap
         self.endings: list[list[Beam]] = [[] for _ in scorers]
         self.done = [cap <= 0 for cap in self.caps]
         self.step = 0
@@ -118,7 +118,7 @@ class JointSearch:
         return len(self.scorers) * self.beams
 
     @property
-    def is_finished(self) -> bool:
+    def finished(self) -> bool:
         return all(self.done)
 
     def advance(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,20 +181,20 @@ class JointSearch:
             before = beams[parent]
             prefix = extension.prefix
             if token == self.end_of_text:
-                self.finished[row].append(Beam(list(before.tokens), score, prefix))
+                self.completed[row].append(Beam(list(before.tokens), score, prefix))
                 continue
             quiet = before.quiet + 1 if prefix.chars == before.prefix.chars else 0
             beam = Beam([*before.tokens, token], score, prefix, quiet, extension.number)
             if len(beam.tokens) >= self.caps[row]:  # cut off: CTC scores it as ended
                 beam.score += w * (prefix.end_score - prefix.score)
-                self.finished[row].append(beam)
+                self.completed[row].append(beam)
                 continue
             live.append(beam)
             kept.append((parent, beam))
             if len(live) == self.beams:
                 break
         self.live[row] = live
-        finished = self.finished[row]
+        finished = self.completed[row]
         # done once ``beams`` hypotheses finished and none still going could beat the best of them
         # (scores only fall as hypotheses grow)
         self.done[row] = not live or (
@@ -251,7 +251,7 @@ class JointSearch:
 
     def best(self) -> list[list[int]]:
         """Each row's best hypothesis (live beams count when nothing finished)."""
-        rows = zip(self.finished, self.endings, self.live, strict=True)
+        rows = zip(self.completed, self.endings, self.live, strict=True)
         return [max(finished + endings or live, key=lambda b: b.score).tokens for finished, endings, live in rows]
 
 

@@ -105,7 +105,7 @@ class SecondPass:
         caps = token_caps(lengths.tolist())
         if self.joint is not None and ctc_log_probs is not None:
             search = self.joint.search(ctc_log_probs, caps)
-            tokens = self.decoder.joint_search(states, state_lengths, self.rules, search)
+            tokens = self.decoder.decode(states, state_lengths, self.rules, search)
         else:
             tokens = self.decoder.greedy(states, state_lengths, self.rules, caps)
         return [self.tokenizer.decode(ids) for ids in tokens]
