@@ -190,3 +190,18 @@ def test_numbers_in_digits_are_scored_as_they_are_said() -> None:
 
     assert run(0.5) == [[1, 2]]
     assert run(0.0) == [[0]]
+
+
+def test_a_row_in_which_the_ctc_head_hears_nothing_gets_no_tokens() -> None:
+    from app.asr.configs import whisper_ctc_config
+    from app.asr.whisper.joint import JointDecoding
+
+    config = whisper_ctc_config()
+    joint = JointDecoding.of(config, [" you", ".", " a"], end_of_text=3, weight=0.1, beams=2)
+    silence = np.full((50, len(config.tokens)), -6.0)
+    silence[:, config.blank_id] = -0.1
+    speech = silence.copy()
+    speech[10, config.tokens.index("a")] = 0.0
+    search = joint.search([silence, speech], caps=[10, 10])
+    assert search.done == [True, False]
+    assert search.best()[0] == []

@@ -52,6 +52,12 @@ def test_second_pass_text_equals_the_torch_path(
         np.testing.assert_allclose(o.log_probs, t.log_probs, atol=2e-3)
 
 
+def test_silence_reads_as_nothing(pair: tuple[SlimRecognizer, TorchRecognizer]) -> None:
+    silence = np.zeros(3 * 16000, np.float32)  # Whisper's decoder, in a beam search, reads "you" here
+    for recognizer in pair:
+        assert recognizer.second_pass([silence])[0].text == ""
+
+
 def test_the_recognizer_reports_what_it_serves(pair: tuple[SlimRecognizer, TorchRecognizer]) -> None:
     slim, torch_path = pair
     assert (slim.runtime, slim.device, slim.precision) == ("onnx", "cpu", "fp32")

@@ -279,8 +279,14 @@ class JointDecoding:
         return cls(table, char_ids, config.blank_id, delimiter, end_of_text, weight, beams)
 
     def search(self, ctc_log_probs: Sequence[np.ndarray], caps: Sequence[int]) -> JointSearch:
-        """A search for one batch, given each row's CTC log-probs (frames, vocab) and token cap."""
+        """A search for one batch, given each row's CTC log-probs (frames, vocab) and token cap.
+
+        A row in which the CTC head hears nothing (blank is the likeliest token of every frame) gets
+        no tokens: on silence Whisper's decoder writes words ("you") that no frame supports.
+        """
         scorers = [CtcPrefixScorer(lp, self.blank_id, self.char_ids, self.delimiter) for lp in ctc_log_probs]
+        heard = [bool((np.asarray(lp).argmax(axis=-1) != self.blank_id).any()) for lp in ctc_log_probs]
+        caps = [cap if any_letter else 0 for cap, any_letter in zip(caps, heard, strict=True)]
         return JointSearch(self.table, scorers, self.end_of_text, self.weight, caps, self.beams)
 
 
