@@ -86,10 +86,6 @@ class ModelConfig(BaseModel):
     blocks: list[BlockConfig] = Field(min_length=1)
     vocab_size: int = Field(gt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    ctc_weight: float = Field(
-        0.0, ge=0, lt=1, description="second pass: weight of the CTC head's prefix scores (0: Whisper's own greedy)"
-    )
-    ctc_beams: int = Field(1, ge=1, le=16, description="second pass with CTC scores: hypotheses kept per step")
 
     @property
     def stride(self) -> int:

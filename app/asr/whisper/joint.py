@@ -263,7 +263,6 @@ class JointDecoding:
     table: TokenTable
     char_ids: dict[str, int]
     blank_id: int
-    delimiter: str
     end_of_text: int
     weight: float
     beams: int
@@ -276,7 +275,7 @@ class JointDecoding:
         spellings = token_spellings(token_texts, config.tokens, delimiter)
         table = TokenTable(tuple(spellings), tuple(number_texts(token_texts)), tuple(config.tokens), delimiter)
         char_ids = {token: i for i, token in enumerate(config.tokens) if i != config.blank_id}
-        return cls(table, char_ids, config.blank_id, delimiter, end_of_text, weight, beams)
+        return cls(table, char_ids, config.blank_id, end_of_text, weight, beams)
 
     def search(self, ctc_log_probs: Sequence[np.ndarray], caps: Sequence[int]) -> JointSearch:
         """A search for one batch, given each row's CTC log-probs (frames, vocab) and token cap.
@@ -284,7 +283,7 @@ class JointDecoding:
         A row in which the CTC head hears nothing (blank is the likeliest token of every frame) gets
         no tokens: on silence Whisper's decoder writes words ("you") that no frame supports.
         """
-        scorers = [CtcPrefixScorer(lp, self.blank_id, self.char_ids, self.delimiter) for lp in ctc_log_probs]
+        scorers = [CtcPrefixScorer(lp, self.blank_id, self.char_ids, self.table.delimiter) for lp in ctc_log_probs]
         heard = [bool((np.asarray(lp).argmax(axis=-1) != self.blank_id).any()) for lp in ctc_log_probs]
         caps = [cap if any_letter else 0 for cap, any_letter in zip(caps, heard, strict=True)]
         return JointSearch(self.table, scorers, self.end_of_text, self.weight, caps, self.beams)
