@@ -56,18 +56,28 @@ def open_recognizer(
     spin_wait: bool = False,
     pads_batches: bool = True,
     second_pass_beams: int | None = None,
+    second_pass_precision: str = "auto",
 ) -> Recognizer:
     """The bundle folder ``path`` on ``runtime`` (resolved by the serving plan for its network).
 
     A Whisper network on ``onnx`` loads without PyTorch; every other combination through it.
     ``second_pass_beams`` overrides the bundle's ``ctc_beams`` (its second pass's beam count).
+    ``second_pass_precision``: ``int8`` (integer matrix products) or ``fp32`` on ``onnx``; ``auto``
+    is the slim second pass's default there, and the network's own precision on PyTorch.
     """
     from app.asr.bundle_files import read_config
 
     if runtime == "onnx" and read_config(path).model.type == "whisper_ctc":
         from app.asr.slim.recognizer import SlimRecognizer
+        from app.asr.slim.second_pass import SECOND_PASS_PRECISION
 
-        return SlimRecognizer.load(path, precision, num_threads, spin_wait, pads_batches, second_pass_beams)
+        second = SECOND_PASS_PRECISION if second_pass_precision == "auto" else second_pass_precision
+        return SlimRecognizer.load(path, precision, num_threads, spin_wait, pads_batches, second_pass_beams, second)
+    if second_pass_precision not in ("auto", precision):
+        raise ValueError(
+            f"second-pass precision {second_pass_precision} needs the onnx runtime; on {runtime} the second pass "
+            f"runs in the model's precision ({precision})"
+        )
     from app.asr.bundle import load_bundle
     from app.asr.torch_recognizer import build_recognizer
 

@@ -90,6 +90,7 @@ def load_recognizer(settings: Settings, hardware: HardwarePlan) -> Recognizer:
         settings.spin_wait,
         hardware.pads_batches,
         settings.second_pass_beams,
+        settings.second_pass_precision,
     )
 
 

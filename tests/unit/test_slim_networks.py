@@ -4,6 +4,7 @@ the decoder step's cache, and the second pass's text."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -121,6 +122,41 @@ def test_second_pass_text_equals_torch(bundle: Bundle, network: WhisperCTCConfig
         assert reference[0] and slim.transcribe(features.numpy(), lengths.numpy()) == reference
     features, lengths = log_mel(bundle, [clips[0], clips[1][:30_000]])
     assert slim.transcribe(features.numpy(), lengths.numpy()) == bundle.second_pass.transcribe(features, lengths)
+
+
+def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
+    network: WhisperCTCConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    import onnx
+
+    from app.asr.onnx_int8 import quantize_onnx_integer
+
+    dims, state = load_base(base_file(network.base))
+    graph = decoder_step(state, dims)
+    with caplog.at_level(logging.DEBUG):
+        quantized = quantize_onnx_integer(graph)
+    assert not [r for r in caplog.records if "onnxruntime" in r.pathname]  # a line per tensor otherwise
+    ops = {node.op_type for node in onnx.load_from_string(quantized).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops or "DynamicQuantizeMatMul" in ops
+    assert len(quantized) < 0.5 * len(graph)
+    head_dim = dims.d_model // dims.heads
+    rng = np.random.default_rng(0)
+    cross = {
+        n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
+        for n in cache_names(dims.decoder_layers, "cross")
+    }
+    empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    feeds = {"tokens": np.array([[50257, 50362, 383]]), **empty, **cross}
+    exact = cpu_session(graph, 2).run(["logits"], feeds)[0][0]
+    approximate = cpu_session(quantized, 2).run(["logits"], feeds)[0][0]
+    top = set(np.argsort(exact)[-5:].tolist())
+    assert int(approximate.argmax()) in top and int(exact.argmax()) in set(np.argsort(approximate)[-5:].tolist())
+    assert np.corrcoef(exact, approximate)[0, 1] > 0.95  # 0.97 on these random keys and values
+
+
+def test_second_pass_precision_is_fp32_or_int8(network: WhisperCTCConfig) -> None:
+    with pytest.raises(ValueError, match="fp32 or int8, not fp16"):
+        SlimSecondPass.from_base(network, 1, "fp16")
 
 
 def test_slim_networks_import_without_torch() -> None:

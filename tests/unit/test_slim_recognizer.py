@@ -1,6 +1,7 @@
 """The slim recognizer (NumPy and ONNX Runtime, no PyTorch) equals the PyTorch recognizer of the
 shipped default bundle: the same CTC log-probs within float tolerance, the same best paths and
-the same second-pass text, on real speech."""
+the same second-pass text, on real speech (its second pass in fp32; the served int8 one is
+checked against it)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ DEFAULT = ROOT / "models" / "en-whisper-tiny"
 @pytest.fixture(scope="module")
 def pair() -> tuple[SlimRecognizer, TorchRecognizer]:
     bundle = load_bundle(DEFAULT)
-    return SlimRecognizer.load(DEFAULT, num_threads=2), TorchRecognizer(bundle, device="cpu", precision="fp32")
+    slim = SlimRecognizer.load(DEFAULT, num_threads=2, second_pass_precision="fp32")
+    return slim, TorchRecognizer(bundle, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,22 @@ def test_second_pass_text_equals_the_torch_path(
     assert all(o.text for o in ours)
     for o, t in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(o.log_probs, t.log_probs, atol=2e-3)
+
+
+def test_the_int8_second_pass_hears_what_the_fp32_one_hears(
+    pair: tuple[SlimRecognizer, TorchRecognizer], clips: list[np.ndarray]
+) -> None:
+    import jiwer
+
+    from app.asr.text import spoken_form
+
+    exact = pair[0]
+    served = SlimRecognizer.load(DEFAULT, num_threads=2)  # the default: integer matrix products
+    assert served.second_pass_precision == "int8" and exact.second_pass_precision == "fp32"
+    ours, theirs = served.second_pass(clips), exact.second_pass(clips)
+    for o, t in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(o.log_probs, t.log_probs, atol=2e-3)  # the CTC path is not the second pass
+        assert jiwer.wer(spoken_form(t.text), spoken_form(o.text)) <= 0.25, (o.text, t.text)
 
 
 def test_silence_reads_as_nothing(pair: tuple[SlimRecognizer, TorchRecognizer]) -> None:
@@ -90,3 +108,18 @@ def test_the_slim_path_imports_no_pytorch() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "SlimRecognizer"
+
+
+def test_the_server_setting_chooses_the_second_pass_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.asr.recognizer import open_recognizer
+    from app.config import Settings
+    from app.engine.engine import load_recognizer
+    from app.engine.plan import Machine, plan_hardware
+
+    for setting, expected in (("auto", "int8"), ("fp32", "fp32"), ("int8", "int8")):
+        monkeypatch.setenv("ASR_SECOND_PASS_PRECISION", setting)
+        settings = Settings(model_path=DEFAULT, runtime="onnx", num_threads=1)
+        recognizer = load_recognizer(settings, plan_hardware(settings, Machine(cuda=False, cores=2)))
+        assert isinstance(recognizer, SlimRecognizer) and recognizer.second_pass_precision == expected
+    with pytest.raises(ValueError, match="second-pass precision int8 needs the onnx runtime"):
+        open_recognizer(DEFAULT, "torch", second_pass_precision="int8")

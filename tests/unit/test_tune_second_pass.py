@@ -43,7 +43,7 @@ def test_the_server_setting_overrides_the_bundles_beam_count() -> None:
     from train.tune_second_pass import decode_settings
 
     clip = cv100_clips(1)[0][0]
-    slim = open_recognizer(DEFAULT, "onnx", second_pass_beams=1)
+    slim = open_recognizer(DEFAULT, "onnx", second_pass_beams=1, second_pass_precision="fp32")  # as PyTorch
     torch_path = open_recognizer(DEFAULT, "torch", second_pass_beams=1)
     assert isinstance(slim, SlimRecognizer) and slim.passes.joint is not None
     network = slim.config.model

@@ -21,7 +21,7 @@ from app.asr.onnx_int8 import quantize_onnx_int8
 from app.asr.slim.bundle import load_whisper_bundle
 from app.asr.slim.frontend import NumpyWhisperLogMel
 from app.asr.slim.graphs import ctc_network
-from app.asr.slim.second_pass import SlimSecondPass
+from app.asr.slim.second_pass import SECOND_PASS_PRECISION, SlimSecondPass
 from app.asr.slim.sessions import OnnxCtcNetwork
 from app.asr.whisper.base import base_file, load_base
 from app.asr.whisper.joint import joint_decoding
@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 class SlimRecognizer:
-    """A Whisper bundle on ONNX Runtime (CPU), fp32 or int8 weights; the second pass stays fp32."""
+    """A Whisper bundle on ONNX Runtime (CPU): the CTC network with fp32 or int8 weights
+    (``precision``), the second pass in fp32 or with integer matrix products (``second_pass_precision``)."""
 
     device = "cpu"
     runtime = "onnx"
@@ -48,6 +49,7 @@ class SlimRecognizer:
         pads_batches: bool = False,
         bundle_path: Path | None = None,
         second_pass_beams: int | None = None,
+        second_pass_precision: str = SECOND_PASS_PRECISION,
     ) -> None:
         network = config.model
         if not isinstance(network, WhisperCTCConfig) or not isinstance(config.frontend, WhisperFrontendConfig):
@@ -57,6 +59,7 @@ class SlimRecognizer:
         self.config = config
         self.bundle_path = Path(bundle_path) if bundle_path is not None else None
         self.precision = precision
+        self.second_pass_precision = second_pass_precision
         self.pads_batches = pads_batches
         _, base = load_base(base_file(network.base))
         graph = ctc_network(base, trained, network)
@@ -64,11 +67,16 @@ class SlimRecognizer:
             graph = quantize_onnx_int8(graph)
         self.network = OnnxCtcNetwork(graph, num_threads, spin_wait)
         self.frontend = NumpyWhisperLogMel(config.frontend)
-        self.passes = SlimSecondPass.from_base(network, num_threads)
+        self.passes = SlimSecondPass.from_base(network, num_threads, second_pass_precision)
         self.passes.joint = joint_decoding(config, self.passes.tokenizer, second_pass_beams)
         encoder = sum(v.size for k, v in base.items() if k.startswith("encoder.") and k != "encoder.positions")
         self._parameters = encoder + sum(v.size for k, v in trained.items() if k.startswith("head."))
-        logger.debug("slim recognizer built: precision=%s threads=%d", precision, num_threads)
+        logger.debug(
+            "slim recognizer built: precision=%s, second pass %s, threads=%d",
+            precision,
+            second_pass_precision,
+            num_threads,
+        )
 
     @classmethod
     def load(
@@ -79,11 +87,22 @@ class SlimRecognizer:
         spin_wait: bool = False,
         pads_batches: bool = False,
         second_pass_beams: int | None = None,
+        second_pass_precision: str = SECOND_PASS_PRECISION,
     ) -> SlimRecognizer:
         """The bundle folder ``path`` (checked as :func:`app.asr.slim.bundle.load_whisper_bundle` does);
         ``second_pass_beams`` overrides its ``ctc_beams``."""
         config, _, trained = load_whisper_bundle(path)
-        return cls(config, trained, precision, num_threads, spin_wait, pads_batches, Path(path), second_pass_beams)
+        return cls(
+            config,
+            trained,
+            precision,
+            num_threads,
+            spin_wait,
+            pads_batches,
+            Path(path),
+            second_pass_beams,
+            second_pass_precision,
+        )
 
     @classmethod
     def from_bundle(

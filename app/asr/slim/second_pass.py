@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.asr.configs import WhisperCTCConfig
+from app.asr.onnx_int8 import quantize_onnx_integer
 from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
 from app.asr.whisper.base import base_file, load_base
@@ -18,6 +19,11 @@ from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, token
 from app.asr.whisper.joint import JointDecoding
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import WhisperDims
+
+SECOND_PASS_PRECISIONS = ("fp32", "int8")
+SECOND_PASS_PRECISION = "int8"
+"""The served second pass's precision on ONNX Runtime: integer matrix products take 0.55x the time
+of float32 at a dev-set WER 0.45 points higher (docs/benchmarks.md); ``fp32`` is the exact one."""
 
 
 @dataclass
@@ -38,12 +44,17 @@ class SlimSecondPass:
     joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
 
     @classmethod
-    def from_base(cls, config: WhisperCTCConfig, num_threads: int = 0) -> SlimSecondPass:
-        """Build both graphs from the installed base of ``config`` and open them on the CPU."""
+    def from_base(cls, config: WhisperCTCConfig, num_threads: int = 0, precision: str = "fp32") -> SlimSecondPass:
+        """Build both graphs from the installed base of ``config`` and open them on the CPU, as they
+        are (``fp32``) or with integer matrix products (``int8``, :func:`quantize_onnx_integer`)."""
+        if precision not in SECOND_PASS_PRECISIONS:
+            raise ValueError(f"the second pass runs in {' or '.join(SECOND_PASS_PRECISIONS)}, not {precision}")
         path = base_file(config.base)
         dims, state = load_base(path)
-        encoder = cpu_session(second_pass_encoder(state, dims), num_threads)
-        decoder = cpu_session(decoder_step(state, dims), num_threads)
+        graphs = [second_pass_encoder(state, dims), decoder_step(state, dims)]
+        if precision == "int8":
+            graphs = [quantize_onnx_integer(graph) for graph in graphs]
+        encoder, decoder = (cpu_session(graph, num_threads) for graph in graphs)
         parameters = sum(v.size for k, v in state.items() if k.startswith("decoder."))
         tokenizer = WhisperTokenizer(path)
         return cls(encoder, decoder, tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens), dims, parameters)
