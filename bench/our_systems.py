@@ -22,11 +22,16 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper
 class OurModel:
     """A bundle behind the server's recognizer, decoded one way (``attention``, ``greedy`` or ``beam``)."""
 
-    def __init__(self, model: Path, decoder: str, precision: str, threads: int, runtime: str = "auto") -> None:
+    def __init__(
+        self, model: Path, decoder: str, precision: str, threads: int, runtime: str = "auto", second: str = "auto"
+    ) -> None:
         runtime = "onnx" if precision == "int8" else runtime
-        self.recognizer = make_recognizer(model, runtime=runtime, precision=precision, num_threads=threads)
+        self.recognizer = make_recognizer(
+            model, runtime=runtime, precision=precision, num_threads=threads, second_pass_precision=second
+        )
         config = self.recognizer.config
         suffix = ("-int8" if precision == "int8" else "") + ("-torch" if runtime == "torch" else "")
+        suffix += "-fp32" if second == "fp32" else ""
         self.name = f"ours-{decoder}{suffix}"
         self.rate = config.sample_rate
         self.decoder = decoder
@@ -62,9 +67,11 @@ class OurModel:
 
 def factories() -> dict[str, Callable[[argparse.Namespace], OurModel]]:
     """Systems ``ours-attention``, ``ours-greedy``, ``ours-beam`` and ``ours-greedy-int8`` on ``--model``
-    (on the CPU: ONNX Runtime, the slim path), and the first three on PyTorch (``-torch``)."""
+    (on the CPU: ONNX Runtime, the slim path, its second pass in int8), ``ours-attention-fp32`` (that
+    second pass in fp32), and the first three on PyTorch (``-torch``)."""
     return {
         "ours-attention": lambda a: OurModel(a.model, "attention", "fp32", a.threads),
+        "ours-attention-fp32": lambda a: OurModel(a.model, "attention", "fp32", a.threads, second="fp32"),
         "ours-greedy": lambda a: OurModel(a.model, "greedy", "fp32", a.threads),
         "ours-beam": lambda a: OurModel(a.model, "beam", "fp32", a.threads),
         "ours-greedy-int8": lambda a: OurModel(a.model, "greedy", "int8", a.threads),

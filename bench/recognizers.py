@@ -24,11 +24,12 @@ def make_recognizer(
     device: str = "cpu",
     num_threads: int = 0,
     batch_execution: str = "auto",
+    second_pass_precision: str = "auto",
 ) -> Recognizer:
     """The bundle at ``model`` behind the runtime and precision the server would use for these names
     (resolved by the server's plan, ``app.engine.plan``), in a process whose allocator is tuned as
     the server's is by default (``ASR_TUNE_MALLOC``). ``num_threads`` goes to ONNX Runtime as given
-    (0: its default)."""
+    (0: its default); ``second_pass_precision`` as ``ASR_SECOND_PASS_PRECISION``."""
     tune_malloc()
     named = {"device": device, "runtime": runtime, "precision": precision, "batch_execution": batch_execution}
     hardware = plan_hardware(Settings.model_validate(named), Machine.detect())
@@ -39,6 +40,7 @@ def make_recognizer(
         precision=hardware.precision,
         num_threads=num_threads,
         pads_batches=hardware.pads_batches,
+        second_pass_precision=second_pass_precision,
     )
 
 
@@ -48,6 +50,7 @@ def describe(recognizer: Recognizer) -> dict[str, Any]:
         "class": type(recognizer).__name__,
         "runtime": getattr(recognizer, "runtime", "torch"),
         "precision": recognizer.precision,
+        "second_pass_precision": getattr(recognizer, "second_pass_precision", None),
         "device": recognizer.device,
         "batches": "padded" if getattr(recognizer, "pads_batches", True) else "per item",
         "parameters": recognizer.num_parameters(),
