@@ -243,7 +243,8 @@ def run_loop(run: HeadRun, batches: Iterator[dict[str, Tensor]], dev: list[Cache
 
 
 def run_export(checkpoint_path: Path, out: Path, cache_root: Path, log: Path | None = None) -> Path:
-    """Write the bundle of a checkpoint (config with its dev metrics, trained weights, card); return its folder."""
+    """Write the bundle of a checkpoint (config with its dev metrics, trained weights in float16, card);
+    return its folder."""
     checkpoint = load_checkpoint(checkpoint_path)
     saved = BundleConfig.model_validate(checkpoint["bundle_config"])
     cfg = checkpoint["train_config"]
@@ -263,7 +264,8 @@ def run_export(checkpoint_path: Path, out: Path, cache_root: Path, log: Path | N
         folder = path if path.is_dir() else cache_root / path
         if (folder / META_FILE).exists():
             metas[folder.name] = json.loads((folder / META_FILE).read_text())
-    save_bundle(out, config, model.eval(), model_card(config, model, checkpoint, metas, has_plot))
+    card = model_card(config, model, checkpoint, metas, has_plot)
+    save_bundle(out, config, model.eval(), card, floats=torch.float16)  # as the base's own weights are stored
     megabytes = (out / WEIGHTS_FILE).stat().st_size / 1e6
     if megabytes > 25:
         raise SystemExit(f"{out / WEIGHTS_FILE} is {megabytes:.1f} MB, over the 25 MB a bundle may hold")

@@ -71,13 +71,16 @@ def stored_state(model: AcousticModel) -> dict[str, torch.Tensor]:
     return model.trained_state() if isinstance(model, WhisperCTC) else model.state_dict()
 
 
-def save_bundle(path: Path | str, config: BundleConfig, model: AcousticModel, card: str) -> Path:
-    """Write ``config``, ``model``'s weights and the model card ``card`` into folder ``path``."""
+def save_bundle(
+    path: Path | str, config: BundleConfig, model: AcousticModel, card: str, floats: torch.dtype = torch.float32
+) -> Path:
+    """Write ``config``, ``model``'s weights (floating-point ones as ``floats``: float16 halves the
+    file, and loading widens them to float32 again) and the model card ``card`` into folder ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
     state = {
-        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        k: v.detach().to("cpu", floats if v.is_floating_point() else v.dtype).contiguous()
         for k, v in stored_state(model).items()
     }
     save_file(state, str(path / WEIGHTS_FILE), metadata={"name": config.name, "format": "pt"})

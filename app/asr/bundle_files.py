@@ -58,16 +58,18 @@ def read_config(path: Path | str) -> BundleConfig:
 
 
 def read_bundle_files(path: Path | str) -> tuple[BundleConfig, dict[str, np.ndarray]]:
-    """The validated config and the stored weights (NumPy) of the bundle folder ``path``."""
+    """The validated config and the stored weights (NumPy) of the bundle folder ``path``; weights
+    stored in float16 come back as float32, the precision every runtime loads them in."""
     path = Path(path)
     config = read_config(path)
     for required in (WEIGHTS_FILE, CARD_FILE):
         if not (path / required).is_file():
             raise BundleError(f"model bundle {path}: missing {required}")
     try:
-        return config, load_file(str(path / WEIGHTS_FILE))
+        arrays = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:
         raise BundleError(f"model bundle {path}: cannot read {WEIGHTS_FILE} ({exc})") from exc
+    return config, {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
 
 
 def check_weights(path: Path | str, state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> None:
