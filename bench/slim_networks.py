@@ -22,9 +22,9 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import torch
-from safetensors.numpy import load_file
 
 from app.asr.bundle import load_bundle
+from app.asr.bundle_files import read_bundle_files
 from app.asr.configs import WhisperCTCConfig
 from app.asr.features import WhisperLogMel
 from app.asr.slim.graphs import ctc_network, decoder_step, second_pass_encoder
@@ -74,7 +74,7 @@ def main() -> None:
     if not isinstance(config, WhisperCTCConfig) or bundle.second_pass is None:
         raise SystemExit(f"{args.model} is not a Whisper CTC bundle")
     dims, base = load_base(base_file(config.base))
-    ctc_graph = ctc_network(base, load_file(str(args.model / "model.safetensors")), config)
+    ctc_graph = ctc_network(base, read_bundle_files(args.model)[1], config)  # float32, as the server loads them
     ctc = OnnxCtcNetwork(ctc_graph, args.threads)
     slim = SlimSecondPass.from_base(config, args.threads)
     clip = speech_clip(args.data, args.seconds)

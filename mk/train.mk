@@ -89,11 +89,18 @@ WHISPER_CACHE_SETS ?= synth_dev=$(MANIFESTS)/synth_dev.jsonl so762_dev=$(MANIFES
 WHISPER_TRAIN_SETS ?= synth_train so762_train:3 dctts:3
 WHISPER_DEV_SETS ?= synth_dev so762_dev
 
+# step 2 of the shipped model: blocks 1-3 fine-tuned, starting from the bundle step 1 exported
+DEEP_LAYERS ?= 1 2 3
+DEEP_CACHE ?= $(WHISPER_CACHE)-l1
+DEEP_RUN ?= runs/en-whisper-tiny-l123
+DEEP_HOURS ?= 1.6
+DEEP_FLAGS ?= --lr-head 5e-4 --warmup-steps 100
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
-	second-pass-tune
+	second-pass-tune whisper-deepen whisper-deepen-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -111,6 +118,15 @@ whisper-train-resume: ## continue $(WHISPER_RUN) until WHISPER_HOURS in total
 whisper-export: ## $(WHISPER_RUN)/best.pt as the bundle $(WHISPER_MODEL) (head and tuned blocks only)
 	$(PY) -m train.whisper_head export --checkpoint $(WHISPER_RUN)/best.pt --out $(WHISPER_MODEL) \
 		--cache-root $(WHISPER_CACHE)
+
+whisper-deepen: ## step 2: cache before block 1, then fine-tune blocks DEEP_LAYERS and the head of $(WHISPER_MODEL) into $(DEEP_RUN)
+	$(PY) -m train.whisper_head cache --sets $(WHISPER_CACHE_SETS) --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS)
+	$(PY) -m train.whisper_head train --train $(WHISPER_TRAIN_SETS) --dev $(WHISPER_DEV_SETS) \
+		--cache-root $(DEEP_CACHE) --out $(DEEP_RUN) --tuned-layers $(DEEP_LAYERS) --max-hours $(DEEP_HOURS) \
+		--init-bundle $(WHISPER_MODEL) $(DEEP_FLAGS)
+
+whisper-deepen-resume: ## continue $(DEEP_RUN) until DEEP_HOURS in total
+	$(PY) -m train.whisper_head train --resume --out $(DEEP_RUN) --max-hours $(DEEP_HOURS)
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py
