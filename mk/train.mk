@@ -120,13 +120,11 @@ whisper-export: ## $(WHISPER_RUN)/best.pt as the bundle $(WHISPER_MODEL) (head a
 		--cache-root $(WHISPER_CACHE)
 
 whisper-deepen: ## step 2: cache before block 1, then fine-tune blocks DEEP_LAYERS and the head of $(WHISPER_MODEL) into $(DEEP_RUN)
-	$(PY) -m train.whisper_head cache --sets $(WHISPER_CACHE_SETS) --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS)
-	$(PY) -m train.whisper_head train --train $(WHISPER_TRAIN_SETS) --dev $(WHISPER_DEV_SETS) \
-		--cache-root $(DEEP_CACHE) --out $(DEEP_RUN) --tuned-layers $(DEEP_LAYERS) --max-hours $(DEEP_HOURS) \
-		--init-bundle $(WHISPER_MODEL) $(DEEP_FLAGS)
+	$(MAKE) whisper-cache whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) \
+		WHISPER_RUN=$(DEEP_RUN) WHISPER_HOURS=$(DEEP_HOURS) WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(DEEP_FLAGS)"
 
 whisper-deepen-resume: ## continue $(DEEP_RUN) until DEEP_HOURS in total
-	$(PY) -m train.whisper_head train --resume --out $(DEEP_RUN) --max-hours $(DEEP_HOURS)
+	$(MAKE) whisper-train-resume WHISPER_RUN=$(DEEP_RUN) WHISPER_HOURS=$(DEEP_HOURS)
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py

@@ -72,9 +72,9 @@ def quantize_onnx_integer(onnx_model: bytes) -> bytes:
     stored as int8 (one scale per tensor), each input quantized as the network runs (one scale per
     run), the product accumulated in int32 and scaled back to float32.
 
-    Measured on this project's CPU (``docs/benchmarks.md``): Whisper's second pass takes 0.55x
-    the time of its float32 graphs, at a dev-set WER 0.45 points higher. Per-channel weight scales
-    were no better there.
+    Per-tensor weight scales: per-channel ones gave the second pass no lower dev WER
+    (``docs/benchmarks.md``; its speed and accuracy trade is stated where it is chosen,
+    ``app.asr.slim.second_pass.SECOND_PASS_PRECISION``).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic  # 0.5 s to import: only when used
 
