@@ -22,7 +22,9 @@ class Settings(BaseSettings):
         "auto", description="Where the model runs; auto picks CUDA if present."
     )
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
-        "auto", description="Numeric precision; auto is fp16 on CUDA and fp32 on CPU (int8 needs runtime onnx)."
+        "auto",
+        description="Numeric precision; auto is fp16 on CUDA, and on CPU int8 for a Whisper network on "
+        "runtime onnx, else fp32 (int8 needs runtime onnx).",
     )
     runtime: Literal["auto", "torch", "compile", "onnx"] = Field(
         "auto", description="How the network runs; auto is onnx on CPU and torch on CUDA (see docs/benchmarks.md)."

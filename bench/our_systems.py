@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +23,13 @@ DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper
 class OurModel:
     """A bundle behind the server's recognizer, decoded one way (``attention``, ``greedy`` or ``beam``)."""
 
-    def __init__(
-        self, model: Path, decoder: str, precision: str, threads: int, runtime: str = "auto", second: str = "auto"
-    ) -> None:
-        runtime = "onnx" if precision == "int8" else runtime
+    def __init__(self, model: Path, decoder: str, threads: int, runtime: str = "auto", precision: str = "auto") -> None:
+        second = "fp32" if precision == "fp32" and runtime != "torch" else "auto"
         self.recognizer = make_recognizer(
             model, runtime=runtime, precision=precision, num_threads=threads, second_pass_precision=second
         )
         config = self.recognizer.config
-        suffix = ("-int8" if precision == "int8" else "") + ("-torch" if runtime == "torch" else "")
-        suffix += "-fp32" if second == "fp32" else ""
+        suffix = ("-fp32" if precision == "fp32" else "") + ("-torch" if runtime == "torch" else "")
         self.name = f"ours-{decoder}{suffix}"
         self.rate = config.sample_rate
         self.decoder = decoder
@@ -66,16 +64,16 @@ class OurModel:
 
 
 def factories() -> dict[str, Callable[[argparse.Namespace], OurModel]]:
-    """Systems ``ours-attention``, ``ours-greedy``, ``ours-beam`` and ``ours-greedy-int8`` on ``--model``
-    (on the CPU: ONNX Runtime, the slim path, its second pass in int8), ``ours-attention-fp32`` (that
-    second pass in fp32), and the first three on PyTorch (``-torch``)."""
-    return {
-        "ours-attention": lambda a: OurModel(a.model, "attention", "fp32", a.threads),
-        "ours-attention-fp32": lambda a: OurModel(a.model, "attention", "fp32", a.threads, second="fp32"),
-        "ours-greedy": lambda a: OurModel(a.model, "greedy", "fp32", a.threads),
-        "ours-beam": lambda a: OurModel(a.model, "beam", "fp32", a.threads),
-        "ours-greedy-int8": lambda a: OurModel(a.model, "greedy", "int8", a.threads),
-        "ours-attention-torch": lambda a: OurModel(a.model, "attention", "fp32", a.threads, "torch"),
-        "ours-greedy-torch": lambda a: OurModel(a.model, "greedy", "fp32", a.threads, "torch"),
-        "ours-beam-torch": lambda a: OurModel(a.model, "beam", "fp32", a.threads, "torch"),
-    }
+    """Systems ``ours-attention``, ``ours-greedy`` and ``ours-beam`` on ``--model`` as the server runs
+    them (on the CPU: ONNX Runtime, the slim path, int8), the same in fp32 (``-fp32``: the CTC
+    network and the second pass), and on PyTorch (``-torch``, fp32)."""
+    systems: dict[str, Callable[[argparse.Namespace], OurModel]] = {}
+    for decoder in ("attention", "greedy", "beam"):
+        systems[f"ours-{decoder}"] = partial(_our_model, decoder=decoder)
+        systems[f"ours-{decoder}-fp32"] = partial(_our_model, decoder=decoder, precision="fp32")
+        systems[f"ours-{decoder}-torch"] = partial(_our_model, decoder=decoder, runtime="torch")
+    return systems
+
+
+def _our_model(args: argparse.Namespace, decoder: str, runtime: str = "auto", precision: str = "auto") -> OurModel:
+    return OurModel(args.model, decoder, args.threads, runtime, precision)

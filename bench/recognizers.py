@@ -33,11 +33,12 @@ def make_recognizer(
     tune_malloc()
     named = {"device": device, "runtime": runtime, "precision": precision, "batch_execution": batch_execution}
     hardware = plan_hardware(Settings.model_validate(named), Machine.detect())
+    network = read_config(model).model.type
     return open_recognizer(
         model,
-        runtime=hardware.runtime_for(read_config(model).model.type),
+        runtime=hardware.runtime_for(network),
         device=hardware.device,
-        precision=hardware.precision,
+        precision=hardware.precision_for(network),
         num_threads=num_threads,
         pads_batches=hardware.pads_batches,
         second_pass_precision=second_pass_precision,

@@ -1,11 +1,12 @@
 """int8 for ONNX networks, two ways.
 
 - :func:`quantize_onnx_int8`: int8 weights, one symmetric scale per output channel, float32
-  arithmetic. The CTC networks' ``int8`` precision, on both ONNX paths (networks exported from
-  PyTorch, and Whisper networks built from their weights without it).
+  arithmetic. The ``int8`` precision of the convolutional CTC networks exported from PyTorch
+  (``en-small``), whose matrices are too small for integer arithmetic to pay.
 - :func:`quantize_onnx_integer`: int8 weights and activations, integer matrix products (ONNX
-  Runtime's dynamic quantization). The second pass's ``int8`` precision: its 30-second encoder
-  and its decoder's vocabulary-wide output layer are large enough for integer arithmetic to win.
+  Runtime's dynamic quantization). The Whisper networks' ``int8``: the CTC network's and the
+  second pass's transformer matrices are large enough for integer arithmetic to win on CPUs with
+  integer dot-product instructions (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -67,17 +68,26 @@ def quantize_per_channel(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return quantized, scale
 
 
-def quantize_onnx_integer(onnx_model: bytes) -> bytes:
+def quantize_onnx_integer(onnx_model: bytes, per_channel: bool = False, float_weights: tuple[str, ...] = ()) -> bytes:
     """The ONNX network with every matrix product by a constant weight done in int8: the weights
-    stored as int8 (one scale per tensor), each input quantized as the network runs (one scale per
-    run), the product accumulated in int32 and scaled back to float32.
+    stored as int8, each input quantized as the network runs (one scale per run), the product
+    accumulated in int32 and scaled back to float32. Embedding tables (``Gather``) are stored as
+    int8 too.
 
-    Per-tensor weight scales: per-channel ones gave the second pass no lower dev WER
-    (``docs/benchmarks.md``; its speed and accuracy trade is stated where it is chosen,
-    ``app.asr.slim.second_pass.SECOND_PASS_PRECISION``).
+    ``per_channel``: one weight scale per output channel, else one per tensor. ``float_weights``:
+    name prefixes of weights whose products stay float32 (a small output layer whose rounding
+    costs more accuracy than its time). Convolutions stay float32: ONNX Runtime's integer
+    convolution made the Whisper CTC network slower than float32 and matrix products alone 1.9x
+    faster (``docs/benchmarks.md``).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic  # 0.5 s to import: only when used
 
+    graph = onnx.load_from_string(onnx_model).graph
+    keep = [
+        node.name
+        for node in graph.node
+        if float_weights and node.op_type == "MatMul" and any(name.startswith(float_weights) for name in node.input[1:])
+    ]
     root = logging.getLogger()
     advice = _DropAdvice()
     root.addFilter(advice)
@@ -87,7 +97,15 @@ def quantize_onnx_integer(onnx_model: bytes) -> bytes:
             source.write_bytes(onnx_model)
             # the graph's own fused ops (com.microsoft) escape ONNX's shape inference: they are float32
             options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options=options)
+            quantize_dynamic(
+                source,
+                target,
+                op_types_to_quantize=["MatMul", "Gather"],
+                per_channel=per_channel,
+                nodes_to_exclude=keep,
+                weight_type=QuantType.QInt8,
+                extra_options=options,
+            )
             return target.read_bytes()
     finally:
         root.removeFilter(advice)

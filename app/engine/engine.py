@@ -85,7 +85,7 @@ def load_recognizer(settings: Settings, hardware: HardwarePlan) -> Recognizer:
         settings.model_path,
         hardware.runtime_for(network),
         hardware.device,
-        hardware.precision,
+        hardware.precision_for(network),
         hardware.num_threads,
         settings.spin_wait,
         hardware.pads_batches,

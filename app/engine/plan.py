@@ -3,12 +3,13 @@
 It is resolved in two steps, both here. Before the model loads, :func:`plan_hardware` fixes what
 the machine decides: the device, precision, how batches run, model workers, threads and batch
 size (facts: whether CUDA is visible, the cores this process may use). After it loads,
-:func:`plan_serving` adds what the model decides: the runtime (the builder resolves it for the
-bundle's network type with :meth:`HardwarePlan.runtime_for`), one worker for ``compile``, the
-batcher's limits, and the default decoders (facts: a second pass, a language model). Step two
-takes device, precision, runtime and batch execution as the recognizer reports them: the shipped
-loader builds it from step one, so they are step one's; a test's stand-in model may run elsewhere,
-and the plan then says what runs. The engine logs the plan once at start and ``/v1/models`` shows
+:func:`plan_serving` adds what the model decides: the runtime and the precision for its network
+(the builder resolves them for the bundle's network type with :meth:`HardwarePlan.runtime_for`
+and :meth:`HardwarePlan.precision_for`), one worker for ``compile``, the batcher's limits, and the
+default decoders (facts: a second pass, a language model). Step two takes device, precision,
+runtime and batch execution as the recognizer reports them: the shipped loader builds it from step
+one, so they are step one's; a test's stand-in model may run elsewhere, and the plan then says what
+runs. The engine logs the plan once at start and ``/v1/models`` shows
 it; nothing else reads ``auto``.
 """
 
@@ -48,17 +49,28 @@ class HardwarePlan:
     """Step one, before the model loads: where and how wide the model runs."""
 
     device: str  # cpu or cuda
-    precision: str  # fp32, fp16, bf16 or int8
+    precision: str  # fp32, fp16, bf16 or int8; precision_for resolves auto per network on the CPU
     runtime_setting: str  # ASR_RUNTIME as set; auto is resolved per network by runtime_for
     pads_batches: bool  # a batch runs as one padded tensor (else item by item)
     model_workers: int
     num_threads: int  # CPU threads per model worker
     max_batch_size: int
     torch: bool = True  # PyTorch is installed
+    precision_setting: str = "auto"  # ASR_PRECISION as set
 
     def runtime_for(self, network: str) -> str:
         """The runtime for a bundle whose network is of type ``network`` (``sepconv_ctc``, ``whisper_ctc``)."""
         return resolve_runtime(self.runtime_setting, self.device, self.precision, network, self.torch)
+
+    def precision_for(self, network: str) -> str:
+        """The precision for a bundle whose network is of type ``network``: ``auto`` on the CPU is
+        int8 for a Whisper network on ONNX Runtime (integer matrix products, 1.9x faster than fp32
+        at the same dev WER within half a point, docs/benchmarks.md) and fp32 otherwise (the
+        convolutional network's int8 is slower than its fp32)."""
+        automatic = self.precision_setting == "auto" and self.device == "cpu"
+        if automatic and network == "whisper_ctc" and self.runtime_for(network) == "onnx":
+            return "int8"
+        return self.precision
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,7 @@ def plan_hardware(settings: Settings, machine: Machine) -> HardwarePlan:
         num_threads=layout.threads,
         max_batch_size=layout.batch_size,
         torch=machine.torch,
+        precision_setting=settings.precision,
     )
 
 
@@ -172,7 +185,8 @@ def resolve_device(device: str, cuda: bool) -> str:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` is fp16 on CUDA and fp32 on CPU; half precisions need CUDA, int8 the CPU."""
+    """``auto`` is fp16 on CUDA and fp32 on CPU (:meth:`HardwarePlan.precision_for` may then pick
+    int8 for the network); half precisions need CUDA, int8 the CPU."""
     if precision == "auto":
         return "fp16" if device == "cuda" else "fp32"
     if precision in HALF_PRECISIONS and device != "cuda":

@@ -46,9 +46,10 @@ DECODERS = ("attention", "greedy", "beam")
 
 def test_the_slim_server_transcribes_as_the_torch_path(tmp_path: Path) -> None:
     clips = [wav_bytes(audio) for audio, _ in cv100_clips(3)]
-    with running_server(DEFAULT, tmp_path, PYTHONPATH=str(WITHOUT_TORCH), ASR_NUM_THREADS="1") as slim:
+    exact = {"ASR_PRECISION": "fp32", "ASR_SECOND_PASS_PRECISION": "fp32"}  # the same maths (auto: int8)
+    with running_server(DEFAULT, tmp_path, PYTHONPATH=str(WITHOUT_TORCH), ASR_NUM_THREADS="1", **exact) as slim:
         serving = httpx.get(f"{slim.base_url}/v1/models", timeout=10).json()["data"][0]["serving"]
-        assert serving["runtime"] == "onnx"
+        assert (serving["runtime"], serving["precision"]) == ("onnx", "fp32")
         ours = {decoder: transcripts(slim.base_url, clips, decoder=decoder) for decoder in DECODERS}
     with running_server(DEFAULT, tmp_path, ASR_RUNTIME="torch", ASR_NUM_THREADS="1") as torch_path:
         theirs = {decoder: transcripts(torch_path.base_url, clips, decoder=decoder) for decoder in DECODERS}

@@ -50,7 +50,8 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluation_gives_the_servers_transcripts_and_wer(manifest: Path, tmp_path: Path, name: str) -> None:
     bundle = MODELS / name
     files = sorted(manifest.parent.glob("u*.flac"))
-    with TestClient(create_app(Settings(model_path=bundle, decoder="greedy"))) as client:
+    settings = Settings(model_path=bundle, decoder="greedy", precision="fp32")  # as evaluated (auto: int8 here)
+    with TestClient(create_app(settings)) as client:
         wait_ready(client, timeout_s=120)
         served = []
         for path in files:

@@ -25,8 +25,8 @@ def plan_for(
     """Both steps, with the recognizer built as the shipped loader builds it."""
     chosen = Settings.model_validate({"warmup": False, **settings})
     hardware = plan_hardware(chosen, machine)
-    runtime = hardware.runtime_for(network)
-    model = LoadedModel(hardware.device, hardware.precision, runtime, hardware.pads_batches, 16000, second_pass, lm)
+    runtime, precision = hardware.runtime_for(network), hardware.precision_for(network)
+    model = LoadedModel(hardware.device, precision, runtime, hardware.pads_batches, 16000, second_pass, lm)
     return plan_serving(chosen, hardware, model)
 
 
@@ -67,6 +67,14 @@ def test_the_runtime_follows_the_bundles_network() -> None:
     assert plan_for(CPU, network="whisper_ctc").runtime == "onnx"
     assert plan_for(CPU, network="whisper_ctc", precision="int8").runtime == "onnx"
     assert plan_for(GPU, network="sepconv_ctc").runtime == "torch"
+
+
+def test_auto_precision_on_a_cpu_is_int8_for_a_whisper_network_on_onnx() -> None:
+    assert plan_for(CPU, network="whisper_ctc").precision == "int8"
+    assert plan_for(CPU, network="sepconv_ctc").precision == "fp32"  # its int8 is slower than its fp32
+    assert plan_for(CPU, network="whisper_ctc", runtime="torch").precision == "fp32"
+    assert plan_for(CPU, network="whisper_ctc", precision="fp32").precision == "fp32"
+    assert plan_for(GPU, network="whisper_ctc").precision == "fp16"
 
 
 @pytest.mark.parametrize(

@@ -155,6 +155,23 @@ def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
     assert np.corrcoef(exact, approximate)[0, 1] > 0.95  # 0.97 on these random keys and values
 
 
+def test_the_int8_ctc_network_multiplies_integers_but_convolves_and_reads_its_head_in_float(
+    network: WhisperCTCConfig,
+) -> None:
+    import onnx
+
+    from app.asr.slim.recognizer import ctc_graph
+
+    _, base = load_base(base_file(network.base))
+    _, trained = read_bundle_files(BUNDLE)
+    graph = onnx.load_from_string(ctc_graph(base, trained, network, "int8")).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("MatMulInteger") == 4 * network.encoder_layers and "ConvInteger" not in ops
+    head = [node for node in graph.node if node.op_type == "MatMul" and node.input[1].startswith("head.")]
+    assert len(head) == 1
+    assert ctc_graph(base, trained, network, "fp32") == ctc_network(base, trained, network)
+
+
 def test_second_pass_precision_is_fp32_or_int8(network: WhisperCTCConfig) -> None:
     with pytest.raises(ValueError, match="fp32 or int8, not fp16"):
         SlimSecondPass.from_base(network, 1, "fp16")

@@ -70,6 +70,24 @@ def test_the_int8_second_pass_hears_what_the_fp32_one_hears(
         assert jiwer.wer(spoken_form(t.text), spoken_form(o.text)) <= 0.25, (o.text, t.text)
 
 
+def test_the_int8_ctc_network_reads_what_the_fp32_one_reads(
+    pair: tuple[SlimRecognizer, TorchRecognizer], clips: list[np.ndarray]
+) -> None:
+    import jiwer
+
+    from app.asr.ctc import GreedyDecoder
+
+    exact = pair[0]
+    served = SlimRecognizer.load(DEFAULT, precision="int8", num_threads=2)
+    config = served.config
+    greedy = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+    for ours, theirs in zip(served.infer(clips), exact.infer(clips), strict=True):
+        assert ours.shape == theirs.shape
+        assert (ours.argmax(-1) == theirs.argmax(-1)).mean() > 0.95
+        text, reference = greedy.decode(ours).text, greedy.decode(theirs).text
+        assert reference and jiwer.cer(reference, text) <= 0.1, (text, reference)
+
+
 def test_silence_reads_as_nothing(pair: tuple[SlimRecognizer, TorchRecognizer]) -> None:
     silence = np.zeros(3 * 16000, np.float32)  # Whisper's decoder, in a beam search, reads "you" here
     for recognizer in pair:
@@ -121,5 +139,6 @@ def test_the_server_setting_chooses_the_second_pass_precision(monkeypatch: pytes
         settings = Settings(model_path=DEFAULT, runtime="onnx", num_threads=1)
         recognizer = load_recognizer(settings, plan_hardware(settings, Machine(cuda=False, cores=2)))
         assert isinstance(recognizer, SlimRecognizer) and recognizer.second_pass_precision == expected
+        assert recognizer.precision == "int8"  # ASR_PRECISION=auto: the CTC network's integer matrix products
     with pytest.raises(ValueError, match="second-pass precision int8 needs the onnx runtime"):
         open_recognizer(DEFAULT, "torch", second_pass_precision="int8")
