@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from app.asr.whisper.ctc_prefix import CtcPrefixScorer, number_texts, spell_number, token_spellings
+from app.asr.whisper.greedy import moves, shrink
 from app.asr.whisper.joint import JointSearch, TokenTable
 
 TOKENS = ["<blank>", " ", "'", "a", "b"]
@@ -205,3 +206,37 @@ def test_a_row_in_which_the_ctc_head_hears_nothing_gets_no_tokens() -> None:
     search = joint.search([silence, speech], caps=[10, 10])
     assert search.done == [True, False]
     assert search.best()[0] == []
+
+
+def test_a_batch_shrinks_by_moving_rows_from_its_end_into_the_places_freed() -> None:
+    done = [False, True, False, True, False]
+    assert shrink(range(5), done) == [0, 4, 2]
+    assert moves(range(5), [0, 4, 2]) == [(1, 4)]
+    assert shrink([0, 4, 2], [False, True, True, True, True]) == [0]
+    assert moves([0, 4, 2], [0]) == []
+
+
+def test_rows_that_are_done_leave_the_batch_and_the_others_read_as_alone() -> None:
+    heard_texts = ([3, 0, 0], [4, 0, 1, 3, 0, 1, 4], [3, 0, 4])  # " a", " b a b", " a b"
+    scorers = [CtcPrefixScorer(heard(t), 0, CHAR_IDS, " ") for t in heard_texts]
+    decoders = [  # row: tokens so far -> log-probs; row 0 ends first, then row 2, then row 1
+        {(): {1: -0.1, END: -3.0}, (1,): {END: -0.1, 1: -2.0}},
+        {(): {3: -0.1, END: -3.0}, (3,): {1: -0.1, END: -2.0}, (3, 1): {3: -0.1, END: -2.0}, (3, 1, 3): {END: -0.1}},
+        {(): {1: -0.1, END: -3.0}, (1,): {3: -0.2, END: -2.0}, (1, 3): {END: -0.1, 1: -2.0}},
+    ]
+    search = JointSearch(TABLE, scorers, END, weight=0.3, caps=[10, 10, 10], beams=2)
+    sizes = []
+    while not search.finished:
+        sizes.append(search.sequences)
+        logits = np.full((search.sequences, VOCAB), -np.inf)
+        for place, row in enumerate(search.running):
+            for k, beam in enumerate(search.live[row]):
+                for token, log_prob in decoders[row].get(tuple(beam.tokens), {END: 0.0}).items():
+                    logits[place * 2 + k, token] = log_prob
+        search.advance(logits)
+    assert sizes == [6, 6, 4, 2]
+    alone = [
+        run_search(JointSearch(TABLE, [scorer], END, weight=0.3, caps=[10], beams=2), decoders[row])
+        for row, scorer in enumerate(scorers)
+    ]
+    assert search.best() == [a[0] for a in alone] == [[1], [3, 1, 3], [1, 3]]

@@ -15,7 +15,7 @@ from app.asr.onnx_int8 import quantize_onnx_integer
 from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
 from app.asr.whisper.base import base_file, load_base
-from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, token_caps
+from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, moves, token_caps
 from app.asr.whisper.joint import JointDecoding
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import WhisperDims
@@ -89,28 +89,38 @@ class SlimSecondPass:
     def decode(self, cross: dict[str, np.ndarray], search: TokenSearch) -> list[list[int]]:
         """Each row's text tokens (prompt and end-of-text removed) as ``search`` chooses them (greedy
         decoding or the joint beam search), given the cross-attention keys and values ``cross``
-        (rows, heads, frames, head_dim) per layer; the decoder runs ``search.sequences`` sequences,
-        a row's beams reading that row's keys and values."""
-        rules, sequences = self.rules, search.sequences
+        (rows, heads, frames, head_dim) per layer. Each step the decoder runs the sequences of the
+        rows still running, a row's beams reading that row's keys and values."""
+        rules, running = self.rules, search.running
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
         outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
-        past = {name: np.zeros((sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
+        past = {name: np.zeros((search.sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
+        cross = _shrink(cross, list(range(len(next(iter(cross.values()))))), running)
         suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
-        tokens = np.array([rules.prompt] * sequences, np.int64)
+        tokens = np.array([rules.prompt] * search.sequences, np.int64)
         while not search.finished:
             logits, *presents = self.decoder.run(outputs, {"tokens": tokens, **past, **cross})
             logits[:, suppress] = -np.inf
             if search.step == 0:
                 logits[:, suppress_first] = -np.inf
             parents, inputs = search.advance(logits)
-            past = {
-                name: present if parents is None else present[parents]
-                for name, present in zip(past_names, presents, strict=True)
-            }
+            if search.running != running:  # rows done leave the batch
+                cross = _shrink(cross, running, search.running)
+                running = search.running
+            past = {name: present[parents] for name, present in zip(past_names, presents, strict=True)}
             tokens = inputs[:, None]
         return search.best()
 
     def num_parameters(self) -> int:
         """The decoder's parameters (token embedding and positions included)."""
         return self.parameters
+
+
+def _shrink(cross: dict[str, np.ndarray], before: list[int], after: list[int]) -> dict[str, np.ndarray]:
+    """The keys and values of rows ``after``, shrunk in place from those of rows ``before``
+    (``app.asr.whisper.greedy.shrink``): the rows that move are copied, the rest are not touched."""
+    for place, source in moves(before, after):
+        for keys in cross.values():
+            keys[place] = keys[source]
+    return {name: keys[: len(after)] for name, keys in cross.items()}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from app.asr.whisper.greedy import GreedyRows, TokenSearch
+from app.asr.whisper.greedy import GreedyRows, TokenSearch, moves
 from app.asr.whisper.layers import Attention, KeyValue, Mlp
 from app.asr.whisper.tokenizer import DecodingRules
 
@@ -84,13 +84,14 @@ class WhisperDecoder(nn.Module):
     @torch.inference_mode()
     def decode(self, states: Tensor, lengths: Tensor, rules: DecodingRules, search: TokenSearch) -> list[list[int]]:
         """Each row's text tokens as ``search`` chooses them (greedy decoding or the joint beam
-        search) on ``states`` (rows, frames, d_model), rows padded past ``lengths``; the decoder
-        runs ``search.sequences`` sequences, a row's beams reading that row's states. The same
-        steps as the NumPy decoder's (``app.asr.slim.second_pass``)."""
+        search) on ``states`` (rows, frames, d_model), rows padded past ``lengths``; each step the
+        decoder runs the sequences of the rows still running, a row's beams reading that row's
+        states. The same steps as the NumPy decoder's (``app.asr.slim.second_pass``)."""
         mask = None
         if states.shape[0] > 1 and bool((lengths < states.shape[1]).any()):
             mask = (torch.arange(states.shape[1], device=lengths.device)[None, :] < lengths[:, None])[:, None, None, :]
-        cross = self.cross_keys(states)
+        running = search.running
+        cross, mask = _shrink(self.cross_keys(states), mask, list(range(states.shape[0])), running)
         suppress = torch.tensor(rules.suppress, device=states.device)
         tokens = torch.tensor([rules.prompt] * search.sequences, device=states.device)
         caches: list[KeyValue] | None = None
@@ -101,8 +102,23 @@ class WhisperDecoder(nn.Module):
             if search.step == 0:
                 last[:, list(rules.suppress_first)] = -torch.inf
             parents, inputs = search.advance(last.float().cpu().numpy())
-            if parents is not None:
-                order = torch.from_numpy(parents).to(states.device)
-                caches = [(k.index_select(0, order), v.index_select(0, order)) for k, v in caches]
+            if search.running != running:  # rows done leave the batch
+                cross, mask = _shrink(cross, mask, running, search.running)
+                running = search.running
+            order = torch.from_numpy(parents).to(states.device)
+            caches = [(k.index_select(0, order), v.index_select(0, order)) for k, v in caches]
             tokens = torch.from_numpy(inputs).to(states.device)[:, None]
         return search.best()
+
+
+def _shrink(
+    cross: list[KeyValue], mask: Tensor | None, before: list[int], after: list[int]
+) -> tuple[list[KeyValue], Tensor | None]:
+    """The keys, values and key mask of rows ``after``, shrunk in place from those of rows
+    ``before`` (``app.asr.whisper.greedy.shrink``): only the rows that move are copied."""
+    tensors = [t for pair in cross for t in pair] + ([mask] if mask is not None else [])
+    for place, source in moves(before, after):
+        for tensor in tensors:
+            tensor[place] = tensor[source]
+    n = len(after)
+    return [(k[:n], v[:n]) for k, v in cross], mask[:n] if mask is not None else None

@@ -30,6 +30,7 @@ from app.asr.whisper.ctc_prefix import (
     starts_number,
     token_spellings,
 )
+from app.asr.whisper.greedy import shrink
 from app.asr.whisper.tokenizer import WhisperTokenizer
 
 CANDIDATES = 8
@@ -74,8 +75,8 @@ class TokenTable:
 class JointSearch:
     """Beam search over the decoder's tokens with CTC prefix scores, for a batch of rows.
 
-    The decoder runs ``rows * beams`` sequences side by side (row ``r``'s beams at ``r * beams +
-    k``). Each step takes every live beam's ``candidates`` most likely tokens, scores them
+    The decoder runs ``beams`` sequences per running row side by side (the ``i``-th running row's
+    at ``i * beams + k``). Each step takes every live beam's ``candidates`` most likely tokens, scores them
     ``beam + (1 - w) * log p_decoder + w * CTC gain``, and keeps the ``beams`` best that go on;
     end-of-text among them finishes a hypothesis (as Whisper's beam search does). A row is done when
     it has ``beams`` finished hypotheses and none still going scores better, or when its beams reach
@@ -110,37 +111,43 @@ class JointSearch:
         self.completed: list[list[Beam]] = [[] for _ in scorers]  # hypotheses ended by end-of-text or cap
         self.endings: list[list[Beam]] = [[] for _ in scorers]
         self.done = [cap <= 0 for cap in self.caps]
+        self.running = shrink(range(len(scorers)), self.done)  # as TokenSearch orders them
         self.step = 0
 
     @property
     def sequences(self) -> int:
-        """Sequences the decoder runs: ``beams`` per row."""
-        return len(self.scorers) * self.beams
+        """Sequences the decoder runs this step: ``beams`` per running row."""
+        return len(self.running) * self.beams
 
     @property
     def finished(self) -> bool:
         return all(self.done)
 
     def advance(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step, given the decoder's (rows * beams, vocab) logits (suppressed ones -inf).
+        """One step, given the decoder's (sequences, vocab) logits of the running rows (suppressed
+        ones -inf).
 
-        Returns, for each of the ``rows * beams`` sequences of the next step, the sequence of this
+        Returns, for each sequence of the next step (the rows then running), the sequence of this
         step it continues (to reorder the decoder's caches) and its next input token.
         """
         with np.errstate(invalid="ignore"):  # rows of finished beams may be all -inf
             top = logits.max(axis=-1, keepdims=True)
             log_probs = logits - (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))
-        parents = np.arange(self.sequences)
-        inputs = np.full(self.sequences, self.end_of_text, dtype=np.int64)
-        for row in range(len(self.scorers)):
-            first = row * self.beams
-            if self.done[row]:
-                continue
-            kept = self._advance_row(row, log_probs[first : first + self.beams])
-            for k, (parent, beam) in enumerate(kept):
-                parents[first + k] = first + parent
-                inputs[first + k] = beam.tokens[-1]
+        kept: dict[int, tuple[int, list[tuple[int, Beam]]]] = {}  # row: its first sequence, beams kept
+        for i, row in enumerate(self.running):
+            first = i * self.beams
+            kept[row] = first, self._advance_row(row, log_probs[first : first + self.beams])
         self.step += 1
+        self.running = following = shrink(self.running, self.done)
+        # a slot no hypothesis fills runs on as it was, fed end-of-text; its output is never read
+        parents = np.zeros(len(following) * self.beams, dtype=np.int64)
+        inputs = np.full(len(parents), self.end_of_text, dtype=np.int64)
+        for j, row in enumerate(following):
+            first, beams = kept[row]
+            parents[j * self.beams : (j + 1) * self.beams] = np.arange(first, first + self.beams)
+            for k, (parent, beam) in enumerate(beams):
+                parents[j * self.beams + k] = first + parent
+                inputs[j * self.beams + k] = beam.tokens[-1]
         return parents, inputs
 
     def _advance_row(self, row: int, log_probs: np.ndarray) -> list[tuple[int, Beam]]:
