@@ -22,8 +22,9 @@ from app.asr.whisper.weights import WhisperDims
 
 SECOND_PASS_PRECISIONS = ("fp32", "int8")
 SECOND_PASS_PRECISION = "int8"
-"""The served second pass's precision on ONNX Runtime: integer matrix products take 0.55x the time
-of float32 at a dev-set WER 0.45 points higher (docs/benchmarks.md); ``fp32`` is the exact one."""
+"""The served second pass's precision on ONNX Runtime: integer matrix products gave a mean dev WER
+of 15.7 % against 15.9 % for float32 (360 utterances) in 0.55x the time (docs/benchmarks.md);
+``fp32`` is the exact one, the same text as the PyTorch path."""
 
 
 @dataclass
