@@ -50,8 +50,8 @@ class TokenSearch(Protocol):
     by side (row ``running[i]``'s at ``i * beams + k``), one ``advance`` per step until
     ``finished``; ``best`` gives each row's text tokens. A row that is done leaves the decoder's
     batch (``running`` shrinks as :func:`shrink` orders it), so a batch costs what its rows cost,
-    not its longest row times its size. Greedy
-    decoding (:class:`GreedyRows`) and the joint CTC/attention beam search (``app.asr.whisper.joint``)."""
+    not its longest row times its size. Greedy decoding (:class:`GreedyRows`) and the joint
+    CTC/attention beam search (``app.asr.whisper.joint``)."""
 
     step: int
     beams: int

@@ -76,13 +76,13 @@ class JointSearch:
     """Beam search over the decoder's tokens with CTC prefix scores, for a batch of rows.
 
     The decoder runs ``beams`` sequences per running row side by side (the ``i``-th running row's
-    at ``i * beams + k``). Each step takes every live beam's ``candidates`` most likely tokens, scores them
-    ``beam + (1 - w) * log p_decoder + w * CTC gain``, and keeps the ``beams`` best that go on;
-    end-of-text among them finishes a hypothesis (as Whisper's beam search does). A row is done when
-    it has ``beams`` finished hypotheses and none still going scores better, or when its beams reach
-    its token cap. Its transcript is the best
-    of its finished hypotheses and of every live beam ended at every step (so a decoder that loops
-    on loses to the text it had before). One beam is greedy decoding with the CTC head's help.
+    at ``i * beams + k``; a row that is done leaves). Each step takes every live beam's
+    ``candidates`` most likely tokens, scores them ``beam + (1 - w) * log p_decoder + w * CTC
+    gain``, and keeps the ``beams`` best that go on; end-of-text among them finishes a hypothesis
+    (as Whisper's beam search does). A row is done when it has ``beams`` finished hypotheses and
+    none still going scores better, or when its beams reach its token cap. Its transcript is the
+    best of its finished hypotheses and of every live beam ended at every step (so a decoder that
+    loops on loses to the text it had before). One beam is greedy decoding with the CTC head's help.
     """
 
     def __init__(
