@@ -69,14 +69,18 @@ class CtcPrefixScorer:
     """
 
     def __init__(self, log_probs: np.ndarray, blank_id: int, char_ids: dict[str, int], delimiter: str) -> None:
-        self.log_probs = np.asarray(log_probs, dtype=np.float64)
+        self.log_probs = np.ascontiguousarray(np.asarray(log_probs, dtype=np.float64).T)  # (vocab, frames)
         self.blank_id = blank_id
         self.char_ids = char_ids
         self.delimiter = delimiter
-        self.blank_sums = np.cumsum(self.log_probs[:, blank_id])
+        # each token's log-probs summed over frames 0..t, and over frames before t: every
+        # extension by that token reads them
+        self.sums = np.cumsum(self.log_probs, axis=1)
+        self.shifted = np.concatenate([np.zeros((self.sums.shape[0], 1)), self.sums[:, :-1]], axis=1)
+        self.blank_sums = self.sums[blank_id]
 
     def empty(self) -> Prefix:
-        frames = self.log_probs.shape[0]
+        frames = self.log_probs.shape[1]
         return Prefix(np.full(frames, -np.inf), self.blank_sums.copy(), 0.0, ())
 
     def extend(self, prefix: Prefix, spelling: str) -> Prefix:
@@ -92,7 +96,7 @@ class CtcPrefixScorer:
         return prefix
 
     def _add(self, prefix: Prefix, char: int) -> Prefix:
-        emits = self.log_probs[:, char]
+        emits = self.log_probs[char]
         # paths that may emit ``char`` at frame t: the prefix done by t-1 (only ending in blank
         # when ``char`` repeats its last character); before frame 0 only the empty prefix is done
         done = (
@@ -101,13 +105,11 @@ class CtcPrefixScorer:
             else np.logaddexp(prefix.ends_char, prefix.ends_blank)
         )
         before = np.concatenate(([0.0 if not prefix.chars else -np.inf], done[:-1]))
-        sums = np.cumsum(emits)
-        shifted = np.concatenate(([0.0], sums[:-1]))
-        ends_char = sums + np.logaddexp.accumulate(before - shifted)
+        ends_char = self.sums[char] + np.logaddexp.accumulate(before - self.shifted[char])
         score = _log_sum_exp(before + emits)
         blank_before = np.concatenate(([-np.inf], ends_char[:-1]))
-        blank_shifted = np.concatenate(([0.0], self.blank_sums[:-1]))
-        ends_blank = self.blank_sums + np.logaddexp.accumulate(blank_before - blank_shifted)
+        blank = self.blank_id
+        ends_blank = self.sums[blank] + np.logaddexp.accumulate(blank_before - self.shifted[blank])
         return Prefix(ends_char, ends_blank, score, (*prefix.chars, char))
 
 
