@@ -175,8 +175,8 @@ class Settings(BaseSettings):
     second_pass_precision: Literal["auto", "fp32", "int8"] = Field(
         "auto",
         description="The second pass's arithmetic on the onnx runtime: int8 (integer matrix products, 0.55x the "
-        "time of fp32 at a dev-set WER 0.45 points higher) or fp32; auto is int8 on onnx and the model's own "
-        "precision on PyTorch (which serves only that).",
+        "time of fp32 at the same dev-set WER: 15.7 % against 15.9 %) or fp32; auto is int8 on onnx and the "
+        "model's own precision on PyTorch (which serves only that).",
     )
 
     # OpenAI compatibility (/v1/audio/transcriptions, /v1/realtime)

@@ -76,9 +76,9 @@ def quantize_onnx_integer(onnx_model: bytes, per_channel: bool = False, float_we
 
     ``per_channel``: one weight scale per output channel, else one per tensor. ``float_weights``:
     name prefixes of weights whose products stay float32 (a small output layer whose rounding
-    costs more accuracy than its time). Convolutions stay float32: ONNX Runtime's integer
-    convolution made the Whisper CTC network slower than float32 and matrix products alone 1.9x
-    faster (``docs/benchmarks.md``).
+    costs more accuracy than its time). Convolutions stay float32: with ONNX Runtime's integer
+    convolutions too, the Whisper CTC network took 1.4x the time of matrix products alone
+    (``docs/benchmarks.md``).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic  # 0.5 s to import: only when used
 

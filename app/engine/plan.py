@@ -9,8 +9,8 @@ and :meth:`HardwarePlan.precision_for`), one worker for ``compile``, the batcher
 default decoders (facts: a second pass, a language model). Step two takes device, precision,
 runtime and batch execution as the recognizer reports them: the shipped loader builds it from step
 one, so they are step one's; a test's stand-in model may run elsewhere, and the plan then says what
-runs. The engine logs the plan once at start and ``/v1/models`` shows
-it; nothing else reads ``auto``.
+runs. The engine logs the plan once at start and ``/v1/models`` shows it; nothing else reads
+``auto``.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ class HardwarePlan:
 
     def precision_for(self, network: str) -> str:
         """The precision for a bundle whose network is of type ``network``: ``auto`` on the CPU is
-        int8 for a Whisper network on ONNX Runtime (integer matrix products, 1.9x faster than fp32
-        at the same dev WER within half a point, docs/benchmarks.md) and fp32 otherwise (the
-        convolutional network's int8 is slower than its fp32)."""
+        int8 for a Whisper network on ONNX Runtime (about half fp32's time at the same dev WER:
+        ``app.asr.slim.recognizer.ctc_graph``) and fp32 otherwise (the convolutional network's
+        int8 is slower than its fp32)."""
         automatic = self.precision_setting == "auto" and self.device == "cpu"
         if automatic and network == "whisper_ctc" and self.runtime_for(network) == "onnx":
             return "int8"

@@ -37,8 +37,9 @@ def ctc_graph(
 ) -> bytes:
     """The CTC network as served in ``precision``: ``fp32``, or ``int8``: integer matrix products
     with one weight scale per output channel, the small CTC head in float32. On 10 s clips int8
-    takes 0.53x the time of fp32 at the same greedy dev WER within half a point; per-tensor scales
-    or an integer head lost 0.7-1.1 points on one dev set (docs/benchmarks.md)."""
+    takes 0.49x the time of fp32 at a mean greedy dev WER of 51.96 % against 51.82 %; per-tensor
+    scales or an integer head lost up to 1.1 points on one dev set (``python -m bench.int8 ctc``,
+    docs/benchmarks.md)."""
     graph = ctc_network(base, trained, network)
     return quantize_onnx_integer(graph, per_channel=True, float_weights=("head.",)) if precision == "int8" else graph
 

@@ -97,7 +97,8 @@ class SlimSecondPass:
         past_names = cache_names(self.dims.decoder_layers, "past")
         outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
         past = {name: np.zeros((search.sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
-        cross = _shrink(cross, list(range(len(next(iter(cross.values()))))), running)
+        rows = next(iter(cross.values())).shape[0]
+        cross = _shrink(cross, list(range(rows)), running)
         suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
         tokens = np.array([rules.prompt] * search.sequences, np.int64)
         while not search.finished:

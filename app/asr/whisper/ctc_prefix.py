@@ -108,8 +108,7 @@ class CtcPrefixScorer:
         ends_char = self.sums[char] + np.logaddexp.accumulate(before - self.shifted[char])
         score = _log_sum_exp(before + emits)
         blank_before = np.concatenate(([-np.inf], ends_char[:-1]))
-        blank = self.blank_id
-        ends_blank = self.sums[blank] + np.logaddexp.accumulate(blank_before - self.shifted[blank])
+        ends_blank = self.blank_sums + np.logaddexp.accumulate(blank_before - self.shifted[self.blank_id])
         return Prefix(ends_char, ends_blank, score, (*prefix.chars, char))
 
 
