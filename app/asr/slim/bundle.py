@@ -8,11 +8,13 @@ import numpy as np
 
 from app.asr.bundle_files import BundleError, check_weights, read_bundle_files
 from app.asr.configs import BundleConfig, WhisperCTCConfig
+from app.asr.whisper.adapter import adapter_shapes
 from app.asr.whisper.base import BaseUnavailable, base_file, load_base
 
 
 def trained_shapes(config: WhisperCTCConfig, base: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
-    """The names and shapes a bundle on ``base`` stores: the CTC head and the fine-tuned encoder blocks."""
+    """The names and shapes a bundle on ``base`` stores: the CTC head, the fine-tuned encoder blocks
+    and the decoder's adapter."""
     shapes: dict[str, tuple[int, ...]] = {
         "head.weight": (config.vocab_size, config.d_model),
         "head.bias": (config.vocab_size,),
@@ -20,7 +22,7 @@ def trained_shapes(config: WhisperCTCConfig, base: dict[str, np.ndarray]) -> dic
     for layer in config.tuned_layers:
         prefix = f"encoder.blocks.{layer}."
         shapes |= {k: tuple(v.shape) for k, v in base.items() if k.startswith(prefix)}
-    return shapes
+    return shapes | adapter_shapes(config, base)
 
 
 def load_whisper_bundle(path: Path | str) -> tuple[BundleConfig, WhisperCTCConfig, dict[str, np.ndarray]]:

@@ -77,7 +77,7 @@ class SlimRecognizer:
         graph = ctc_graph(base, trained, network, precision)
         self.network = OnnxCtcNetwork(graph, num_threads, spin_wait)
         self.frontend = NumpyWhisperLogMel(config.frontend)
-        self.passes = SlimSecondPass.from_base(network, num_threads, second_pass_precision)
+        self.passes = SlimSecondPass.from_base(network, num_threads, second_pass_precision, trained)
         self.passes.joint = joint_decoding(config, self.passes.tokenizer, second_pass_beams)
         encoder = sum(v.size for k, v in base.items() if k.startswith("encoder.") and k != "encoder.positions")
         self._parameters = encoder + sum(v.size for k, v in trained.items() if k.startswith("head."))
@@ -130,6 +130,8 @@ class SlimRecognizer:
         if not isinstance(model, WhisperCTC):
             raise TypeError(f"model {bundle.name} is not a Whisper network")
         trained = {k: v.detach().cpu().float().numpy() for k, v in model.trained_state().items()}
+        if bundle.second_pass is not None:
+            trained |= bundle.second_pass.adapter
         joint = bundle.second_pass.joint if bundle.second_pass is not None else None
         beams = joint.beams if joint is not None else None  # as the bundle was loaded
         return cls(bundle.config, trained, precision, num_threads, spin_wait, pads_batches, bundle.path, beams)

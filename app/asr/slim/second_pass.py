@@ -4,7 +4,7 @@ the networks, NumPy for greedy decoding. The same maths and the same text as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +14,7 @@ from app.asr.configs import WhisperCTCConfig
 from app.asr.onnx_int8 import quantize_onnx_integer
 from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
+from app.asr.whisper.adapter import adapted
 from app.asr.whisper.base import base_file, load_base
 from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, moves, token_caps
 from app.asr.whisper.joint import JointDecoding
@@ -45,13 +46,22 @@ class SlimSecondPass:
     joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
 
     @classmethod
-    def from_base(cls, config: WhisperCTCConfig, num_threads: int = 0, precision: str = "fp32") -> SlimSecondPass:
-        """Build both graphs from the installed base of ``config`` and open them on the CPU, as they
-        are (``fp32``) or with integer matrix products (``int8``, :func:`quantize_onnx_integer`)."""
+    def from_base(
+        cls,
+        config: WhisperCTCConfig,
+        num_threads: int = 0,
+        precision: str = "fp32",
+        trained: Mapping[str, np.ndarray] | None = None,
+    ) -> SlimSecondPass:
+        """Build both graphs from the installed base of ``config``, its decoder adapted by the
+        bundle's weights ``trained`` where they hold an adapter (``app.asr.whisper.adapter``), and
+        open them on the CPU, as they are (``fp32``) or with integer matrix products (``int8``,
+        :func:`quantize_onnx_integer`)."""
         if precision not in SECOND_PASS_PRECISIONS:
             raise ValueError(f"the second pass runs in {' or '.join(SECOND_PASS_PRECISIONS)}, not {precision}")
         path = base_file(config.base)
-        dims, state = load_base(path)
+        dims, base = load_base(path)
+        state = adapted(base, trained or {})
         graphs = [second_pass_encoder(state, dims), decoder_step(state, dims)]
         if precision == "int8":
             graphs = [quantize_onnx_integer(graph) for graph in graphs]

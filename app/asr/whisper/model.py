@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from app.asr.configs import WhisperCTCConfig
+from app.asr.whisper.adapter import adapted, adapter_of
 from app.asr.whisper.base import base_file, load_base
 from app.asr.whisper.decoder import WhisperDecoder
 from app.asr.whisper.encoder import WhisperEncoder
@@ -78,17 +79,23 @@ class SecondPass:
     tokenizer: WhisperTokenizer
     rules: DecodingRules
     joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
+    adapter: dict[str, np.ndarray] = field(default_factory=dict)  # the decoder's adapter, as the bundle stores it
 
     @classmethod
-    def from_base(cls, config: WhisperCTCConfig) -> SecondPass:
+    def from_base(cls, config: WhisperCTCConfig, trained: Mapping[str, np.ndarray] | None = None) -> SecondPass:
+        """The installed base of ``config``, its decoder adapted by the bundle's weights ``trained``
+        where they hold an adapter (``app.asr.whisper.adapter``)."""
         path = base_file(config.base)
-        dims, state = load_base(path)
+        dims, base = load_base(path)
+        adapter = adapter_of(trained or {})
+        state = adapted(base, adapter)
         encoder = WhisperEncoder(dims.n_mels, dims.d_model, dims.heads, dims.encoder_layers, dims.max_frames)
         encoder.load_state_dict(as_tensors(part(state, "encoder")))
         decoder = WhisperDecoder(dims.vocab_size, dims.d_model, dims.heads, dims.decoder_layers, dims.max_tokens)
         decoder.load_state_dict(as_tensors(part(state, "decoder")))
         tokenizer = WhisperTokenizer(path)
-        return cls(encoder.eval(), decoder.eval(), tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens))
+        rules = tokenizer.rules(dims.vocab_size, dims.max_tokens)
+        return cls(encoder.eval(), decoder.eval(), tokenizer, rules, adapter=adapter)
 
     @torch.inference_mode()
     def transcribe(

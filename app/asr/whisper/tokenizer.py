@@ -44,6 +44,10 @@ class WhisperTokenizer:
         """The text of ordinary tokens (special ones dropped), without the leading space."""
         return self._tokenizer.decode([i for i in ids if i < self.end_of_text]).strip()
 
+    def encode(self, text: str) -> list[int]:
+        """The ordinary tokens of ``text`` (no special ones; Whisper's texts start with a space)."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
     def token_texts(self) -> list[str]:
         """The text of each ordinary token, by id (a token of part of a character reads as U+FFFD)."""
         return [self._tokenizer.decode([i]) for i in range(self.end_of_text)]
