@@ -74,9 +74,10 @@ def main() -> None:
     if not isinstance(config, WhisperCTCConfig) or bundle.second_pass is None:
         raise SystemExit(f"{args.model} is not a Whisper CTC bundle")
     dims, base = load_base(base_file(config.base))
-    ctc_graph = ctc_network(base, read_bundle_files(args.model)[1], config)  # float32, as the server loads them
+    trained = read_bundle_files(args.model)[1]  # float32, as the server loads them
+    ctc_graph = ctc_network(base, trained, config)
     ctc = OnnxCtcNetwork(ctc_graph, args.threads)
-    slim = SlimSecondPass.from_base(config, args.threads)
+    slim = SlimSecondPass.from_base(config, args.threads, "fp32", trained)
     clip = speech_clip(args.data, args.seconds)
     frontend = WhisperLogMel(bundle.config.frontend)  # type: ignore[arg-type]
     features, lengths = frontend(torch.from_numpy(clip)[None], torch.tensor([clip.size]))

@@ -115,7 +115,7 @@ def test_decoder_step_with_a_cache_equals_one_step_of_all_tokens(network: Whispe
 
 def test_second_pass_text_equals_torch(bundle: Bundle, network: WhisperCTCConfig, clips: list[np.ndarray]) -> None:
     assert bundle.second_pass is not None
-    slim = SlimSecondPass.from_base(network, 2)
+    slim = SlimSecondPass.from_base(network, 2, "fp32", read_bundle_files(BUNDLE)[1])  # with the bundle's adapter
     assert slim.num_parameters() == bundle.second_pass.num_parameters()
     for wave in clips:
         features, lengths = log_mel(bundle, [wave])
