@@ -40,7 +40,7 @@ from safetensors.numpy import save_file
 from torch import Tensor, nn
 
 from app.asr.bundle import load_bundle
-from app.asr.bundle_files import CONFIG_FILE, WEIGHTS_FILE, read_bundle_files
+from app.asr.bundle_files import WEIGHTS_FILE, read_bundle_files, write_network_settings
 from app.asr.configs import CROSS_ATTENTION, WhisperCTCConfig
 from app.asr.features import WhisperLogMel
 from app.asr.whisper.adapter import ADAPTED, PREFIX
@@ -354,9 +354,7 @@ def run_export(adapter: Path, model: Path) -> Path:
     state = {k: np.ascontiguousarray(v, dtype=np.float16) for k, v in {**kept, **weights}.items()}
     save_file(state, str(model / WEIGHTS_FILE), metadata={"name": config.name, "format": "pt"})
     layers = [layer for layer in ADAPTED if f"{PREFIX}blocks.0.{layer}.down" in weights]
-    network = config.model.model_copy(update={"decoder_adapter_rank": rank, "decoder_adapter_layers": layers})
-    updated = config.model_copy(update={"model": WhisperCTCConfig.model_validate(network.model_dump())})
-    (model / CONFIG_FILE).write_text(updated.model_dump_json(indent=2) + "\n")
+    write_network_settings(model, decoder_adapter_rank=rank, decoder_adapter_layers=layers)
     load_bundle(model)
     logger.info("adapter of rank %d written to %s", rank, model)
     return model

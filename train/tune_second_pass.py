@@ -24,7 +24,7 @@ from typing import Any
 import jiwer
 import numpy as np
 
-from app.asr.bundle_files import CONFIG_FILE, read_config
+from app.asr.bundle_files import CONFIG_FILE, read_config, write_network_settings
 from app.asr.configs import WhisperCTCConfig
 from app.asr.slim.recognizer import SlimRecognizer
 from app.asr.text import spoken_form
@@ -71,12 +71,9 @@ def decode_settings(recognizer: SlimRecognizer, wave: np.ndarray, settings: list
 
 def write_setting(model: Path, setting: Setting) -> None:
     """Store ``setting`` as the bundle's ``ctc_weight`` and ``ctc_beams``."""
-    config = read_config(model)
-    if not isinstance(config.model, WhisperCTCConfig):
+    if not isinstance(read_config(model).model, WhisperCTCConfig):
         raise SystemExit(f"{model} is not a Whisper bundle")
-    network = config.model.model_copy(update={"ctc_weight": setting[0], "ctc_beams": setting[1]})
-    updated = config.model_copy(update={"model": WhisperCTCConfig.model_validate(network.model_dump())})
-    (model / CONFIG_FILE).write_text(updated.model_dump_json(indent=2) + "\n")
+    write_network_settings(model, ctc_weight=setting[0], ctc_beams=setting[1])
 
 
 def main(argv: list[str] | None = None) -> None:

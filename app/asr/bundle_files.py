@@ -57,6 +57,16 @@ def read_config(path: Path | str) -> BundleConfig:
         raise BundleError(f"model bundle {path}: invalid {CONFIG_FILE}: {problems}") from exc
 
 
+def write_network_settings(path: Path | str, **settings: object) -> BundleConfig:
+    """Set fields of the network config in the bundle's ``config.json`` (validated) and return
+    the new config: what tuning and adapter steps write into a bundle."""
+    config = read_config(path)
+    network = type(config.model).model_validate({**config.model.model_dump(), **settings})
+    updated = config.model_copy(update={"model": network})
+    (Path(path) / CONFIG_FILE).write_text(updated.model_dump_json(indent=2) + "\n")
+    return updated
+
+
 def read_bundle_files(path: Path | str) -> tuple[BundleConfig, dict[str, np.ndarray]]:
     """The validated config and the stored weights (NumPy) of the bundle folder ``path``; weights
     stored in float16 come back as float32, the precision every runtime loads them in."""
