@@ -30,9 +30,8 @@ import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +42,7 @@ from app.asr.bundle import load_bundle
 from app.asr.bundle_files import WEIGHTS_FILE, read_bundle_files, write_network_settings
 from app.asr.configs import CROSS_ATTENTION, WhisperCTCConfig
 from app.asr.features import WhisperLogMel
+from app.asr.text import normalize_text
 from app.asr.whisper.adapter import ADAPTED, PREFIX
 from app.asr.whisper.greedy import WINDOW_FRAMES
 from app.asr.whisper.model import SecondPass
@@ -69,10 +69,6 @@ def whisper_style(text: str) -> str:
     return text[:1].upper() + text[1:] + "."
 
 
-def sentence_key(text: str) -> str:
-    return " ".join(re.sub(r"[^\w' ]", " ", text.lower()).split())
-
-
 def run_cache(
     manifest: Path, out: Path, model: Path, exclude: list[Path], limit: int | None, seed: int = 0, batch: int = 8
 ) -> Path:
@@ -81,11 +77,11 @@ def run_cache(
     config, _ = read_bundle_files(model)
     if not isinstance(config.model, WhisperCTCConfig):
         raise SystemExit(f"{model} is not a Whisper bundle")
-    excluded = {sentence_key(row["text"]) for path in exclude for row in read_manifest(path)}
+    excluded = {normalize_text(row["text"]) for path in exclude for row in read_manifest(path)}
     rows = [
         r
         for r in read_manifest(manifest)
-        if sentence_key(r["text"]) not in excluded and r.get("duration", 0.0) < MAX_SECONDS
+        if normalize_text(r["text"]) not in excluded and r.get("duration", 0.0) < MAX_SECONDS
     ]
     random.Random(seed).shuffle(rows)
     rows = rows[:limit]
@@ -183,7 +179,6 @@ class AdapterConfig:
     seed: int = 0
     layers: tuple[str, ...] = CROSS_ATTENTION  # adapting every layer lost some English (docs/benchmarks.md)
     resume: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class CachedWindows:
@@ -279,13 +274,13 @@ def run_train(cfg: AdapterConfig) -> Path:
     wrappers = attach(decoder, cfg.rank, cfg.alpha, cfg.dropout, tuple(cfg.layers))
     parameters = [p for w in wrappers.values() for p in (w.down, w.up)]
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=0.01)
-    step = 0
+    step, history = 0, list[dict[str, object]]()
     if saved is not None:
         for name, wrapper in wrappers.items():
             wrapper.down.data.copy_(saved["down"][name])
             wrapper.up.data.copy_(saved["up"][name])
         optimizer.load_state_dict(saved["optimizer"])
-        step, cfg.history = saved["step"], saved["history"]
+        step, history = saved["step"], saved["history"]
         logger.info("resumed at step %d", step)
 
     def scale(s: int) -> float:
@@ -298,8 +293,8 @@ def run_train(cfg: AdapterConfig) -> Path:
     rng = random.Random(cfg.seed * 1_000_003 + step)  # a resumed run draws new batches
     order: list[tuple[CachedWindows, int]] = []
     if step == 0:
-        cfg.history.append({"step": 0, "dev": dev_loss(decoder, dev_sets, prompt, end)})
-        logger.info("step 0: dev %s", cfg.history[-1]["dev"])
+        history.append({"step": 0, "dev": dev_loss(decoder, dev_sets, prompt, end)})
+        logger.info("step 0: dev %s", history[-1]["dev"])
     started, running = time.perf_counter(), None
     while step < cfg.steps:
         if len(order) < cfg.batch:
@@ -321,11 +316,11 @@ def run_train(cfg: AdapterConfig) -> Path:
             started = time.perf_counter()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             dev = dev_loss(decoder, dev_sets, prompt, end)
-            cfg.history.append({"step": step, "train": round(running, 4), "dev": dev})
-            logger.info("step %d: dev %s", step, cfg.history[-1]["dev"])
+            history.append({"step": step, "train": round(running, 4), "dev": dev})
+            logger.info("step %d: dev %s", step, dev)
             payload = {
                 "step": step,
-                "history": cfg.history,
+                "history": history,
                 "down": {n: w.down.detach().clone() for n, w in wrappers.items()},
                 "up": {n: w.up.detach().clone() for n, w in wrappers.items()},
                 "weights": adapter_weights(wrappers),
@@ -392,7 +387,7 @@ def run(argv: list[str] | None = None) -> Path:
     sub.add_argument("--layers", nargs="+", default=list(CROSS_ATTENTION), choices=ADAPTED, help="layers adapted")
     sub.add_argument("--resume", action="store_true")
     t = sub.parse_args(rest)
-    return run_train(AdapterConfig(**{k: v for k, v in vars(t).items()}))
+    return run_train(AdapterConfig(**vars(t)))
 
 
 if __name__ == "__main__":
