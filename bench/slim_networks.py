@@ -101,7 +101,8 @@ def main() -> None:
             f"{name}: torch {row['torch_s'] * 1000:.1f} ms, ONNX Runtime {row['onnxruntime_s'] * 1000:.1f} ms, "
             f"torch / ONNX Runtime = {row['torch_over_onnxruntime']:.2f}"
         )
-    graphs = {"ctc_network": ctc_graph, "second_pass_encoder": second_pass_encoder(base, dims)}
+    own_length = config.second_pass_states == "own_length"
+    graphs = {"ctc_network": ctc_graph, "second_pass_encoder": second_pass_encoder(base, dims, own_length=own_length)}
     graphs["decoder_step"] = decoder_step(base, dims)
     for name, graph in graphs.items():
         print(f"{name} operators as ONNX Runtime runs them (ORT_ENABLE_ALL):")

@@ -32,6 +32,7 @@ import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -40,11 +41,10 @@ from torch import Tensor, nn
 
 from app.asr.bundle import load_bundle
 from app.asr.bundle_files import WEIGHTS_FILE, read_bundle_files, write_network_settings
-from app.asr.configs import CROSS_ATTENTION, WhisperCTCConfig
+from app.asr.configs import CROSS_ATTENTION, SecondPassStates, WhisperCTCConfig
 from app.asr.features import WhisperLogMel
 from app.asr.text import normalize_text
 from app.asr.whisper.adapter import ADAPTED, PREFIX
-from app.asr.whisper.greedy import WINDOW_FRAMES
 from app.asr.whisper.model import SecondPass
 from train.data.audio_io import read_audio, read_manifest
 
@@ -70,10 +70,19 @@ def whisper_style(text: str) -> str:
 
 
 def run_cache(
-    manifest: Path, out: Path, model: Path, exclude: list[Path], limit: int | None, seed: int = 0, batch: int = 8
+    manifest: Path,
+    out: Path,
+    model: Path,
+    exclude: list[Path],
+    limit: int | None,
+    seed: int = 0,
+    batch: int = 8,
+    states: SecondPassStates | None = None,
 ) -> Path:
-    """Encode the 30 s windows of ``manifest``'s utterances (shuffled with ``seed``, at most ``limit``,
-    none whose sentence is in an ``exclude`` manifest) and write their states and targets to ``out``."""
+    """Encode ``manifest``'s utterances (shuffled with ``seed``, at most ``limit``, none whose
+    sentence is in an ``exclude`` manifest) as the second pass reads them (``states``, default the
+    bundle's ``second_pass_states``), and write their states and targets to ``out``: the 30 s
+    window per utterance, or each utterance's own frames end to end (``CachedWindows``)."""
     config, _ = read_bundle_files(model)
     if not isinstance(config.model, WhisperCTCConfig):
         raise SystemExit(f"{model} is not a Whisper bundle")
@@ -85,14 +94,17 @@ def run_cache(
     ]
     random.Random(seed).shuffle(rows)
     rows = rows[:limit]
-    second = SecondPass.from_base(config.model)  # the pretrained decoder: targets, not adapted ones
+    mode = states or config.model.second_pass_states
+    second = SecondPass.from_base(config.model.model_copy(update={"second_pass_states": mode}))  # not adapted
     frontend = WhisperLogMel(config.frontend)  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
-    frames = config.model.max_frames
-    states = np.lib.format.open_memmap(
-        out / STATES_FILE, mode="w+", dtype=np.float16, shape=(len(rows), frames, config.model.d_model)
-    )
-    targets = []
+    windows = None
+    if mode == "window":
+        shape = (len(rows), config.model.max_frames, config.model.d_model)
+        windows = np.lib.format.open_memmap(out / STATES_FILE, mode="w+", dtype=np.float16, shape=shape)
+    pieces: list[np.ndarray] = []
+    targets: list[dict[str, Any]] = []
+    frames_so_far = 0
     started = time.perf_counter()
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
@@ -101,17 +113,29 @@ def run_cache(
         for i, a in enumerate(audio):
             waves[i, : len(a)] = torch.from_numpy(a)
         with torch.inference_mode():
-            features, _ = frontend(waves, torch.tensor([len(a) for a in audio]))
-            window = nn.functional.pad(features, (0, WINDOW_FRAMES - features.shape[-1]))
-            encoded, _ = second.encoder(window, torch.full((len(audio),), WINDOW_FRAMES))
-        states[start : start + len(chunk)] = encoded.numpy().astype(np.float16)
-        for row in chunk:
+            features, lengths = frontend(waves, torch.tensor([len(a) for a in audio]))
+            encoded, state_lengths = second.encode(features, lengths)
+        encoded16 = encoded.numpy().astype(np.float16)
+        for i, row in enumerate(chunk):
             target = whisper_style(row["text"])
-            targets.append({"text": row["text"], "target": target, "ids": second.tokenizer.encode(" " + target)})
+            ids = second.tokenizer.encode(" " + target)
+            entry: dict[str, Any] = {"text": row["text"], "target": target, "ids": ids}
+            if windows is not None:
+                windows[start + i] = encoded16[i]
+            else:
+                frames = int(state_lengths[i])
+                pieces.append(encoded16[i, :frames])
+                entry |= {"start": frames_so_far, "frames": frames}
+                frames_so_far += frames
+            targets.append(entry)
         if start % (50 * batch) == 0:
             logger.info("%s: %d / %d in %.0f s", out.name, start + len(chunk), len(rows), time.perf_counter() - started)
-    states.flush()
-    summary = {"manifest": str(manifest), "utterances": len(rows), "excluded": [str(p) for p in exclude]}
+    if windows is not None:
+        windows.flush()
+    else:
+        np.save(out / STATES_FILE, np.concatenate(pieces))
+    summary = {"manifest": str(manifest), "utterances": len(rows), "states": mode}
+    summary["excluded"] = [str(p) for p in exclude]
     (out / TARGETS_FILE).write_text(json.dumps({**summary, "targets": targets}) + "\n")
     return out
 
@@ -189,6 +213,7 @@ class CachedWindows:
     def __init__(self, folder: Path) -> None:
         self.name = folder.name
         self.states = np.load(folder / STATES_FILE, mmap_mode="r")
+        self.mode: SecondPassStates = "window" if self.states.ndim == 3 else "own_length"
         targets = json.loads((folder / TARGETS_FILE).read_text())["targets"]
         self.ids = [t["ids"] for t in targets]
         self.spans = [(t["start"], t["frames"]) for t in targets] if self.states.ndim == 2 else None
@@ -287,6 +312,10 @@ def run_train(cfg: AdapterConfig) -> Path:
         return min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps))
 
     train_sets, dev_sets = parse_sets(cfg.train), parse_sets(cfg.dev)
+    modes = {s.mode for s, _ in train_sets + dev_sets}
+    if len(modes) != 1:
+        raise SystemExit(f"the caches hold states of different kinds ({', '.join(sorted(modes))}): make them alike")
+    states = modes.pop()
     items = [(s, i) for s, repeats in train_sets for i in range(len(s.ids)) for _ in range(repeats)]
     logger.info("adapter: %d parameters, %d training items", sum(p.numel() for p in parameters), len(items))
     prompt, end = second.rules.prompt, second.rules.end_of_text
@@ -324,12 +353,13 @@ def run_train(cfg: AdapterConfig) -> Path:
                 "down": {n: w.down.detach().clone() for n, w in wrappers.items()},
                 "up": {n: w.up.detach().clone() for n, w in wrappers.items()},
                 "weights": adapter_weights(wrappers),
+                "states": states,
                 "optimizer": optimizer.state_dict(),
                 "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             }
             torch.save(payload, cfg.out / "last.tmp")
             (cfg.out / "last.tmp").replace(last)
-            torch.save(payload["weights"], cfg.out / f"adapter_{step}.pt")
+            torch.save({"weights": payload["weights"], "states": states}, cfg.out / f"adapter_{step}.pt")
     return last
 
 
@@ -338,9 +368,12 @@ def run_train(cfg: AdapterConfig) -> Path:
 
 def run_export(adapter: Path, model: Path) -> Path:
     """Store the adapter (a ``last.pt`` or an ``adapter_<step>.pt``) in the bundle ``model``, replacing
-    any it had, and set its rank in the config; the bundle is then loaded as the server loads it."""
+    any it had, and set its rank, layers and the states it was trained on (``second_pass_states``:
+    the served second pass reads what its adapter learnt from) in the config; the bundle is then
+    loaded as the server loads it."""
     saved = torch.load(adapter, weights_only=False)
     weights: dict[str, np.ndarray] = saved.get("weights", saved)
+    states = saved.get("states", "window")  # earlier runs trained on the 30 s window only
     config, stored = read_bundle_files(model)
     if not isinstance(config.model, WhisperCTCConfig):
         raise SystemExit(f"{model} is not a Whisper bundle")
@@ -349,9 +382,9 @@ def run_export(adapter: Path, model: Path) -> Path:
     state = {k: np.ascontiguousarray(v, dtype=np.float16) for k, v in {**kept, **weights}.items()}
     save_file(state, str(model / WEIGHTS_FILE), metadata={"name": config.name, "format": "pt"})
     layers = [layer for layer in ADAPTED if f"{PREFIX}blocks.0.{layer}.down" in weights]
-    write_network_settings(model, decoder_adapter_rank=rank, decoder_adapter_layers=layers)
+    write_network_settings(model, decoder_adapter_rank=rank, decoder_adapter_layers=layers, second_pass_states=states)
     load_bundle(model)
-    logger.info("adapter of rank %d written to %s", rank, model)
+    logger.info("adapter of rank %d (trained on %s states) written to %s", rank, states, model)
     return model
 
 
@@ -372,8 +405,11 @@ def run(argv: list[str] | None = None) -> Path:
         sub.add_argument("--exclude", type=Path, nargs="*", default=[], help="manifests whose sentences are left out")
         sub.add_argument("--limit", type=int, default=None)
         sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument(
+            "--states", choices=get_args(SecondPassStates), help="default: the bundle's second_pass_states"
+        )
         c = sub.parse_args(rest)
-        return run_cache(c.manifest, c.out, c.model, c.exclude, c.limit, c.seed)
+        return run_cache(c.manifest, c.out, c.model, c.exclude, c.limit, c.seed, states=c.states)
     if args.step == "export":
         sub.add_argument("--adapter", type=Path, required=True)
         e = sub.parse_args(rest)

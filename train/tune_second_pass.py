@@ -53,7 +53,7 @@ def decode_settings(recognizer: SlimRecognizer, wave: np.ndarray, settings: list
     passes = recognizer.passes
     features, lengths = recognizer._features([wave])
     log_probs = recognizer._log_probs(features, lengths)
-    cross = passes.cross_keys(features)
+    cross = passes.cross_keys(features, lengths)
     caps = token_caps(lengths.tolist())
     joint = passes.joint or JointDecoding.of(
         recognizer.config, passes.tokenizer.token_texts(), passes.rules.end_of_text, 0.0, 1

@@ -143,6 +143,10 @@ CROSS_ATTENTION: tuple[DecoderLinear, ...] = ("cross_attn.query", "cross_attn.ke
 """The layers a decoder adapter changes by default: how the decoder reads the speech, not its
 language model (``train.decoder_adapter`` says what adapting every layer did)."""
 
+SecondPassStates = Literal["window", "own_length"]
+"""What the second pass's decoder attends to: the pretrained encoder's states of the 30 s window
+(``window``) or of the clip's own length (``own_length``, the encoder masked like the CTC path's)."""
+
 
 class WhisperCTCConfig(BaseModel):
     """Whisper's pretrained encoder with a CTC head trained here; its pretrained decoder is the second pass.
@@ -174,6 +178,11 @@ class WhisperCTCConfig(BaseModel):
     decoder_adapter_layers: list[DecoderLinear] = Field(
         default_factory=lambda: list(CROSS_ATTENTION),
         description="the linear layers of each decoder block that the adapter changes",
+    )
+    second_pass_states: SecondPassStates = Field(
+        "window",
+        description="what the second pass's decoder reads: the pretrained encoder on the clip zero-padded to"
+        " 30 s (window, as Whisper runs) or on the clip's own length (own_length, less work for short clips)",
     )
 
     @property

@@ -45,7 +45,8 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.copytree(SHIPPED, bundle)
     _strip_adapter(bundle)
     cache = root / "cache" / "tiny"
-    decoder_adapter.run(["cache", "--manifest", str(root / "tiny.jsonl"), "--out", str(cache), "--model", str(bundle)])
+    decoder_adapter.run(["cache", "--manifest", str(root / "tiny.jsonl"), "--out", str(cache), "--model", str(bundle),
+                         "--states", "window"])  # fmt: skip
     decoder_adapter.run(["cache", "--manifest", str(root / "tiny.jsonl"), "--out", str(root / "cache" / "kept"),
                          "--model", str(bundle), "--exclude", str(root / "held_out.jsonl")])  # fmt: skip
     args = ["--train", f"{cache}:2", "--dev", str(cache), "--out", str(root / "run"), "--model", str(bundle)]
@@ -119,6 +120,31 @@ def test_both_runtimes_serve_the_same_adapted_text(recipe: dict[str, Path]) -> N
         features, lengths = frontend(torch.from_numpy(wave)[None], torch.tensor([wave.size]))
         reference = bundle.second_pass.transcribe(features, lengths)
         assert reference[0] and slim.transcribe(features.numpy(), lengths.numpy()) == reference
+
+
+def test_an_adapter_trained_on_own_length_states_is_served_on_them(recipe: dict[str, Path], tmp_path: Path) -> None:
+    own = recipe["root"] / "cache" / "own"
+    manifest = str(recipe["root"] / "tiny.jsonl")
+    cache = ["cache", "--manifest", manifest, "--out", str(own), "--model", str(recipe["bundle"])]
+    decoder_adapter.run([*cache, "--states", "own_length"])
+    states = np.load(own / "states.npy", mmap_mode="r")
+    targets = json.loads((own / "targets.json").read_text())["targets"]
+    samples = {text: sf.info(recipe["root"] / f"{i}.wav").frames for i, text in enumerate(TEXTS)}
+    frames = [-(-(samples[t["text"]] // 160) // 2) for t in targets]  # each clip's own: 50 per second
+    assert [t["frames"] for t in targets] == frames
+    assert [t["start"] for t in targets] == np.cumsum([0, *frames[:-1]]).tolist()
+    assert states.shape == (sum(frames), 384)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(recipe["bundle"], bundle)
+    train = ["train", "--model", str(bundle), "--steps", "4", "--batch", "4", "--rank", "4", "--eval-every", "4"]
+    with pytest.raises(SystemExit, match="different kinds"):
+        decoder_adapter.run([*train, "--train", str(own), "--dev", str(recipe["cache"]), "--out", str(tmp_path / "x")])
+    decoder_adapter.run([*train, "--train", str(own), "--dev", str(own), "--out", str(tmp_path / "run")])
+    assert load_bundle(bundle).config.model.second_pass_states == "window"  # type: ignore[union-attr]
+    decoder_adapter.run(["export", "--adapter", str(tmp_path / "run" / "adapter_4.pt"), "--model", str(bundle)])
+    served = load_bundle(bundle)
+    assert served.config.model.second_pass_states == "own_length"  # type: ignore[union-attr]
+    assert served.second_pass is not None and served.second_pass.own_length
 
 
 def test_a_bundle_whose_adapter_does_not_fit_is_refused(recipe: dict[str, Path], tmp_path: Path) -> None:

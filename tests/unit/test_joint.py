@@ -70,6 +70,19 @@ def test_extending_token_by_token_equals_extending_at_once(log_probs: np.ndarray
     assert pieces.end_score == pytest.approx(whole.end_score)
 
 
+def test_extensions_are_remembered_until_forgotten(log_probs: np.ndarray) -> None:
+    scorer = CtcPrefixScorer(log_probs, 0, CHAR_IDS, " ")
+    ab = scorer.extend(scorer.empty(), "ab")
+    again = scorer.extend(scorer.empty(), "ab a")  # passes through "ab": the same state, not a new one
+    assert scorer.extend(scorer.empty(), "ab") is ab
+    scorer.forget()
+    fresh = scorer.extend(scorer.empty(), "ab a")
+    assert fresh is not again and fresh.chars == again.chars
+    assert fresh.score == again.score and fresh.end_score == again.end_score
+    labels = tuple(CHAR_IDS[c] for c in "ab a")
+    assert fresh.score == pytest.approx(brute_force(log_probs, labels)[0], abs=1e-9)
+
+
 def test_empty_prefix_scores() -> None:
     log_probs = np.log(np.full((3, len(TOKENS)), 1 / len(TOKENS)))
     prefix = CtcPrefixScorer(log_probs, 0, CHAR_IDS, " ").empty()

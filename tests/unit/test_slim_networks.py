@@ -20,6 +20,7 @@ from app.asr.slim.graphs import cache_names, ctc_network, decoder_step
 from app.asr.slim.second_pass import SlimSecondPass
 from app.asr.slim.sessions import OnnxCtcNetwork, cpu_session
 from app.asr.whisper.base import base_file, load_base
+from app.asr.whisper.model import SecondPass
 from tests.support import cv100_clips
 
 BUNDLE = "models/en-whisper-tiny"
@@ -100,6 +101,7 @@ def test_decoder_step_with_a_cache_equals_one_step_of_all_tokens(network: Whispe
         n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
         for n in cache_names(dims.decoder_layers, "cross")
     }
+    cross["cross_bias"] = np.zeros((1, 1, 1, 50), np.float32)
     empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
     tokens = np.array([[50257, 50362, 383, 3797]])
     whole, *whole_cache = session.run(None, {"tokens": tokens, **empty, **cross})
@@ -125,6 +127,35 @@ def test_second_pass_text_equals_torch(bundle: Bundle, network: WhisperCTCConfig
     assert slim.transcribe(features.numpy(), lengths.numpy()) == bundle.second_pass.transcribe(features, lengths)
 
 
+@pytest.fixture(scope="module")
+def own_length(bundle: Bundle, network: WhisperCTCConfig) -> tuple[SecondPass, SlimSecondPass]:
+    """Both runtimes' second pass of the bundle with its encoder at each clip's own length."""
+    config = network.model_copy(update={"second_pass_states": "own_length"})
+    trained = read_bundle_files(BUNDLE)[1]
+    return SecondPass.from_base(config, trained), SlimSecondPass.from_base(config, 2, "fp32", trained)
+
+
+def test_own_length_second_pass_equals_torch_and_masks_a_padded_batch(
+    bundle: Bundle, own_length: tuple[SecondPass, SlimSecondPass], clips: list[np.ndarray]
+) -> None:
+    torch_pass, slim = own_length
+    assert torch_pass.own_length and slim.own_length
+    waves = [clips[0], clips[1][:30_000], clips[2][:50_000]]
+    alone = []
+    for wave in waves:
+        features, lengths = log_mel(bundle, [wave])
+        cross = slim.cross_keys(features.numpy(), lengths.numpy())
+        assert cross["cross_key_0"].shape[2] == -(-features.shape[-1] // 2)  # the clip's frames, not 1500
+        alone += torch_pass.transcribe(features, lengths)
+    assert all(alone)
+    features, lengths = log_mel(bundle, waves)
+    assert torch_pass.transcribe(features, lengths) == alone  # padded rows masked, in both runtimes
+    assert slim.transcribe(features.numpy(), lengths.numpy()) == alone
+    bias = slim.cross_keys(features.numpy(), lengths.numpy())["cross_bias"]
+    assert bias.shape == (3, 1, 1, -(-features.shape[-1] // 2))
+    assert np.isinf(bias[1]).any() and not np.isinf(bias[0]).any()
+
+
 def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
     network: WhisperCTCConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -146,6 +177,7 @@ def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
         n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
         for n in cache_names(dims.decoder_layers, "cross")
     }
+    cross["cross_bias"] = np.zeros((1, 1, 1, 50), np.float32)
     empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
     feeds = {"tokens": np.array([[50257, 50362, 383]]), **empty, **cross}
     exact = cpu_session(graph, 2).run(["logits"], feeds)[0][0]

@@ -20,7 +20,9 @@ from app.asr.whisper.weights import part
 from tests.support import cv100_clips
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ENCODER_TOLERANCE = 2e-3  # max |difference| of the encoder states (values up to about 15)
+# max |difference| of the encoder states (values up to about 15); it depends on the CPU's float32
+# kernels: 2.5e-3 on an AMD EPYC, under 2e-3 elsewhere
+ENCODER_TOLERANCE = 5e-3
 
 
 @pytest.fixture(scope="module")

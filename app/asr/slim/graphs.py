@@ -4,8 +4,9 @@ Three graphs, each the same maths as its torch module in eval mode:
 
 - ``ctc_network``: the served encoder at each clip's own length plus the CTC head
   (``app.asr.whisper.model.WhisperCTC``);
-- ``second_pass_encoder``: the untouched pretrained encoder on the 30 s window and every decoder
-  layer's cross-attention keys and values (``SecondPass.encoder`` + ``WhisperDecoder.cross_keys``);
+- ``second_pass_encoder``: the untouched pretrained encoder on the 30 s window or at the clip's own
+  length, and every decoder layer's cross-attention keys and values (``SecondPass.encoder`` +
+  ``WhisperDecoder.cross_keys``);
 - ``decoder_step``: one step of the text decoder with a self-attention key/value cache
   (``WhisperDecoder.forward``), returning the last position's logits.
 """
@@ -112,15 +113,20 @@ def cache_names(layers: int, kind: str) -> list[str]:
     return [f"{kind}_{which}_{i}" for i in range(layers) for which in ("key", "value")]
 
 
-def second_pass_encoder(base: dict[str, np.ndarray], dims: WhisperDims, fused: bool = FUSED_ATTENTION) -> bytes:
-    """The pretrained encoder on the 30 s window, folded into each decoder layer's cross-attention
-    keys and values, as a serialised ONNX model.
+def second_pass_encoder(
+    base: dict[str, np.ndarray], dims: WhisperDims, fused: bool = FUSED_ATTENTION, own_length: bool = False
+) -> bytes:
+    """The pretrained encoder, folded into each decoder layer's cross-attention keys and values, as
+    a serialised ONNX model.
 
-    Input: ``features`` (batch, n_mels, frames) float32 (3000 frames: the window, zero-padded).
-    Outputs: ``cross_key_<i>``, ``cross_value_<i>`` (batch, heads, frames / 2, head_dim) per layer.
+    Input: ``features`` (batch, n_mels, frames) float32: the 30 s window (3000 frames, zero-padded),
+    or with ``own_length`` each clip at its own length, zero past ``lengths`` (batch,) int64 (a
+    second input), the blocks masked as the CTC path's are. Outputs: ``cross_key_<i>``,
+    ``cross_value_<i>`` (batch, heads, frames / 2, head_dim) per layer, and with ``own_length``
+    ``out_lengths`` (batch,) int64, the valid frames of each row.
     """
     b = GraphBuilder()
-    states = _encoder(b, "features", None, part(base, "encoder"), dims.heads, fused)
+    states = _encoder(b, "features", "lengths" if own_length else None, part(base, "encoder"), dims.heads, fused)
     decoder = part(base, "decoder")
     names = cache_names(dims.decoder_layers, "cross")
     for i in range(dims.decoder_layers):
@@ -128,11 +134,12 @@ def second_pass_encoder(base: dict[str, np.ndarray], dims: WhisperDims, fused: b
         b.rename(key, names[2 * i])
         b.rename(value, names[2 * i + 1])
     head_dim = dims.d_model // dims.heads
-    return b.serialize(
-        "whisper_second_pass_encoder",
-        [tensor("features", FLOAT, ["batch", dims.n_mels, "frames"])],
-        [tensor(name, FLOAT, ["batch", dims.heads, "frames_out", head_dim]) for name in names],
-    )
+    inputs = [tensor("features", FLOAT, ["batch", dims.n_mels, "frames"])]
+    outputs = [tensor(name, FLOAT, ["batch", dims.heads, "frames_out", head_dim]) for name in names]
+    if own_length:
+        inputs.append(tensor("lengths", INT64, ["batch"]))
+        outputs.append(tensor("out_lengths", INT64, ["batch"]))
+    return b.serialize("whisper_second_pass_encoder", inputs, outputs)
 
 
 def _causal_bias(b: GraphBuilder, offset: str, count: str) -> str:
@@ -158,7 +165,7 @@ def _decoder_block(b: GraphBuilder, x: str, w: Weights, i: int, heads: int, bias
     folded = b.op(
         "Reshape", normed, b.op("Concat", rows, b.ints(-1, w[f"{prefix}.cross_attn.query.weight"].shape[0]), axis=0)
     )
-    cross = attend(b, cross_query(b, folded, w, prefix, heads), f"cross_key_{i}", f"cross_value_{i}", None)
+    cross = attend(b, cross_query(b, folded, w, prefix, heads), f"cross_key_{i}", f"cross_value_{i}", "cross_bias")
     cross = b.op("Reshape", cross, b.op("Shape", x))
     x = b.op("Add", x, linear(b, cross, w, f"{prefix}.cross_attn.out"))
     x = b.op("Add", x, mlp(b, layer_norm(b, x, w, f"{prefix}.mlp_ln"), w, f"{prefix}.mlp"))
@@ -172,7 +179,8 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
     ``past_key_<i>``, ``past_value_<i>`` (batch, heads, past, head_dim), the self-attention keys
     and values of the earlier positions (past may be 0); ``cross_key_<i>``, ``cross_value_<i>``
     (rows, heads, frames, head_dim) from ``second_pass_encoder``, where ``batch`` is a multiple of
-    ``rows``: sequences ``r * k .. r * k + k - 1`` read row ``r`` (a beam search's hypotheses).
+    ``rows``: sequences ``r * k .. r * k + k - 1`` read row ``r`` (a beam search's hypotheses);
+    ``cross_bias`` (rows, 1, 1, frames) float32, 0 on each row's valid frames and -inf past them.
     Outputs: ``logits`` (batch, vocab) float32 of the token after the last new one, and
     ``present_key_<i>``, ``present_value_<i>`` (batch, heads, past + n, head_dim).
     """
@@ -198,6 +206,7 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
         tensor(name, FLOAT, ["rows", dims.heads, "frames", head_dim])
         for name in cache_names(dims.decoder_layers, "cross")
     ]
+    inputs.append(tensor("cross_bias", FLOAT, ["rows", 1, 1, "frames"]))
     outputs = [tensor("logits", FLOAT, ["batch", dims.vocab_size])]
     outputs += [tensor(name, FLOAT, ["batch", dims.heads, "total", head_dim]) for name in presents]
     return b.serialize("whisper_decoder_step", inputs, outputs)

@@ -30,7 +30,8 @@ of 15.7 % against 15.9 % for float32 (360 utterances) in 0.55x the time (docs/be
 
 @dataclass
 class SlimSecondPass:
-    """The clip's log-mel frames zero-padded to 30 s in, Whisper's text out (greedy, no timestamps).
+    """The clip's log-mel frames in (zero-padded to 30 s, or at its own length with
+    ``own_length``), Whisper's text out (no timestamps).
 
     The encoder graph writes every decoder layer's cross-attention keys and values once per batch;
     the decoder graph then runs one step per token, rows side by side, each stopping at
@@ -44,6 +45,7 @@ class SlimSecondPass:
     dims: WhisperDims
     parameters: int  # the decoder's, as SecondPass counts them
     joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
+    own_length: bool = False  # the encoder at each clip's own length, not on the 30 s window
 
     @classmethod
     def from_base(
@@ -62,13 +64,15 @@ class SlimSecondPass:
         path = base_file(config.base)
         dims, base = load_base(path)
         state = adapted(base, trained or {})
-        graphs = [second_pass_encoder(state, dims), decoder_step(state, dims)]
+        own_length = config.second_pass_states == "own_length"
+        graphs = [second_pass_encoder(state, dims, own_length=own_length), decoder_step(state, dims)]
         if precision == "int8":
             graphs = [quantize_onnx_integer(graph) for graph in graphs]
         encoder, decoder = (cpu_session(graph, num_threads) for graph in graphs)
         parameters = sum(v.size for k, v in state.items() if k.startswith("decoder."))
         tokenizer = WhisperTokenizer(path)
-        return cls(encoder, decoder, tokenizer, tokenizer.rules(dims.vocab_size, dims.max_tokens), dims, parameters)
+        rules = tokenizer.rules(dims.vocab_size, dims.max_tokens)
+        return cls(encoder, decoder, tokenizer, rules, dims, parameters, own_length=own_length)
 
     def transcribe(
         self, features: np.ndarray, lengths: np.ndarray, ctc_log_probs: Sequence[np.ndarray] | None = None
@@ -80,34 +84,47 @@ class SlimSecondPass:
             raise ValueError(
                 f"features (batch, n_mels, frames) and lengths (batch,), got {features.shape}, {lengths.shape}"
             )
-        cross = self.cross_keys(features)
+        cross = self.cross_keys(features, lengths)
         caps = token_caps(lengths.tolist())
         search: TokenSearch = GreedyRows(self.rules, len(caps), caps)
         if self.joint is not None and ctc_log_probs is not None:
             search = self.joint.search(ctc_log_probs, caps)
         return [self.tokenizer.decode(ids) for ids in self.decode(cross, search)]
 
-    def cross_keys(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    def cross_keys(self, features: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
-        ``features`` (batch, n_mels, frames of at most 30 s), encoded zero-padded to 30 s."""
+        ``features`` (batch, n_mels, frames of at most 30 s), zero past each row's ``lengths``,
+        encoded zero-padded to 30 s or, with ``own_length``, to the longest row; and
+        ``cross_bias`` (batch, 1, 1, frames), -inf on the frames past a row's own."""
         if features.shape[-1] > WINDOW_FRAMES:
             raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
-        window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
-        window[..., : features.shape[-1]] = features
         names = cache_names(self.dims.decoder_layers, "cross")
-        return dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
+        if not self.own_length:
+            window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
+            window[..., : features.shape[-1]] = features
+            cross = dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
+            cross["cross_bias"] = np.zeros((features.shape[0], 1, 1, WINDOW_FRAMES // 2), np.float32)
+            return cross
+        inputs = {"features": np.ascontiguousarray(features, np.float32), "lengths": lengths.astype(np.int64)}
+        *keys, out_lengths = self.encoder.run([*names, "out_lengths"], inputs)
+        cross = dict(zip(names, keys, strict=True))
+        frames = keys[0].shape[2]
+        valid = np.arange(frames)[None, :] < out_lengths[:, None]
+        cross["cross_bias"] = np.where(valid, 0.0, -np.inf).astype(np.float32)[:, None, None, :]
+        return cross
 
     def decode(self, cross: dict[str, np.ndarray], search: TokenSearch) -> list[list[int]]:
         """Each row's text tokens (prompt and end-of-text removed) as ``search`` chooses them (greedy
         decoding or the joint beam search), given the cross-attention keys and values ``cross``
-        (rows, heads, frames, head_dim) per layer. Each step the decoder runs the sequences of the
-        rows still running, a row's beams reading that row's keys and values."""
+        (rows, heads, frames, head_dim) per layer and their ``cross_bias`` (:meth:`cross_keys`).
+        Each step the decoder runs the sequences of the rows still running, a row's beams reading
+        that row's keys and values."""
         rules, running = self.rules, search.running
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
         outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
         past = {name: np.zeros((search.sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
-        rows = next(iter(cross.values())).shape[0]
+        rows = cross["cross_bias"].shape[0]
         cross = _shrink(cross, list(range(rows)), running)
         suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
         tokens = np.array([rules.prompt] * search.sequences, np.int64)

@@ -137,6 +137,7 @@ class JointSearch:
         for i, row in enumerate(self.running):
             first = i * self.beams
             kept[row] = first, self._advance_row(row, log_probs[first : first + self.beams])
+            self.scorers[row].forget()  # the kept beams hold their prefixes; the rest may go
         self.step += 1
         self.running = following = shrink(self.running, self.done)
         # a slot no hypothesis fills runs on as it was, fed end-of-text; its output is never read

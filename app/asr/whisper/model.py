@@ -66,12 +66,14 @@ class WhisperCTC(nn.Module):
 
 @dataclass
 class SecondPass:
-    """Whisper's pretrained encoder and decoder, run as Whisper runs them: the clip's log-mel
-    frames zero-padded to 30 s in, text out (greedy, no timestamps).
+    """Whisper's pretrained encoder and decoder: the clip's log-mel frames in, text out (no
+    timestamps).
 
-    The decoder was trained only on 30-second encoder windows: on states of the clip's own
-    length it loops instead of ending (docs/benchmarks.md), so this pass encodes the padded window
-    with the untouched pretrained encoder (the CTC path's encoder may be fine-tuned).
+    The decoder was trained only on 30-second encoder windows: alone, on states of the clip's own
+    length it loops instead of ending (docs/benchmarks.md). So by default this pass encodes the
+    zero-padded window with the untouched pretrained encoder (the CTC path's encoder may be
+    fine-tuned); with ``own_length`` it encodes the clip at its own length, which the CTC path's
+    prefix scores (``joint``) and an adapter trained on such states keep from looping.
     """
 
     encoder: WhisperEncoder
@@ -80,6 +82,7 @@ class SecondPass:
     rules: DecodingRules
     joint: JointDecoding | None = None  # CTC-guided choice of tokens (None: Whisper's own greedy)
     adapter: dict[str, np.ndarray] = field(default_factory=dict)  # the decoder's adapter, as the bundle stores it
+    own_length: bool = False  # the encoder at each clip's own length, not on the 30 s window
 
     @classmethod
     def from_base(cls, config: WhisperCTCConfig, trained: Mapping[str, np.ndarray] | None = None) -> SecondPass:
@@ -95,7 +98,8 @@ class SecondPass:
         decoder.load_state_dict(as_tensors(part(state, "decoder")))
         tokenizer = WhisperTokenizer(path)
         rules = tokenizer.rules(dims.vocab_size, dims.max_tokens)
-        return cls(encoder.eval(), decoder.eval(), tokenizer, rules, adapter=adapter)
+        own_length = config.second_pass_states == "own_length"
+        return cls(encoder.eval(), decoder.eval(), tokenizer, rules, adapter=adapter, own_length=own_length)
 
     @torch.inference_mode()
     def transcribe(
@@ -106,9 +110,7 @@ class SecondPass:
         set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens."""
         if features.shape[-1] > WINDOW_FRAMES:
             raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
-        window = torch.nn.functional.pad(features, (0, WINDOW_FRAMES - features.shape[-1]))
-        full = torch.full((features.shape[0],), WINDOW_FRAMES, device=features.device)
-        states, state_lengths = self.encoder(window, full)
+        states, state_lengths = self.encode(features, lengths)
         caps = token_caps(lengths.tolist())
         if self.joint is not None and ctc_log_probs is not None:
             search = self.joint.search(ctc_log_probs, caps)
@@ -116,6 +118,14 @@ class SecondPass:
         else:
             tokens = self.decoder.greedy(states, state_lengths, self.rules, caps)
         return [self.tokenizer.decode(ids) for ids in tokens]
+
+    def encode(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The states the decoder reads (batch, frames, d_model) and their valid frames (batch,):
+        of the 30 s window, or of each row at its own length (``own_length``, padded rows masked)."""
+        if self.own_length:
+            return self.encoder(features, lengths)
+        window = torch.nn.functional.pad(features, (0, WINDOW_FRAMES - features.shape[-1]))
+        return self.encoder(window, torch.full((features.shape[0],), WINDOW_FRAMES, device=features.device))
 
     def to(self, device: str) -> SecondPass:
         """Move the encoder and decoder to ``device``."""
