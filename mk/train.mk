@@ -142,7 +142,7 @@ second-pass-tune: ## WER of the second pass per CTC weight and beam count on the
 # --- the second pass's decoder adapter (train/decoder_adapter.py): after whisper-export, before second-pass-tune ---
 # what the second pass reads, and so what the adapter trains on: the clip's own length (own_length) or
 # the 30 s window (window); adapter-export stores it in the bundle as second_pass_states
-ADAPTER_STATES ?= own_length
+ADAPTER_STATES ?= window
 ADAPTER_CACHE ?= $(DATA_DIR)/cache/whisper-$(ADAPTER_STATES)
 ADAPTER_RUN ?= runs/decoder-adapter
 ADAPTER_STEPS ?= 400

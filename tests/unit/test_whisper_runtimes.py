@@ -109,8 +109,9 @@ def test_second_pass_batch_equals_one_by_one(bundle: Bundle, batch_execution: st
     alone = [recognizer.second_pass([clip])[0] for clip in clips]
     assert [o.text for o in together] == [o.text for o in alone] and all(o.text for o in alone)
     for a, b, ctc in zip(together, alone, recognizer.infer(clips), strict=True):
-        np.testing.assert_allclose(a.log_probs, b.log_probs, atol=1e-4)
-        np.testing.assert_allclose(a.log_probs, ctc, atol=1e-4)  # the CTC path's own log-probs
+        # float32 sums in another order (a padded batch): up to 1.5e-4 on log-probs near -15, CPU-dependent
+        np.testing.assert_allclose(a.log_probs, b.log_probs, atol=5e-4)
+        np.testing.assert_allclose(a.log_probs, ctc, atol=5e-4)  # the CTC path's own log-probs
 
 
 def test_runtimes_serve_the_network(bundle: Bundle) -> None:
