@@ -101,7 +101,6 @@ def test_decoder_step_with_a_cache_equals_one_step_of_all_tokens(network: Whispe
         n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
         for n in cache_names(dims.decoder_layers, "cross")
     }
-    cross["cross_bias"] = np.zeros((1, 1, 1, 50), np.float32)
     empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
     tokens = np.array([[50257, 50362, 383, 3797]])
     whole, *whole_cache = session.run(None, {"tokens": tokens, **empty, **cross})
@@ -125,6 +124,26 @@ def test_second_pass_text_equals_torch(bundle: Bundle, network: WhisperCTCConfig
         assert reference[0] and slim.transcribe(features.numpy(), lengths.numpy()) == reference
     features, lengths = log_mel(bundle, [clips[0], clips[1][:30_000]])
     assert slim.transcribe(features.numpy(), lengths.numpy()) == bundle.second_pass.transcribe(features, lengths)
+
+
+def test_a_masked_decoder_step_reads_only_each_row_s_own_frames(network: WhisperCTCConfig) -> None:
+    dims, base = load_base(base_file(network.base))
+    plain, masked = (cpu_session(decoder_step(base, dims, cross_masked), 2) for cross_masked in (False, True))
+    assert "cross_bias" not in {i.name for i in plain.get_inputs()}  # the 30 s window: every frame counts
+    rng = np.random.default_rng(1)
+    head_dim = dims.d_model // dims.heads
+    names = cache_names(dims.decoder_layers, "cross")
+    cross = {n: rng.standard_normal((2, dims.heads, 50, head_dim), np.float32) for n in names}
+    bias = np.zeros((2, 1, 1, 50), np.float32)
+    bias[1, ..., 30:] = -np.inf  # row 1 is 30 frames long, padded to 50
+    empty = {n: np.zeros((2, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    tokens = np.array([[50257, 50362, 383]] * 2)
+    both = masked.run(["logits"], {"tokens": tokens, **empty, **cross, "cross_bias": bias})[0]
+    for row, frames in ((0, 50), (1, 30)):
+        alone = {n: k[row : row + 1, :, :frames] for n, k in cross.items()}
+        past = {n: v[:1] for n, v in empty.items()}
+        reference = plain.run(["logits"], {"tokens": tokens[:1], **past, **alone})[0]
+        np.testing.assert_allclose(both[row], reference[0], atol=1e-4, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +196,6 @@ def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
         n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
         for n in cache_names(dims.decoder_layers, "cross")
     }
-    cross["cross_bias"] = np.zeros((1, 1, 1, 50), np.float32)
     empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
     feeds = {"tokens": np.array([[50257, 50362, 383]]), **empty, **cross}
     exact = cpu_session(graph, 2).run(["logits"], feeds)[0][0]

@@ -151,7 +151,9 @@ def _causal_bias(b: GraphBuilder, offset: str, count: str) -> str:
     return additive_mask(b, b.op("LessOrEqual", keys, queries))
 
 
-def _decoder_block(b: GraphBuilder, x: str, w: Weights, i: int, heads: int, bias: str) -> tuple[str, str, str]:
+def _decoder_block(
+    b: GraphBuilder, x: str, w: Weights, i: int, heads: int, bias: str, cross_bias: str | None
+) -> tuple[str, str, str]:
     """One decoder block on the new positions; returns x and the present keys and values."""
     prefix = f"blocks.{i}"
     query, key, value = self_attention_qkv(b, layer_norm(b, x, w, f"{prefix}.attn_ln"), w, f"{prefix}.attn", heads)
@@ -165,14 +167,14 @@ def _decoder_block(b: GraphBuilder, x: str, w: Weights, i: int, heads: int, bias
     folded = b.op(
         "Reshape", normed, b.op("Concat", rows, b.ints(-1, w[f"{prefix}.cross_attn.query.weight"].shape[0]), axis=0)
     )
-    cross = attend(b, cross_query(b, folded, w, prefix, heads), f"cross_key_{i}", f"cross_value_{i}", "cross_bias")
+    cross = attend(b, cross_query(b, folded, w, prefix, heads), f"cross_key_{i}", f"cross_value_{i}", cross_bias)
     cross = b.op("Reshape", cross, b.op("Shape", x))
     x = b.op("Add", x, linear(b, cross, w, f"{prefix}.cross_attn.out"))
     x = b.op("Add", x, mlp(b, layer_norm(b, x, w, f"{prefix}.mlp_ln"), w, f"{prefix}.mlp"))
     return x, key, value
 
 
-def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
+def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims, cross_masked: bool = False) -> bytes:
     """One step of the pretrained text decoder as a serialised ONNX model.
 
     Inputs: ``tokens`` (batch, n) int64, the new tokens at positions past..past + n;
@@ -180,7 +182,8 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
     and values of the earlier positions (past may be 0); ``cross_key_<i>``, ``cross_value_<i>``
     (rows, heads, frames, head_dim) from ``second_pass_encoder``, where ``batch`` is a multiple of
     ``rows``: sequences ``r * k .. r * k + k - 1`` read row ``r`` (a beam search's hypotheses);
-    ``cross_bias`` (rows, 1, 1, frames) float32, 0 on each row's valid frames and -inf past them.
+    with ``cross_masked`` (rows of their own lengths), ``cross_bias`` (rows, 1, 1, frames) float32,
+    0 on each row's valid frames and -inf past them (the 30 s window needs none: every frame counts).
     Outputs: ``logits`` (batch, vocab) float32 of the token after the last new one, and
     ``present_key_<i>``, ``present_value_<i>`` (batch, heads, past + n, head_dim).
     """
@@ -193,7 +196,7 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
     bias = _causal_bias(b, offset, count)
     presents = cache_names(dims.decoder_layers, "present")
     for i in range(dims.decoder_layers):
-        x, key, value = _decoder_block(b, x, w, i, dims.heads, bias)
+        x, key, value = _decoder_block(b, x, w, i, dims.heads, bias, "cross_bias" if cross_masked else None)
         b.rename(key, presents[2 * i])
         b.rename(value, presents[2 * i + 1])
     last = layer_norm(b, b.op("Gather", x, b.scalar(-1, np.int64), axis=1), w, "ln")  # (batch, d_model)
@@ -206,7 +209,8 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims) -> bytes:
         tensor(name, FLOAT, ["rows", dims.heads, "frames", head_dim])
         for name in cache_names(dims.decoder_layers, "cross")
     ]
-    inputs.append(tensor("cross_bias", FLOAT, ["rows", 1, 1, "frames"]))
+    if cross_masked:
+        inputs.append(tensor("cross_bias", FLOAT, ["rows", 1, 1, "frames"]))
     outputs = [tensor("logits", FLOAT, ["batch", dims.vocab_size])]
     outputs += [tensor(name, FLOAT, ["batch", dims.heads, "total", head_dim]) for name in presents]
     return b.serialize("whisper_decoder_step", inputs, outputs)

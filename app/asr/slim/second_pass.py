@@ -65,7 +65,7 @@ class SlimSecondPass:
         dims, base = load_base(path)
         state = adapted(base, trained or {})
         own_length = config.second_pass_states == "own_length"
-        graphs = [second_pass_encoder(state, dims, own_length=own_length), decoder_step(state, dims)]
+        graphs = [second_pass_encoder(state, dims, own_length=own_length), decoder_step(state, dims, own_length)]
         if precision == "int8":
             graphs = [quantize_onnx_integer(graph) for graph in graphs]
         encoder, decoder = (cpu_session(graph, num_threads) for graph in graphs)
@@ -94,7 +94,7 @@ class SlimSecondPass:
     def cross_keys(self, features: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
         ``features`` (batch, n_mels, frames of at most 30 s), zero past each row's ``lengths``,
-        encoded zero-padded to 30 s or, with ``own_length``, to the longest row; and
+        encoded zero-padded to 30 s or, with ``own_length``, to the longest row, and then with
         ``cross_bias`` (batch, 1, 1, frames), -inf on the frames past a row's own."""
         if features.shape[-1] > WINDOW_FRAMES:
             raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
@@ -102,9 +102,7 @@ class SlimSecondPass:
         if not self.own_length:
             window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
             window[..., : features.shape[-1]] = features
-            cross = dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
-            cross["cross_bias"] = np.zeros((features.shape[0], 1, 1, WINDOW_FRAMES // 2), np.float32)
-            return cross
+            return dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
         inputs = {"features": np.ascontiguousarray(features, np.float32), "lengths": lengths.astype(np.int64)}
         *keys, out_lengths = self.encoder.run([*names, "out_lengths"], inputs)
         cross = dict(zip(names, keys, strict=True))
@@ -116,15 +114,15 @@ class SlimSecondPass:
     def decode(self, cross: dict[str, np.ndarray], search: TokenSearch) -> list[list[int]]:
         """Each row's text tokens (prompt and end-of-text removed) as ``search`` chooses them (greedy
         decoding or the joint beam search), given the cross-attention keys and values ``cross``
-        (rows, heads, frames, head_dim) per layer and their ``cross_bias`` (:meth:`cross_keys`).
-        Each step the decoder runs the sequences of the rows still running, a row's beams reading
-        that row's keys and values."""
+        (rows, heads, frames, head_dim) per layer, with their ``cross_bias`` at own length
+        (:meth:`cross_keys`). Each step the decoder runs the sequences of the rows still running, a
+        row's beams reading that row's keys and values."""
         rules, running = self.rules, search.running
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
         outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
         past = {name: np.zeros((search.sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
-        rows = cross["cross_bias"].shape[0]
+        rows = next(iter(cross.values())).shape[0]
         cross = _shrink(cross, list(range(rows)), running)
         suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
         tokens = np.array([rules.prompt] * search.sequences, np.int64)
