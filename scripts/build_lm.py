@@ -5,8 +5,13 @@ generated sentences, speechocean762 train/ transcripts) minus every held-out sen
 synthetic dev and test sentences, the speechocean762 dev speakers' transcripts (the decoder is
 tuned on the dev sets), all speechocean762 test/ transcripts and the evaluation manifests of
 ``--exclude-manifest`` (cv100). KenLM's ``lmplz``
-estimates a pruned n-gram model from it and ``build_binary`` packs it; the lexicon spells every
-word of the system word list and of the LM text in the model's characters.
+estimates a pruned n-gram model from it. With ``--base-lm pocketsphinx`` that model is
+mixed with a general English trigram model, CMU Sphinx's US English LM from the ``pocketsphinx``
+package (``train/lm/sphinx.py`` reads it; words outside the model's characters dropped): the mixture
+weight is the one of ``--base-weights`` with the lowest perplexity on the dev sets' sentences
+(``--dev-manifest``; never LM text), and the mixture is pruned to ``--max-ngrams`` n-grams
+(``train/lm/backoff.py``). ``build_binary`` packs the result; the lexicon spells every word of the
+system word list, of the LM text and of the base LM in the model's characters.
 
 Writes into ``--out`` (default models/en-whisper-tiny/lm)::
 
@@ -20,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
+import re
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -32,6 +39,8 @@ from train.data.generate import generated_sentences
 from train.data.prepare import parse_args as recipe_args
 from train.data.prepare import split_sentences
 from train.data.speechocean import _read_list
+from train.lm.backoff import BackoffLM, interpolate, mixture_perplexity, prune, read_arpa, write_arpa
+from train.lm.sphinx import packaged_lm, provenance, read_sphinx_trie
 
 logger = logging.getLogger("build_lm")
 
@@ -105,13 +114,81 @@ def run(cmd: list[str], **kwargs: object) -> None:
     subprocess.run(cmd, check=True, **kwargs)  # type: ignore[call-overload]
 
 
-def estimate(kenlm_bin: Path, text: Path, work: Path, order: int, prune: list[int], out: Path) -> None:
-    """lmplz (pruned, Kneser-Ney) to ARPA in ``work``, then build_binary into ``out``."""
+def estimate(kenlm_bin: Path, text: Path, work: Path, order: int, prune_counts: list[int]) -> Path:
+    """lmplz (pruned, Kneser-Ney) to an ARPA file in ``work``."""
     arpa = work / "lm.arpa"
     with text.open("rb") as stdin, arpa.open("wb") as stdout:
         cmd = [str(kenlm_bin / "lmplz"), "-o", str(order), "-S", "25%", "-T", str(work), "--discount_fallback"]
-        run([*cmd, "--prune", *map(str, prune)], stdin=stdin, stdout=stdout)
-    run([str(kenlm_bin / "build_binary"), "-q", "8", "-b", "8", "trie", str(arpa), str(out)])
+        run([*cmd, "--prune", *map(str, prune_counts)], stdin=stdin, stdout=stdout)
+    return arpa
+
+
+def pack(kenlm_bin: Path, arpa: Path, out: Path, compress: bool = False) -> None:
+    """build_binary: a trie with 8-bit probabilities and backoffs (``compress``: and pointers
+    compressed, about 20 % smaller for the mixed model)."""
+    pointers = ["-a", "22"] if compress else []
+    run([str(kenlm_bin / "build_binary"), *pointers, "-q", "8", "-b", "8", "trie", str(arpa), str(out)])
+
+
+def base_model(name: str) -> tuple[BackoffLM, dict[str, str]]:
+    """The general English LM ``name`` restricted to words spelled with the model's characters."""
+    if name != "pocketsphinx":
+        raise SystemExit(f"unknown base LM {name!r}")
+    path = packaged_lm()
+    base = read_sphinx_trie(path)
+    alphabet = re.escape("".join(sorted(set(ENGLISH_CHARS) - {"<blank>", " "})))
+    keep = {w for w in base.vocabulary if re.fullmatch(f"[{alphabet}]+", w)}
+    return base.restrict(keep).renormalise(), provenance(path)
+
+
+def dev_sentences(manifests: list[Path]) -> dict[str, list[str]]:
+    """Each dev manifest's normalised sentences, by file stem (absent files skipped)."""
+    out = {}
+    for path in manifests:
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            out[path.stem] = [normalize_text(row["text"]) for row in rows]
+    return out
+
+
+def choose_weight(
+    ours: BackoffLM, base: BackoffLM, weights: list[float], dev: dict[str, list[str]]
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """The weight of ``ours`` with the lowest mean log-perplexity over the dev sets, and every
+    weight's perplexities (the middle weight when there is no dev text)."""
+    table = {
+        str(w): {name: round(mixture_perplexity(ours, base, w, sents), 1) for name, sents in dev.items()}
+        for w in weights
+    }
+    if not dev:
+        return weights[len(weights) // 2], table
+
+    def mean_log(w: float) -> float:
+        values = table[str(w)].values()
+        return sum(map(math.log, values)) / len(values)
+
+    return min(weights, key=mean_log), table
+
+
+def mixed_arpa(args: argparse.Namespace, arpa: Path) -> tuple[Path, set[str], dict[str, object]]:
+    """The lmplz model mixed with the base LM and pruned: its ARPA, the base's words, card entries."""
+    ours = read_arpa(arpa)
+    base, origin = base_model(args.base_lm)
+    dev = dev_sentences(args.dev_manifest)
+    weight, perplexities = choose_weight(ours, base, args.base_weights, dev)
+    logger.info("mixture weight of the recipe's LM: %s (dev perplexities %s)", weight, perplexities)
+    mixed = prune(interpolate(ours, base, weight), args.max_ngrams)
+    out = args.work / "mixed.arpa"
+    write_arpa(mixed, out)
+    card = {
+        "base": origin,
+        "base_words": len(base.prob[1]),
+        "recipe_weight": weight,
+        "dev_perplexity": perplexities,
+        "max_ngrams": args.max_ngrams,
+        "ngrams": {str(n): len(table) for n, table in mixed.prob.items()},
+    }
+    return out, {w for (w,) in base.prob[1] if not w.startswith("<")}, card
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -139,6 +216,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="POOL=N",
         help="count a pool's sentences N times (e.g. speechocean=5)",
     )
+    parser.add_argument(
+        "--base-lm",
+        choices=["pocketsphinx", "none"],
+        default="none",
+        help="general English LM to mix in (none, the shipped recipe: the recipe's text alone)",
+    )
+    parser.add_argument(
+        "--base-weights",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.4, 0.5, 0.6, 0.7],
+        help="weights of the recipe's LM in the mixture to choose from",
+    )
+    parser.add_argument(
+        "--dev-manifest",
+        type=Path,
+        nargs="*",
+        default=[Path(f"data/manifests/{name}.jsonl") for name in ("synth_dev", "so762_dev", "piper_dev")],
+        help="dev sets whose sentences choose the mixture weight (their sentences are never LM text)",
+    )
+    parser.add_argument("--max-ngrams", type=int, default=1_600_000, help="prune the mixture to this many n-grams")
     return parser.parse_args(argv)
 
 
@@ -153,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         if manifest.is_file():
             rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
             banned |= {form(row["text"]) for row in rows for form in (normalize_text, spoken_form)}
+    for sentences in dev_sentences(args.dev_manifest).values():
+        banned |= set(sentences)
     repeat = {name: int(n) for name, _, n in (item.partition("=") for item in args.repeat)}
     sentences = lm_text(pools, banned, repeat)
     if banned & set(sentences):
@@ -161,8 +261,13 @@ def main(argv: list[str] | None = None) -> None:
     text.write_text("\n".join(sentences) + "\n")
     counts = Counter(w for s in sentences for w in s.split())
     logger.info("LM text: %d sentences, %d words, %d distinct", len(sentences), sum(counts.values()), len(counts))
-    estimate(args.kenlm, text, args.work, args.order, args.prune, args.out / "lm.bin")
-    lexicon_size = write_lexicon(args.out / "lexicon.txt", set(counts) | load_word_list())
+    arpa = estimate(args.kenlm, text, args.work, args.order, args.prune)
+    base_words: set[str] = set()
+    mixture: dict[str, object] = {}
+    if args.base_lm != "none":
+        arpa, base_words, mixture = mixed_arpa(args, arpa)
+    pack(args.kenlm, arpa, args.out / "lm.bin", compress=bool(mixture))
+    lexicon_size = write_lexicon(args.out / "lexicon.txt", set(counts) | load_word_list() | base_words)
     card = {
         "order": args.order,
         "prune": args.prune,
@@ -174,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         "held_out_sentences_excluded": len(banned),
         "sources": {name: len(pool) for name, pool in pools.items()},
         "bytes": (args.out / "lm.bin").stat().st_size,
+        **mixture,
     }
     (args.out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     logger.info("wrote %s: %s", args.out, json.dumps(card))

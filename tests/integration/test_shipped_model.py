@@ -122,3 +122,11 @@ def test_stream_finals_match_offline_with_the_default_decoder(tmp_path: Path) ->
                         finals.append(message["text"])
             assert closed.value.code == 1000
     assert " ".join(finals).split() == offline.split()
+
+
+def test_the_default_bundle_in_git_is_at_most_25_mb() -> None:
+    bundle = EN_SMALL.parent / "en-whisper-tiny"
+    files = subprocess.run(["git", "ls-files", str(bundle)], capture_output=True, text=True, check=True, cwd=bundle)
+    paths = [bundle / line for line in files.stdout.split()]  # relative to cwd
+    assert paths and all(path.is_file() for path in paths)
+    assert sum(path.stat().st_size for path in paths) <= 25_000_000
