@@ -93,16 +93,24 @@ class HeadConfig:
 
 
 def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """One ``--flag`` per dataclass field (lists take several values, booleans --x/--no-x); default None."""
+    """One ``--flag`` per dataclass field, default None: lists and tuples take several values,
+    booleans are --x/--no-x, ``Path`` fields give paths, a field's ``metadata["choices"]`` limits
+    its values, and a field without a default is a required flag."""
     for f in dataclasses.fields(config_class):
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)
+        extra: dict[str, Any] = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            extra["required"] = True
         if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        elif kind.startswith("list["):
-            parser.add_argument(flag, nargs="+", type=int if kind == "list[int]" else str, default=None)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, **extra)
+        elif kind.startswith(("list[", "tuple[")):
+            parser.add_argument(
+                flag, nargs="+", type=int if kind.startswith(("list[int", "tuple[int")) else str, default=None, **extra
+            )
         else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None)
+            kinds: dict[str, type] = {"int": int, "float": float, "Path": Path}
+            parser.add_argument(flag, type=kinds.get(kind, str), default=None, **extra)
 
 
 def given(args: argparse.Namespace, *skip: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ import math
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
@@ -46,6 +46,7 @@ from app.asr.features import WhisperLogMel
 from app.asr.text import normalize_text
 from app.asr.whisper.adapter import ADAPTED, PREFIX
 from app.asr.whisper.model import SecondPass
+from train.config import add_flags, given
 from train.data.audio_io import read_audio, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -201,8 +202,12 @@ class AdapterConfig:
     batch: int = 16
     eval_every: int = 100
     seed: int = 0
-    layers: tuple[str, ...] = CROSS_ATTENTION  # adapting every layer lost some English (docs/benchmarks.md)
+    # adapting every layer lost some English (docs/benchmarks.md)
+    layers: tuple[str, ...] = field(default=CROSS_ATTENTION, metadata={"choices": ADAPTED})
     resume: bool = False
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(self.layers)  # given as a list on the command line
 
 
 class CachedWindows:
@@ -398,6 +403,9 @@ def run(argv: list[str] | None = None) -> Path:
     parser.add_argument("step", choices=["cache", "train", "export"])
     args, rest = parser.parse_known_args(argv)
     sub = argparse.ArgumentParser(prog=f"python -m train.decoder_adapter {args.step}")
+    if args.step == "train":
+        add_flags(sub, AdapterConfig)
+        return run_train(AdapterConfig(**given(sub.parse_args(rest))))
     sub.add_argument("--model", type=Path, default=Path("models/en-whisper-tiny"))
     if args.step == "cache":
         sub.add_argument("--manifest", type=Path, required=True)
@@ -414,16 +422,6 @@ def run(argv: list[str] | None = None) -> Path:
         sub.add_argument("--adapter", type=Path, required=True)
         e = sub.parse_args(rest)
         return run_export(e.adapter, e.model)
-    sub.add_argument("--train", nargs="+", required=True)
-    sub.add_argument("--dev", nargs="+", required=True)
-    sub.add_argument("--out", type=Path, required=True)
-    for name in ("rank", "alpha", "dropout", "lr", "warmup", "steps", "batch", "eval_every", "seed"):
-        default = AdapterConfig.__dataclass_fields__[name].default
-        sub.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    sub.add_argument("--layers", nargs="+", default=list(CROSS_ATTENTION), choices=ADAPTED, help="layers adapted")
-    sub.add_argument("--resume", action="store_true")
-    t = sub.parse_args(rest)
-    return run_train(AdapterConfig(**vars(t)))
 
 
 if __name__ == "__main__":
