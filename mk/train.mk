@@ -96,11 +96,20 @@ DEEP_RUN ?= runs/en-whisper-tiny-l123
 DEEP_HOURS ?= 1.6
 DEEP_FLAGS ?= --lr-head 5e-4 --warmup-steps 100
 
+# a trial third step: blocks 1-3 and the head of $(WHISPER_MODEL) again, with speed-perturbed copies
+# (0.9x, 1.1x) of the real speech added and the Piper dev set watched as well (not yet shipped)
+PERTURB_SPEEDS ?= 0.9 1.1
+PERTURB_RUN ?= runs/en-whisper-tiny-sp
+PERTURB_HOURS ?= 1.0
+PERTURB_FLAGS ?= --lr-head 2e-4 --lr-blocks 5e-5 --warmup-steps 50
+PERTURB_TRAIN_SETS ?= $(WHISPER_TRAIN_SETS) $(foreach v,$(PERTURB_SPEEDS),so762_train_sp$(v) dctts_sp$(v):3)
+PERTURB_DEV_SETS ?= $(WHISPER_DEV_SETS) piper_dev
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
-	second-pass-tune whisper-deepen whisper-deepen-resume
+	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb whisper-perturb-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -125,6 +134,19 @@ whisper-deepen: ## step 2: cache before block 1, then fine-tune blocks DEEP_LAYE
 
 whisper-deepen-resume: ## continue $(DEEP_RUN) until DEEP_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(DEEP_RUN) WHISPER_HOURS=$(DEEP_HOURS)
+
+whisper-perturb: ## trial step 3: cache speed-perturbed real speech and piper_dev before block 1, then train into $(PERTURB_RUN)
+	$(MAKE) whisper-cache WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE)
+	$(PY) -m train.whisper_head cache --sets piper_dev=$(MANIFESTS)/piper_dev.jsonl --root $(DEEP_CACHE) \
+		--tuned-layers $(DEEP_LAYERS)
+	$(foreach v,$(PERTURB_SPEEDS),$(PY) -m train.whisper_head cache --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS) \
+		--speed $(v) --sets so762_train_sp$(v)=$(MANIFESTS)/so762_train.jsonl dctts_sp$(v)=$(DCTTS)/manifest.jsonl &&) true
+	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(PERTURB_RUN) \
+		WHISPER_HOURS=$(PERTURB_HOURS) WHISPER_TRAIN_SETS="$(PERTURB_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(PERTURB_FLAGS)"
+
+whisper-perturb-resume: ## continue $(PERTURB_RUN) until PERTURB_HOURS in total
+	$(MAKE) whisper-train-resume WHISPER_RUN=$(PERTURB_RUN) WHISPER_HOURS=$(PERTURB_HOURS)
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py

@@ -26,6 +26,7 @@ from app.asr.features import WhisperLogMel
 from app.asr.text import normalize_text
 from app.asr.whisper.model import WhisperCTC
 from train.data.audio_io import SAMPLE_RATE, read_audio, read_manifest
+from train.data.augment import speed
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class CacheConfig:
     batch_seconds: float = 120.0  # padded audio per encoder batch
     limit: int = 0  # only the first N rows of each manifest (0: all)
     threads: int = 2
+    speed: float = 1.0  # play every utterance this many times faster (pitch with it): a perturbed copy of a set
 
 
 def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[str, Any]:
@@ -116,6 +118,7 @@ def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[s
         "frozen_blocks": first_tuned(config.model),
         "shard_utts": cfg.shard_utts,
         "limit": cfg.limit,
+        **({"speed": cfg.speed} if cfg.speed != 1.0 else {}),  # caches written before speed existed stay valid
     }
 
 
@@ -138,7 +141,7 @@ def encode_shard(
 ) -> dict[str, Any]:
     """The frozen states (fp16) of a shard's utterances, in batches of similar length, with their targets."""
     with ThreadPoolExecutor(cfg.threads) as pool:
-        waves = list(pool.map(lambda r: read_audio(r[0]["audio"]), rows))
+        waves = list(pool.map(lambda r: speed(read_audio(r[0]["audio"]), cfg.speed), rows))
     keep = [i for i, w in enumerate(waves) if 0 < w.size < MAX_SECONDS * SAMPLE_RATE]
     keep.sort(key=lambda i: waves[i].size)
     states: dict[int, Tensor] = {}
@@ -175,6 +178,8 @@ def cache_set(name: str, manifest: Path, model: WhisperCTC, frontend: WhisperLog
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {**want, "shards": {}}
     stale = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
+    if meta.get("speed", 1.0) != cfg.speed:
+        stale["speed"] = (meta.get("speed", 1.0), cfg.speed)
     if stale:
         raise SystemExit(f"{folder} was cached with other settings {stale}: delete it or pick another --root")
     rows = prepare_rows(read_manifest(manifest)[: cfg.limit or None], config.tokens)

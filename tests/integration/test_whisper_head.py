@@ -94,6 +94,29 @@ def test_cache_is_sharded_resumable_and_exact(recipe: dict) -> None:
         assert torch.allclose(full, halves, atol=2e-2), (full - halves).abs().max()
 
 
+def test_a_speed_perturbed_copy_is_cached_as_its_own_set(recipe: dict) -> None:
+    """``--speed 0.9`` caches every utterance played 0.9x as fast: 1/0.9 of the audio and frames;
+    the folder remembers the speed and refuses another one, and speed 1 leaves the meta as before."""
+    root = recipe["cache"]
+    manifest = recipe["root"] / "tiny.jsonl"
+    slow = ["cache", "--sets", f"tiny_sp09={manifest}", "--root", str(root), "--threads", "1", "--shard-utts", "3"]
+    whisper_head.run([*slow, "--speed", "0.9"])
+    plain = json.loads((root / "tiny" / "meta.json").read_text())
+    perturbed = json.loads((root / "tiny_sp09" / "meta.json").read_text())
+    assert "speed" not in plain and perturbed["speed"] == 0.9
+    seconds = [sum(shard["seconds"] for shard in meta["shards"].values()) for meta in (plain, perturbed)]
+    assert seconds[1] == pytest.approx(seconds[0] / 0.9, rel=0.01)
+    frames = [
+        torch.load(sorted((root / name).glob("shard-*.pt"))[0], weights_only=True)["lengths"]
+        for name in ("tiny", "tiny_sp09")
+    ]
+    assert all(b > a for a, b in zip(frames[0].tolist(), frames[1].tolist(), strict=True))
+    with pytest.raises(SystemExit, match="other settings"):
+        whisper_head.run([*slow, "--speed", "1.1"])
+    with pytest.raises(SystemExit, match="other settings"):
+        whisper_head.run(slow)
+
+
 def test_loss_falls_and_checkpoints_are_kept(recipe: dict) -> None:
     entries = [json.loads(line) for line in (recipe["run"] / "log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in entries if e["kind"] == "train"]
