@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import random
 import re
 import subprocess
@@ -39,7 +38,7 @@ from train.data.generate import generated_sentences
 from train.data.prepare import parse_args as recipe_args
 from train.data.prepare import split_sentences
 from train.data.speechocean import _read_list
-from train.lm.backoff import BackoffLM, interpolate, mixture_perplexity, prune, read_arpa, write_arpa
+from train.lm.backoff import BackoffLM, best_weight, interpolate, prune, read_arpa, write_arpa
 from train.lm.sphinx import packaged_lm, provenance, read_sphinx_trie
 
 logger = logging.getLogger("build_lm")
@@ -151,31 +150,12 @@ def dev_sentences(manifests: list[Path]) -> dict[str, list[str]]:
     return out
 
 
-def choose_weight(
-    ours: BackoffLM, base: BackoffLM, weights: list[float], dev: dict[str, list[str]]
-) -> tuple[float, dict[str, dict[str, float]]]:
-    """The weight of ``ours`` with the lowest mean log-perplexity over the dev sets, and every
-    weight's perplexities (the middle weight when there is no dev text)."""
-    table = {
-        str(w): {name: round(mixture_perplexity(ours, base, w, sents), 1) for name, sents in dev.items()}
-        for w in weights
-    }
-    if not dev:
-        return weights[len(weights) // 2], table
-
-    def mean_log(w: float) -> float:
-        values = table[str(w)].values()
-        return sum(map(math.log, values)) / len(values)
-
-    return min(weights, key=mean_log), table
-
-
 def mixed_arpa(args: argparse.Namespace, arpa: Path) -> tuple[Path, set[str], dict[str, object]]:
     """The lmplz model mixed with the base LM and pruned: its ARPA, the base's words, card entries."""
     ours = read_arpa(arpa)
     base, origin = base_model(args.base_lm)
     dev = dev_sentences(args.dev_manifest)
-    weight, perplexities = choose_weight(ours, base, args.base_weights, dev)
+    weight, perplexities = best_weight(ours, base, args.base_weights, dev)
     logger.info("mixture weight of the recipe's LM: %s (dev perplexities %s)", weight, perplexities)
     mixed = prune(interpolate(ours, base, weight), args.max_ngrams)
     out = args.work / "mixed.arpa"

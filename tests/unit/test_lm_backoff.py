@@ -13,6 +13,7 @@ from train.lm.backoff import (
     BOS,
     EOS,
     BackoffLM,
+    best_weight,
     interpolate,
     mixture_perplexity,
     perplexity,
@@ -78,6 +79,16 @@ def test_the_mixture_gives_each_listed_ngram_the_weighted_sum_of_both_models() -
     assert perplexity(mixed, text) == pytest.approx(mixture_perplexity(a, b, 0.7, text), rel=0.02)
     with pytest.raises(ValueError):
         interpolate(a, b, 1.0)
+
+
+def test_the_mixture_weight_is_the_one_the_dev_text_prefers() -> None:
+    a, b = toy_model(8), toy_model(9)
+    dev_a = {"dev": [" ".join(s) for s in (["the", "cat"], ["a", "dog", "sat"])]}
+    weights = [0.1, 0.5, 0.9]
+    chosen, table = best_weight(a, b, weights, dev_a)
+    assert set(table) == {"0.1", "0.5", "0.9"}
+    assert table[str(chosen)]["dev"] == min(row["dev"] for row in table.values())
+    assert best_weight(a, b, weights, {})[0] == 0.5
 
 
 def test_pruning_fits_the_budget_keeps_every_history_and_stays_normalised() -> None:

@@ -273,3 +273,21 @@ def mixture_perplexity(a: BackoffLM, b: BackoffLM, weight: float, sentences: Ite
             total += math.log10(weight * 10.0 ** a.logprob(ngram) + (1.0 - weight) * 10.0 ** b.logprob(ngram))
             tokens += 1
     return 10.0 ** (-total / max(tokens, 1))
+
+
+def best_weight(
+    a: BackoffLM, b: BackoffLM, weights: list[float], dev: dict[str, list[str]]
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """The weight of ``a`` in its mixture with ``b`` with the lowest mean log-perplexity over the dev
+    sets (sentences by set name), and every weight's perplexities; the middle weight without dev text."""
+    table = {
+        str(w): {name: round(mixture_perplexity(a, b, w, sents), 1) for name, sents in dev.items()} for w in weights
+    }
+    if not dev:
+        return weights[len(weights) // 2], table
+
+    def mean_log(w: float) -> float:
+        values = table[str(w)].values()
+        return sum(map(math.log, values)) / len(values)
+
+    return min(weights, key=mean_log), table
