@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import random
-import re
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -42,6 +41,8 @@ from train.lm.backoff import BackoffLM, best_weight, interpolate, prune, read_ar
 from train.lm.sphinx import packaged_lm, provenance, read_sphinx_trie
 
 logger = logging.getLogger("build_lm")
+
+LETTERS = set(ENGLISH_CHARS) - {"<blank>", " "}  # what a lexicon word may be spelled with
 
 
 def kaldi_texts(path: Path) -> list[str]:
@@ -102,8 +103,7 @@ def lm_text(pools: dict[str, list[str]], banned: set[str], repeat: dict[str, int
 
 def write_lexicon(path: Path, words: set[str]) -> int:
     """``word<TAB>c h a r s`` for every word spelled only with the model's characters."""
-    alphabet = set(ENGLISH_CHARS) - {"<blank>", " "}
-    kept = sorted(w for w in words if w and set(w) <= alphabet)
+    kept = sorted(w for w in words if w and set(w) <= LETTERS)
     path.write_text("".join(f"{w}\t{' '.join(w)}\n" for w in kept))
     return len(kept)
 
@@ -135,8 +135,7 @@ def base_model(name: str) -> tuple[BackoffLM, dict[str, str]]:
         raise SystemExit(f"unknown base LM {name!r}")
     path = packaged_lm()
     base = read_sphinx_trie(path)
-    alphabet = re.escape("".join(sorted(set(ENGLISH_CHARS) - {"<blank>", " "})))
-    keep = {w for w in base.vocabulary if re.fullmatch(f"[{alphabet}]+", w)}
+    keep = {w for w in base.vocabulary if set(w) <= LETTERS}
     return base.restrict(keep).renormalise(), provenance(path)
 
 
@@ -150,11 +149,12 @@ def dev_sentences(manifests: list[Path]) -> dict[str, list[str]]:
     return out
 
 
-def mixed_arpa(args: argparse.Namespace, arpa: Path) -> tuple[Path, set[str], dict[str, object]]:
+def mixed_arpa(
+    args: argparse.Namespace, arpa: Path, dev: dict[str, list[str]]
+) -> tuple[Path, set[str], dict[str, object]]:
     """The lmplz model mixed with the base LM and pruned: its ARPA, the base's words, card entries."""
     ours = read_arpa(arpa)
     base, origin = base_model(args.base_lm)
-    dev = dev_sentences(args.dev_manifest)
     weight, perplexities = best_weight(ours, base, args.base_weights, dev)
     logger.info("mixture weight of the recipe's LM: %s (dev perplexities %s)", weight, perplexities)
     mixed = prune(interpolate(ours, base, weight), args.max_ngrams)
@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         if manifest.is_file():
             rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
             banned |= {form(row["text"]) for row in rows for form in (normalize_text, spoken_form)}
-    for sentences in dev_sentences(args.dev_manifest).values():
+    dev = dev_sentences(args.dev_manifest)
+    for sentences in dev.values():
         banned |= set(sentences)
     repeat = {name: int(n) for name, _, n in (item.partition("=") for item in args.repeat)}
     sentences = lm_text(pools, banned, repeat)
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     base_words: set[str] = set()
     mixture: dict[str, object] = {}
     if args.base_lm != "none":
-        arpa, base_words, mixture = mixed_arpa(args, arpa)
+        arpa, base_words, mixture = mixed_arpa(args, arpa, dev)
     pack(args.kenlm, arpa, args.out / "lm.bin", compress=bool(mixture))
     lexicon_size = write_lexicon(args.out / "lexicon.txt", set(counts) | load_word_list() | base_words)
     card = {

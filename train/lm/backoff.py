@@ -30,6 +30,13 @@ NO_PROB = -99.0  # ARPA's "never predicted" (the <s> unigram)
 FLOOR = -10.0  # log10 p of a word a model does not know and has no <unk> for
 
 
+def sentence_ngrams(words: list[str], order: int) -> Iterator[NGram]:
+    """Each word of a sentence and </s> with up to ``order - 1`` words before it, from <s> on."""
+    tokens = [BOS, *words, EOS]
+    for i in range(1, len(tokens)):
+        yield tuple(tokens[max(0, i - order + 1) : i + 1])
+
+
 @dataclass
 class BackoffLM:
     """A backoff n-gram model (log10 probabilities and backoff weights)."""
@@ -67,8 +74,7 @@ class BackoffLM:
 
     def sentence_logprob(self, words: list[str]) -> float:
         """log10 p of a sentence (with </s>), the history starting at <s>."""
-        tokens = [BOS, *words, EOS]
-        return sum(self.logprob(tuple(tokens[max(0, i - self.order + 1) : i + 1])) for i in range(1, len(tokens)))
+        return sum(self.logprob(ngram) for ngram in sentence_ngrams(words, self.order))
 
     def restrict(self, keep: set[str]) -> BackoffLM:
         """The n-grams whose words are all in ``keep`` (plus <s>, </s>, <unk>); call
@@ -267,9 +273,7 @@ def mixture_perplexity(a: BackoffLM, b: BackoffLM, weight: float, sentences: Ite
     order = max(a.order, b.order)
     total, tokens = 0.0, 0
     for sentence in sentences:
-        words = [BOS, *sentence.split(), EOS]
-        for i in range(1, len(words)):
-            ngram = tuple(words[max(0, i - order + 1) : i + 1])
+        for ngram in sentence_ngrams(sentence.split(), order):
             total += math.log10(weight * 10.0 ** a.logprob(ngram) + (1.0 - weight) * 10.0 ** b.logprob(ngram))
             tokens += 1
     return 10.0 ** (-total / max(tokens, 1))
