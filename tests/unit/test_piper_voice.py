@@ -103,11 +103,12 @@ def test_variety_draws_noise_and_speed_per_sentence_within_its_ranges() -> None:
     rng = random.Random(3)
     takes = [piper_voice.take(rng, True) for _ in range(200)]
     assert piper_voice.take(random.Random(3), True) == takes[0]
-    for t in takes:
+    for t, factor in takes:
         assert 0.8 <= t["length_scale"] <= 1.25 and 0.4 <= t["noise_scale"] <= 0.9
-        assert 0.5 <= t["noise_w_scale"] <= 1.0 and 0.88 <= t["speed"] <= 1.12
-    assert len({t["speed"] for t in takes}) > 100
-    assert set(piper_voice.take(random.Random(3), False)) == {"length_scale"}
+        assert 0.5 <= t["noise_w_scale"] <= 1.0 and 0.88 <= factor <= 1.12
+    assert len({factor for _, factor in takes}) > 100
+    settings, factor = piper_voice.take(random.Random(3), False)
+    assert set(settings) == {"length_scale"} and factor == 1.0
 
 
 def test_a_sentence_piper_cannot_say_stops_the_run_with_its_text(fake_piper: Path, tmp_path: Path) -> None:

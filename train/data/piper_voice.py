@@ -48,16 +48,17 @@ def voice_model(piper: Path) -> Path:
     return model
 
 
-def take(rng: random.Random, variety: bool) -> dict[str, float]:
-    """One reading's settings: the phoneme length alone, or (``variety``) noise and speed too."""
+def take(rng: random.Random, variety: bool) -> tuple[dict[str, float], float]:
+    """One reading: Piper's settings (the phoneme length alone, or with ``variety`` both noises too)
+    and the speed factor its audio is then played at (1.0 without ``variety``)."""
     if not variety:
-        return {"length_scale": round(rng.uniform(0.9, 1.15), 2)}
-    return {
+        return {"length_scale": round(rng.uniform(0.9, 1.15), 2)}, 1.0
+    settings = {
         "length_scale": round(rng.uniform(0.8, 1.25), 2),
         "noise_scale": round(rng.uniform(0.4, 0.9), 2),
         "noise_w_scale": round(rng.uniform(0.5, 1.0), 2),
-        "speed": round(rng.uniform(0.88, 1.12), 3),
     }
+    return settings, round(rng.uniform(0.88, 1.12), 3)
 
 
 class Worker:
@@ -73,7 +74,7 @@ class Worker:
             command = [str(self.piper.parent / "python"), str(WORKER), str(voice_model(self.piper))]
             self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.process.stdin is not None and self.process.stdout is not None
-        request = {"text": text, "wav": str(wav), **{k: v for k, v in settings.items() if k != "speed"}}
+        request = {"text": text, "wav": str(wav), **settings}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         reply = self.process.stdout.readline().strip()
@@ -108,12 +109,12 @@ def main(argv: list[str] | None = None) -> None:
         for i, text in enumerate(sentences):
             utt_id = f"{args.prefix}-{i:06d}"
             flac = args.out / f"{utt_id}.flac"
-            settings = take(rng, args.variety)
+            settings, factor = take(rng, args.variety)
             if not flac.is_file():
                 wav = Path(tmp) / "out.wav"
                 worker.synthesize(text, wav, settings)
                 audio, rate = sf.read(str(wav), dtype="float32")
-                write_flac(flac, speed(to_rate(audio, rate), settings.get("speed", 1.0)))
+                write_flac(flac, speed(to_rate(audio, rate), factor))
             duration = sf.info(str(flac)).frames / SAMPLE_RATE
             audio_path = Path("..") / flac.relative_to(args.manifest.parent.parent)
             rows.append(
