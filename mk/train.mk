@@ -189,14 +189,17 @@ second-pass-tune: ## WER of the second pass per CTC weight and beam count on the
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \
 		--weights 0 0.05 0.1 0.15 --beams 1 4 --json bench/results/second_pass_tune.json --write
 
-# --- the second pass's decoder adapter (train/decoder_adapter.py): after whisper-export, before second-pass-tune ---
-# what the second pass reads, and so what the adapter trains on: the clip's own length (own_length) or
-# the 30 s window (window); adapter-export stores it in the bundle as second_pass_states
-ADAPTER_STATES ?= window
+# --- the second pass's decoder adapter (train/decoder_adapter.py): after whisper-export, piper-dev and piper-train,
+# before second-pass-tune ---
+# what the second pass reads, and so what the adapter trains on: the clip's own length (own_length, the
+# shipped bundle's) or the 30 s window (window); adapter-export stores it in the bundle as second_pass_states
+ADAPTER_STATES ?= own_length
 ADAPTER_CACHE ?= $(DATA_DIR)/cache/whisper-$(ADAPTER_STATES)
 ADAPTER_RUN ?= runs/decoder-adapter
-ADAPTER_STEPS ?= 400
+ADAPTER_STEPS ?= 600
 ADAPTER_SYNTH ?= 3000
+# sentences of piper_train (make piper-train) cached for the adapter: a natural, native-sounding voice
+ADAPTER_PIPER ?= 2000
 ADAPTER_FLAGS ?=
 # sentences never trained on: every evaluation set's (and the dev sets', which choose the adapter)
 EVAL_SENTENCES ?= $(MANIFESTS)/so762_test.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/synth_test.jsonl \
@@ -204,20 +207,22 @@ EVAL_SENTENCES ?= $(MANIFESTS)/so762_test.jsonl $(MANIFESTS)/so762_dev.jsonl $(M
 
 .PHONY: adapter-cache adapter-train adapter-train-resume adapter-export
 
-adapter-cache: ## the pretrained encoder's states (ADAPTER_STATES, fp16) and Whisper-style targets, per set, under $(ADAPTER_CACHE)
+adapter-cache: ## (after make piper-dev piper-train) the pretrained encoder's states (ADAPTER_STATES, fp16) and Whisper-style targets, per set, under $(ADAPTER_CACHE)
 	$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/so762_train.jsonl --out $(ADAPTER_CACHE)/so762_train \
 		--model $(WHISPER_MODEL) --states $(ADAPTER_STATES) --exclude $(EVAL_SENTENCES)
 	$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/synth_train.jsonl --out $(ADAPTER_CACHE)/synth_train \
 		--model $(WHISPER_MODEL) --states $(ADAPTER_STATES) --exclude $(EVAL_SENTENCES) --limit $(ADAPTER_SYNTH)
 	$(PY) -m train.decoder_adapter cache --manifest $(DCTTS)/manifest.jsonl --out $(ADAPTER_CACHE)/dctts \
 		--model $(WHISPER_MODEL) --states $(ADAPTER_STATES) --exclude $(EVAL_SENTENCES)
+	$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/piper_train.jsonl --out $(ADAPTER_CACHE)/piper_train \
+		--model $(WHISPER_MODEL) --states $(ADAPTER_STATES) --exclude $(EVAL_SENTENCES) --limit $(ADAPTER_PIPER)
 	for set in so762_dev synth_dev piper_dev; do \
 		$(PY) -m train.decoder_adapter cache --manifest $(MANIFESTS)/$$set.jsonl --out $(ADAPTER_CACHE)/$$set \
 			--model $(WHISPER_MODEL) --states $(ADAPTER_STATES) || exit 1; done
 
-adapter-train: ## a rank-16 adapter of the decoder's cross-attention into $(ADAPTER_RUN), ADAPTER_STEPS (400) steps
+adapter-train: ## a rank-16 adapter of the decoder's cross-attention into $(ADAPTER_RUN), ADAPTER_STEPS (600) steps
 	$(PY) -m train.decoder_adapter train --model $(WHISPER_MODEL) --out $(ADAPTER_RUN) --steps $(ADAPTER_STEPS) \
-		--train $(ADAPTER_CACHE)/so762_train $(ADAPTER_CACHE)/synth_train $(ADAPTER_CACHE)/dctts:3 \
+		--train $(ADAPTER_CACHE)/so762_train $(ADAPTER_CACHE)/synth_train $(ADAPTER_CACHE)/dctts:3 $(ADAPTER_CACHE)/piper_train \
 		--dev $(ADAPTER_CACHE)/so762_dev $(ADAPTER_CACHE)/synth_dev $(ADAPTER_CACHE)/piper_dev $(ADAPTER_FLAGS)
 
 adapter-train-resume: ## continue $(ADAPTER_RUN) from its last.pt

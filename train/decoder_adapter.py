@@ -1,8 +1,9 @@
 """A low-rank adapter of Whisper's pretrained decoder (``python -m train.decoder_adapter``): cache, train, export.
 
-The second pass reads the untouched pretrained encoder on the 30 s window, so those states never
-change: ``cache`` computes them once per utterance (fp16, 1500 x 384) with the Whisper-style text
-target. ``train`` then fits rank-r matrices beside the decoder's linear layers
+The second pass reads the untouched pretrained encoder, at each clip's own length or on the 30 s
+window (``--states``), so those states never change: ``cache`` computes them once per utterance
+(fp16, 50 x 384 per second or 1500 x 384 per window) with the Whisper-style text target.
+``train`` then fits rank-r matrices beside the decoder's linear layers
 (``app.asr.whisper.adapter.ADAPTED``) by teacher forcing, the pretrained weights frozen: the
 decoder learns the voices and accents of the training speech without forgetting its English.
 ``export`` stores the adapter in a bundle (float16) and sets ``decoder_adapter_rank`` in its
