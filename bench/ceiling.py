@@ -7,8 +7,9 @@ CPU, one utterance at a time could beat large padded batches, and one single-thr
 core could beat one worker whose operators use every core. A batch runs as the server runs it
 (``--batch-execution``, as ``ASR_BATCH_EXECUTION``: one padded tensor, or on a CPU by default
 item by item at each item's length). Each timed batch computes features,
-runs the network and greedy-decodes every row; HTTP, container decoding and scheduling are left
-out. That is the most this machine can serve.
+runs the network and greedy-decodes every row (``--decoder attention``: the second pass and its
+word alignment instead, on the clips cut into pieces as the engine cuts them); HTTP, container
+decoding and scheduling are left out. That is the most this machine can serve.
 
 Batches run on worker threads, as in the server's model runner, in a seeded random order,
 repeated, until the time asked for has passed; the rate is the audio of the batches run over
@@ -35,9 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.asr.align import AlignedDecoder
 from app.asr.audio import decode_audio
 from app.asr.recognizer import Recognizer
+from app.asr.segment import split_points
+from app.engine.engine import SECOND_PASS_PIECE_S
 from bench import recognizers, report, workload
+
+DECODERS = ("greedy", "attention")
 
 
 @dataclass(frozen=True)
@@ -94,11 +100,21 @@ class Ceiling:
     """Loaded recognizers (one per worker layout) and the workload in memory, ready to be timed."""
 
     def __init__(
-        self, recognizers_by_layout: dict[Layout, Recognizer], audio: list[np.ndarray], max_batch_seconds: float
+        self,
+        recognizers_by_layout: dict[Layout, Recognizer],
+        audio: list[np.ndarray],
+        max_batch_seconds: float,
+        decoder: str = "greedy",
     ) -> None:
         self.recognizers = recognizers_by_layout
         first = next(iter(recognizers_by_layout.values()))
         self.decoder = recognizers.greedy_decoder(first)
+        config = first.config
+        self.aligner = (
+            AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+            if decoder == "attention"
+            else None
+        )
         self.audio = audio
         self.lengths = [a.shape[0] for a in audio]
         self.max_batch_samples = int(max_batch_seconds * first.config.sample_rate)
@@ -113,9 +129,15 @@ class Ceiling:
         }
 
     def run(self, recognizer: Recognizer, batch: list[int]) -> int:
-        """Features, network and greedy decoding of one batch; returns its samples."""
-        for log_probs in recognizer.infer([self.audio[i] for i in batch]):
-            self.decoder.decode(log_probs)
+        """Features, network and greedy decoding of one batch (or the second pass and its word
+        alignment); returns its samples."""
+        audio = [self.audio[i] for i in batch]
+        if self.aligner is not None:
+            for output in recognizer.second_pass(audio):
+                self.aligner.align(output)
+        else:
+            for log_probs in recognizer.infer(audio):
+                self.decoder.decode(log_probs)
         return sum(self.lengths[i] for i in batch)
 
     def measure(self, layout: Layout, max_batch_size: int, seconds: float) -> CeilingResult:
@@ -169,9 +191,15 @@ class Ceiling:
 
 
 def load(
-    model: Path, runtime: str, precision: str, max_batch_seconds: float, batch_execution: str = "auto"
+    model: Path,
+    runtime: str,
+    precision: str,
+    max_batch_seconds: float,
+    batch_execution: str = "auto",
+    decoder: str = "greedy",
 ) -> tuple[Ceiling, dict[str, Any]]:
-    """A recognizer per worker layout and the decoded workload, plus what describes them in the results."""
+    """A recognizer per worker layout and the decoded workload (for the second pass, cut into the
+    engine's pieces), plus what describes them in the results."""
     clips = workload.load()
     by_layout = {
         layout: recognizers.make_recognizer(
@@ -182,13 +210,22 @@ def load(
     first = next(iter(by_layout.values()))
     rate = first.config.sample_rate
     audio = [decode_audio(clips.path(c).read_bytes(), rate) for c in clips.clips]
+    if decoder == "attention":
+        audio = [piece for wave in audio for piece in pieces(wave, rate)]
     about = {
         "benchmark": "ceiling",
+        "decoder": decoder,
         "recognizer": recognizers.describe(first),
         "workload": clips.describe(),
         "max_batch_audio_seconds": max_batch_seconds,
     }
-    return Ceiling(by_layout, audio, max_batch_seconds), about
+    return Ceiling(by_layout, audio, max_batch_seconds, decoder), about
+
+
+def pieces(wave: np.ndarray, rate: int) -> list[np.ndarray]:
+    """``wave`` cut where the engine cuts audio for the second pass (pieces of at most 25 s)."""
+    starts = split_points(wave, rate, SECOND_PASS_PIECE_S)
+    return [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
 
 
 def serve(ceiling: Ceiling, about: dict[str, Any], batch_sizes: list[int], seconds: float) -> None:
@@ -210,11 +247,14 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-execution", default="auto", choices=["auto", "padded", "per_item"], help="as ASR_BATCH_EXECUTION"
     )
     parser.add_argument("--max-batch-audio-seconds", type=float, default=240.0, help="as ASR_MAX_BATCH_AUDIO_SECONDS")
+    parser.add_argument("--decoder", default="greedy", choices=DECODERS, help="greedy CTC or the second pass")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed seconds per batch size")
     parser.add_argument("--serve", action="store_true", help="measure on each line of stdin")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    ceiling, about = load(args.model, args.runtime, args.precision, args.max_batch_audio_seconds, args.batch_execution)
+    ceiling, about = load(
+        args.model, args.runtime, args.precision, args.max_batch_audio_seconds, args.batch_execution, args.decoder
+    )
     if args.serve:
         serve(ceiling, about, args.batch_sizes, args.seconds)
         return

@@ -12,6 +12,7 @@ are pooled per system. It prints and writes the table (JSON under
 ours >= 0.75x the ceiling and >= 1.2x LitServe, with a p99 no worse.
 
     python -m bench.compare                 # about 9 minutes with the defaults
+    python -m bench.compare --systems ours --open --decoder attention   # ours and its ceiling on the second pass
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, cast
 import httpx
 
 from bench import load, report, servers, workload
+from bench.ceiling import DECODERS
 from bench.compare_table import acceptance, markdown, rows_for_print
 from bench.recognizers import DEFAULT_MODEL
 
@@ -48,6 +50,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime", default="auto", help="ASR_RUNTIME for every system and the ceiling")
     parser.add_argument("--precision", default="auto", help="ASR_PRECISION for every system and the ceiling")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop workers")
+    parser.add_argument("--decoder", default="greedy", choices=DECODERS, help="what ours and the ceiling decode with")
     parser.add_argument("--rounds", type=int, default=3, help="closed-loop rounds (order reversed each round)")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of load before each timed window")
     parser.add_argument("--duration", type=float, default=20.0, help="closed-loop timed window per round, seconds")
@@ -73,9 +76,9 @@ def spec_for(name: str, args: argparse.Namespace) -> servers.ServerSpec:
     """How to start a system; ``ours-pcm`` is ours, driven with raw PCM bodies instead of WAV files."""
     if name in ("ours", "ours-pcm"):
         tuned = dict(setting.split("=", 1) for setting in args.ours_setting)
-        return servers.ours(name, args.model, args.runtime, args.precision, **tuned)
+        return servers.ours(name, args.model, args.runtime, args.precision, **{"decoder": args.decoder, **tuned})
     if name == "ours-batch1":
-        return servers.ours(name, args.model, args.runtime, args.precision, max_batch_size="1")
+        return servers.ours(name, args.model, args.runtime, args.precision, decoder=args.decoder, max_batch_size="1")
     if name == "litserve":
         return servers.peer(name, "bench.peers.litserve_server", args.model, args.runtime, args.precision, "/health")
     return servers.peer(name, "bench.peers.naive", args.model, args.runtime, args.precision, "/readyz")
@@ -94,7 +97,7 @@ class CeilingProcess:
     def __init__(self, args: argparse.Namespace) -> None:
         command = [sys.executable, "-m", "bench.ceiling", "--serve", "--model", str(args.model)]
         command += ["--runtime", args.runtime, "--precision", args.precision, "--seconds", str(args.ceiling_seconds)]
-        command += ["--batch-sizes", *args.ceiling_batch_sizes]
+        command += ["--batch-sizes", *args.ceiling_batch_sizes, "--decoder", args.decoder]
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=servers.ROOT
         )
