@@ -39,9 +39,8 @@ import torch
 from app.asr.align import AlignedDecoder
 from app.asr.audio import decode_audio
 from app.asr.recognizer import Recognizer
-from app.asr.segment import split_points
-from app.engine.engine import SECOND_PASS_PIECE_S
 from bench import recognizers, report, workload
+from bench.our_systems import engine_pieces
 
 DECODERS = ("greedy", "attention")
 
@@ -211,7 +210,7 @@ def load(
     rate = first.config.sample_rate
     audio = [decode_audio(clips.path(c).read_bytes(), rate) for c in clips.clips]
     if decoder == "attention":
-        audio = [piece for wave in audio for piece in pieces(wave, rate)]
+        audio = [piece for wave in audio for piece in engine_pieces(wave, rate)]
     about = {
         "benchmark": "ceiling",
         "decoder": decoder,
@@ -220,12 +219,6 @@ def load(
         "max_batch_audio_seconds": max_batch_seconds,
     }
     return Ceiling(by_layout, audio, max_batch_seconds, decoder), about
-
-
-def pieces(wave: np.ndarray, rate: int) -> list[np.ndarray]:
-    """``wave`` cut where the engine cuts audio for the second pass (pieces of at most 25 s)."""
-    starts = split_points(wave, rate, SECOND_PASS_PIECE_S)
-    return [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
 
 
 def serve(ceiling: Ceiling, about: dict[str, Any], batch_sizes: list[int], seconds: float) -> None:

@@ -20,6 +20,12 @@ from bench.recognizers import make_recognizer
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
 
 
+def engine_pieces(wave: np.ndarray, rate: int) -> list[np.ndarray]:
+    """``wave`` cut where the engine cuts audio for the second pass (pieces of at most 25 s)."""
+    starts = split_points(wave, rate, SECOND_PASS_PIECE_S)
+    return [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
+
+
 class OurModel:
     """A bundle behind the server's recognizer, decoded one way (``attention``, ``greedy`` or ``beam``)."""
 
@@ -43,8 +49,7 @@ class OurModel:
             self.beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
 
     def transcribe(self, wave: np.ndarray) -> str:
-        starts = split_points(wave, self.rate, SECOND_PASS_PIECE_S)  # as the engine cuts audio
-        pieces = [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
+        pieces = engine_pieces(wave, self.rate)
         if self.decoder == "attention":
             outputs = self.recognizer.second_pass(pieces)
             return " ".join(self.aligner.align(out).text for out in outputs).strip()
