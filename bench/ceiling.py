@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.asr.align import AlignedDecoder
 from app.asr.audio import decode_audio
 from app.asr.recognizer import Recognizer
 from bench import recognizers, report, workload
@@ -108,12 +107,7 @@ class Ceiling:
         self.recognizers = recognizers_by_layout
         first = next(iter(recognizers_by_layout.values()))
         self.decoder = recognizers.greedy_decoder(first)
-        config = first.config
-        self.aligner = (
-            AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
-            if decoder == "attention"
-            else None
-        )
+        self.aligner = recognizers.aligned_decoder(first) if decoder == "attention" else None
         self.audio = audio
         self.lengths = [a.shape[0] for a in audio]
         self.max_batch_samples = int(max_batch_seconds * first.config.sample_rate)

@@ -10,20 +10,18 @@ from pathlib import Path
 
 import numpy as np
 
-from app.asr.align import AlignedDecoder
 from app.asr.beam import BeamDecoder, load_lexicon_lm
 from app.asr.ctc import GreedyDecoder
-from app.asr.segment import split_points
+from app.asr.segment import split_spans
 from app.engine.engine import SECOND_PASS_PIECE_S
-from bench.recognizers import make_recognizer
+from bench.recognizers import aligned_decoder, make_recognizer
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
 
 
 def engine_pieces(wave: np.ndarray, rate: int) -> list[np.ndarray]:
     """``wave`` cut where the engine cuts audio for the second pass (pieces of at most 25 s)."""
-    starts = split_points(wave, rate, SECOND_PASS_PIECE_S)
-    return [wave[a:b] for a, b in zip(starts, [*starts[1:], wave.shape[0]], strict=True)]
+    return [wave[start:end] for start, end in split_spans(wave, rate, SECOND_PASS_PIECE_S)]
 
 
 class OurModel:
@@ -39,7 +37,7 @@ class OurModel:
         self.name = f"ours-{decoder}{suffix}"
         self.rate = config.sample_rate
         self.decoder = decoder
-        self.aligner = AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+        self.aligner = aligned_decoder(self.recognizer)
         self.greedy = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
         self.beam: BeamDecoder | None = None
         if decoder == "beam":

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from app.asr.align import AlignedDecoder
 from app.asr.bundle_files import read_config
 from app.asr.ctc import GreedyDecoder
 from app.asr.recognizer import Recognizer, open_recognizer
@@ -61,6 +62,12 @@ def describe(recognizer: Recognizer) -> dict[str, Any]:
 def greedy_decoder(recognizer: Recognizer) -> GreedyDecoder:
     config = recognizer.config
     return GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
+
+
+def aligned_decoder(recognizer: Recognizer) -> AlignedDecoder:
+    """Word times for the second pass's text by CTC forced alignment, as the server's ``attention`` decoder."""
+    config = recognizer.config
+    return AlignedDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
 
 
 def warm_up(

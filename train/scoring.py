@@ -23,7 +23,7 @@ from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.features import LogMelFrontend
 from app.asr.model import SepConvCTC
 from app.asr.recognizer import Recognizer
-from app.asr.segment import split_points, stitch
+from app.asr.segment import split_spans, stitch
 from app.asr.torch_recognizer import build_recognizer
 from app.config import Settings
 
@@ -75,8 +75,7 @@ def transcribe(
     offsets: list[float] = []  # seconds
     pieces: list[np.ndarray] = []
     for index, wave in enumerate(waves):
-        starts = split_points(wave, rate, chunk_seconds)
-        for start, end in zip(starts, [*starts[1:], wave.shape[0]], strict=True):
+        for start, end in split_spans(wave, rate, chunk_seconds):
             owners.append(index)
             offsets.append(start / rate)
             pieces.append(wave[start:end])

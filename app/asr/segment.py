@@ -29,6 +29,14 @@ def split_points(audio: np.ndarray, sample_rate: int, chunk_seconds: float, sear
     return starts
 
 
+def split_spans(
+    audio: np.ndarray, sample_rate: int, chunk_seconds: float, search_seconds: float = 2.0
+) -> list[tuple[int, int]]:
+    """The pieces :func:`split_points` cuts ``audio`` into, as (start, end) sample offsets."""
+    starts = split_points(audio, sample_rate, chunk_seconds, search_seconds)
+    return list(zip(starts, [*starts[1:], audio.shape[0]], strict=True))
+
+
 def stitch(pieces: list[Hypothesis], offsets_seconds: list[float]) -> Hypothesis:
     """Join per-piece hypotheses into one, shifting word times by each piece's offset.
 

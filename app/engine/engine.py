@@ -37,7 +37,7 @@ from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
 from app.asr.options import DecodeOptions, DecoderKind
 from app.asr.recognizer import Recognizer, open_recognizer
-from app.asr.segment import split_points, stitch
+from app.asr.segment import split_spans, stitch
 from app.config import Settings
 from app.engine.admission import Admission, AudioBudget
 from app.engine.batcher import Batcher
@@ -365,16 +365,15 @@ class Engine:
         batcher: Batcher[Any] = self.second_batcher if second else self.batcher
         decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
         piece_s = min(self.settings.chunk_seconds, SECOND_PASS_PIECE_S) if second else self.settings.chunk_seconds
-        starts = split_points(audio, rate, piece_s)
-        bounds = [*starts[1:], audio.shape[0]]
+        spans = split_spans(audio, rate, piece_s)
         window = max(2, self.plan.max_batch_size * self.plan.model_workers)
         deadline = time.monotonic() + self.settings.request_timeout_s if deadline is None else deadline
         futures: list[asyncio.Future[Any]] = []
         try:
-            for index, start in enumerate(starts):
-                while len(futures) < min(len(starts), index + window):
-                    piece = len(futures)
-                    futures.append(batcher.submit(audio[starts[piece] : bounds[piece]], priority))
+            for index, (start, _) in enumerate(spans):
+                while len(futures) < min(len(spans), index + window):
+                    begin, end = spans[len(futures)]
+                    futures.append(batcher.submit(audio[begin:end], priority))
                 remaining = deadline - time.monotonic()
                 try:
                     output = await asyncio.wait_for(futures[index], max(remaining, 0.001))
