@@ -9,7 +9,7 @@ decoders' job (``app.asr.ctc``), so it can run in parallel with the next batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -42,8 +42,13 @@ class Recognizer(Protocol):
         """Whether the model has a second pass (Whisper's pretrained decoder)."""
         ...
 
-    def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
-        """Each waveform's CTC log-probs and the second pass's text (waveforms of at most 30 s)."""
+    def second_pass(
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None
+    ) -> list[SecondPassOutput]:
+        """Each waveform's CTC log-probs and the second pass's text (waveforms of at most 30 s).
+
+        ``pause`` is called between steps of the work; the engine's runner runs waiting CTC
+        batches there, so a long second pass does not hold up stream partials."""
         ...
 
 

@@ -107,10 +107,13 @@ class TorchRecognizer:
         return self.bundle.second_pass is not None
 
     @torch.inference_mode()
-    def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
+    def second_pass(
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None
+    ) -> list[SecondPassOutput]:
         """Each waveform's CTC log-probs (for word times) and the second pass's text, in one batch.
 
-        Each waveform must be at most 30 s (the engine cuts longer audio into pieces).
+        Each waveform must be at most 30 s (the engine cuts longer audio into pieces). ``pause`` is
+        called once, between the CTC pass and the second (the ONNX path pauses at every decoder step).
         """
         passes = self.bundle.second_pass
         if passes is None:
@@ -126,6 +129,7 @@ class TorchRecognizer:
                 rows(*self.network(features[row : row + 1, :, :n].contiguous(), frame_lengths[row : row + 1]))[0]
                 for row, n in enumerate(frame_lengths.tolist())
             ]
+        pause()
         with self._autocast():
             texts = passes.transcribe(features, frame_lengths, log_probs)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]

@@ -9,7 +9,7 @@ It is not thread-safe: the engine calls it from one thread.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -151,10 +151,13 @@ class SlimRecognizer:
             return [self._log_probs(*self._features([wave]))[0] for wave in waveforms]
         return self._log_probs(*self._features(waveforms))
 
-    def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
+    def second_pass(
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None
+    ) -> list[SecondPassOutput]:
         """Each waveform's CTC log-probs (for word times) and the second pass's text, in one batch.
 
-        Each waveform must be at most 30 s (the engine cuts longer audio into pieces).
+        Each waveform must be at most 30 s (the engine cuts longer audio into pieces). ``pause`` is
+        called between steps: after each item's CTC pass, the encoder and each decoder step.
         """
         if not waveforms:
             return []
@@ -162,11 +165,11 @@ class SlimRecognizer:
         if self.pads_batches or len(waveforms) == 1:
             log_probs = self._log_probs(features, frame_lengths)
         else:  # item by item at each item's own length, as infer() runs them
-            log_probs = [
-                self._log_probs(features[row : row + 1, :, :n], frame_lengths[row : row + 1])[0]
-                for row, n in enumerate(frame_lengths.tolist())
-            ]
-        texts = self.passes.transcribe(features, frame_lengths, log_probs)
+            log_probs = []
+            for row, n in enumerate(frame_lengths.tolist()):
+                log_probs.append(self._log_probs(features[row : row + 1, :, :n], frame_lengths[row : row + 1])[0])
+                pause()
+        texts = self.passes.transcribe(features, frame_lengths, log_probs, pause)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
     def _features(self, waveforms: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

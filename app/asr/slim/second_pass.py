@@ -4,7 +4,7 @@ the networks, NumPy for greedy decoding. The same maths and the same text as
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,21 +75,27 @@ class SlimSecondPass:
         return cls(encoder, decoder, tokenizer, rules, dims, parameters, own_length=own_length)
 
     def transcribe(
-        self, features: np.ndarray, lengths: np.ndarray, ctc_log_probs: Sequence[np.ndarray] | None = None
+        self,
+        features: np.ndarray,
+        lengths: np.ndarray,
+        ctc_log_probs: Sequence[np.ndarray] | None = None,
+        pause: Callable[[], None] = lambda: None,
     ) -> list[str]:
         """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
         Whisper log-mel frames zero past each row's ``lengths`` (batch,) (at most 30 s); with
-        ``joint`` set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens."""
+        ``joint`` set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens.
+        ``pause`` is called after the encoder and after each decoder step (:meth:`decode`)."""
         if features.ndim != 3 or lengths.shape != (features.shape[0],):
             raise ValueError(
                 f"features (batch, n_mels, frames) and lengths (batch,), got {features.shape}, {lengths.shape}"
             )
         cross = self.cross_keys(features, lengths)
+        pause()
         caps = token_caps(lengths.tolist())
         search: TokenSearch = GreedyRows(self.rules, len(caps), caps)
         if self.joint is not None and ctc_log_probs is not None:
             search = self.joint.search(ctc_log_probs, caps)
-        return [self.tokenizer.decode(ids) for ids in self.decode(cross, search)]
+        return [self.tokenizer.decode(ids) for ids in self.decode(cross, search, pause)]
 
     def cross_keys(self, features: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
@@ -111,12 +117,15 @@ class SlimSecondPass:
         cross["cross_bias"] = np.where(valid, 0.0, -np.inf).astype(np.float32)[:, None, None, :]
         return cross
 
-    def decode(self, cross: dict[str, np.ndarray], search: TokenSearch) -> list[list[int]]:
+    def decode(
+        self, cross: dict[str, np.ndarray], search: TokenSearch, pause: Callable[[], None] = lambda: None
+    ) -> list[list[int]]:
         """Each row's text tokens (prompt and end-of-text removed) as ``search`` chooses them (greedy
         decoding or the joint beam search), given the cross-attention keys and values ``cross``
         (rows, heads, frames, head_dim) per layer, with their ``cross_bias`` at own length
         (:meth:`cross_keys`). Each step the decoder runs the sequences of the rows still running, a
-        row's beams reading that row's keys and values."""
+        row's beams reading that row's keys and values. ``pause`` is called after each step: the
+        serving engine runs waiting urgent work there (``app.engine.runner``)."""
         rules, running = self.rules, search.running
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
@@ -137,6 +146,7 @@ class SlimSecondPass:
                 running = search.running
             past = {name: present[parents] for name, present in zip(past_names, presents, strict=True)}
             tokens = inputs[:, None]
+            pause()
         return search.best()
 
     def num_parameters(self) -> int:
