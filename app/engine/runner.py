@@ -7,11 +7,12 @@ import asyncio
 import heapq
 import itertools
 import logging
-import math
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -27,9 +28,12 @@ T = TypeVar("T")
 # Which waiting model batch a free worker takes first. CTC batches (stream partials, greedy and
 # beam requests) take milliseconds; a second-pass batch takes tens to hundreds, so a partial
 # waiting behind finals would wait for all of them. A second pass also stops between its steps
-# to run the CTC batches that wait (``PriorityPool.run_waiting``). Ties go to the oldest batch.
+# to run the CTC batches that wait (``PriorityPool.run_waiting``). Ties go to the oldest batch,
+# and a batch that has waited MAX_WAIT_S goes next whatever its priority, so a steady stream of
+# CTC batches delays second passes but never starves them.
 CTC_FIRST = 1
 SECOND_PASS = 0
+MAX_WAIT_S = 1.0
 
 
 @dataclass(eq=False)
@@ -37,6 +41,8 @@ class _Call:
     future: Future[Any]
     fn: Callable[..., Any]
     args: tuple[Any, ...]
+    queued: float = field(default_factory=time.monotonic)
+    taken: bool = False  # by a worker; its other queue entry is then skipped
 
     def run(self) -> None:
         if not self.future.set_running_or_notify_cancel():  # cancelled while it waited
@@ -50,15 +56,18 @@ class _Call:
 
 
 class PriorityPool:
-    """``workers`` threads that run the most urgent waiting call first (the oldest among equals).
+    """``workers`` threads that run the most urgent waiting call first (the oldest among equals),
+    or the oldest call once it has waited ``max_wait_s``.
 
     A long call may let waiting calls of higher priority run on its own thread between its steps
     (:meth:`run_waiting`). A call whose future was cancelled while it waited is skipped.
     :meth:`shutdown` lets every call submitted before it finish, then stops the threads.
     """
 
-    def __init__(self, workers: int, name: str) -> None:
-        self._waiting: list[tuple[float, int, _Call | None]] = []  # a heap: (-priority, order, call)
+    def __init__(self, workers: int, name: str, max_wait_s: float = MAX_WAIT_S) -> None:
+        self.max_wait_s = max_wait_s
+        self._urgent: list[tuple[int, int, _Call]] = []  # a heap: (-priority, order, call)
+        self._oldest: deque[_Call] = deque()  # the same calls in the order they came
         self._order = itertools.count()
         self._ready = threading.Condition()
         self._closed = False
@@ -71,10 +80,12 @@ class PriorityPool:
     def submit(self, priority: int, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``fn(*args)``; higher ``priority`` runs first."""
         future: Future[T] = Future()
+        call = _Call(future, fn, args)
         with self._ready:
             if self._closed:
                 raise RuntimeError("the model pool is shut down")
-            heapq.heappush(self._waiting, (-priority, next(self._order), _Call(future, fn, args)))
+            heapq.heappush(self._urgent, (-priority, next(self._order), call))
+            self._oldest.append(call)
             self._ready.notify()
         return future
 
@@ -83,11 +94,11 @@ class PriorityPool:
         first, until none waits."""
         while True:
             with self._ready:
-                if not self._waiting or -self._waiting[0][0] <= above:
+                self._skip_taken()
+                if not self._urgent or -self._urgent[0][0] <= above:
                     return
-                _, _, call = heapq.heappop(self._waiting)
-            if call is not None:
-                call.run()
+                call = self._take(heapq.heappop(self._urgent)[2])
+            call.run()
 
     def shutdown(self) -> None:
         """Finish every waiting call, then stop the threads."""
@@ -95,8 +106,6 @@ class PriorityPool:
             if self._closed:
                 return
             self._closed = True
-            for _ in self._threads:  # a stop marker per thread, after every call
-                heapq.heappush(self._waiting, (math.inf, next(self._order), None))
             self._ready.notify_all()
         for thread in self._threads:
             thread.join()
@@ -104,12 +113,36 @@ class PriorityPool:
     def _work(self) -> None:
         while True:
             with self._ready:
-                while not self._waiting:
+                while not self._next_waiting():
+                    if self._closed:
+                        return
                     self._ready.wait()
-                _, _, call = heapq.heappop(self._waiting)
-            if call is None:
-                return
+                call = self._next_waiting()
+                assert call is not None
+                self._take(call)
             call.run()
+
+    def _next_waiting(self) -> _Call | None:
+        """The call a free worker runs next (the lock held): the oldest if it has waited
+        ``max_wait_s``, else the most urgent."""
+        self._skip_taken()
+        if not self._oldest:
+            return None
+        if time.monotonic() - self._oldest[0].queued >= self.max_wait_s:
+            return self._oldest[0]
+        return self._urgent[0][2]
+
+    def _take(self, call: _Call) -> _Call:
+        call.taken = True
+        self._skip_taken()
+        return call
+
+    def _skip_taken(self) -> None:
+        """Drop the entries of calls already taken from the front of both queues."""
+        while self._urgent and self._urgent[0][2].taken:
+            heapq.heappop(self._urgent)
+        while self._oldest and self._oldest[0].taken:
+            self._oldest.popleft()
 
 
 class ModelRunner:

@@ -27,6 +27,20 @@ def test_the_most_urgent_waiting_call_runs_first_then_the_oldest() -> None:
     pool.shutdown()
 
 
+def test_a_call_that_waited_too_long_goes_next_whatever_its_priority() -> None:
+    pool = PriorityPool(1, "test", max_wait_s=0.05)
+    gate, order = threading.Event(), list[str]()
+    pool.submit(0, gate.wait)
+    old = pool.submit(0, order.append, "old")
+    threading.Event().wait(0.1)  # "old" has now waited past max_wait_s
+    urgent = [pool.submit(1, order.append, name) for name in ("b", "c")]
+    gate.set()
+    for call in [old, *urgent]:
+        call.result(timeout=5)
+    assert order == ["old", "b", "c"]
+    pool.shutdown()
+
+
 def test_cancelled_calls_are_skipped_and_failures_reach_the_caller() -> None:
     pool = PriorityPool(1, "test")
     gate, ran = threading.Event(), list[str]()
