@@ -113,12 +113,10 @@ class PriorityPool:
     def _work(self) -> None:
         while True:
             with self._ready:
-                while not self._next_waiting():
+                while (call := self._next_waiting()) is None:
                     if self._closed:
                         return
                     self._ready.wait()
-                call = self._next_waiting()
-                assert call is not None
                 self._take(call)
             call.run()
 

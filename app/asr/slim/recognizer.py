@@ -3,7 +3,8 @@
 The CTC network and the second pass are ONNX graphs assembled from the base's and the bundle's
 weights at load time (``app.asr.slim.graphs``), so the slim install needs no exported file and
 no PyTorch. Transcripts equal the PyTorch path's (``tests/unit/test_slim_recognizer.py``).
-It is not thread-safe: the engine calls it from one thread.
+It keeps no state between calls (it only reads its weights), so the engine's model workers call
+it from several threads at once, and a CTC batch may run inside a second pass's ``pause``.
 """
 
 from __future__ import annotations
