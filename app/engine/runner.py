@@ -42,7 +42,7 @@ class _Call:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     queued: float = field(default_factory=time.monotonic)
-    taken: bool = False  # by a worker; its other queue entry is then skipped
+    taken: bool = False  # by a worker; its entries left in the queues are skipped
 
     def run(self) -> None:
         if not self.future.set_running_or_notify_cancel():  # cancelled while it waited
@@ -97,7 +97,8 @@ class PriorityPool:
                 self._skip_taken()
                 if not self._urgent or -self._urgent[0][0] <= above:
                     return
-                call = self._take(heapq.heappop(self._urgent)[2])
+                call = heapq.heappop(self._urgent)[2]
+                call.taken = True
             call.run()
 
     def shutdown(self) -> None:
@@ -117,7 +118,7 @@ class PriorityPool:
                     if self._closed:
                         return
                     self._ready.wait()
-                self._take(call)
+                call.taken = True
             call.run()
 
     def _next_waiting(self) -> _Call | None:
@@ -129,11 +130,6 @@ class PriorityPool:
         if time.monotonic() - self._oldest[0].queued >= self.max_wait_s:
             return self._oldest[0]
         return self._urgent[0][2]
-
-    def _take(self, call: _Call) -> _Call:
-        call.taken = True
-        self._skip_taken()
-        return call
 
     def _skip_taken(self) -> None:
         """Drop the entries of calls already taken from the front of both queues."""
