@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.asr.whisper.ctc_prefix import CtcPrefixScorer, number_texts, spell_number, token_spellings
-from app.asr.whisper.greedy import moves, shrink
+from app.asr.whisper.greedy import TopTokens, moves, shrink
 from app.asr.whisper.joint import JointSearch, TokenTable
 
 TOKENS = ["<blank>", " ", "'", "a", "b"]
@@ -109,7 +109,7 @@ def run_search(
         for k, beam in enumerate(search.live[0]):
             for token, log_prob in decoder[tuple(beam.tokens)].items():
                 logits[k, token] = log_prob
-        search.advance(logits)
+        search.advance(TopTokens.of(logits, search.candidates, search.end_of_text))
     return search.best()
 
 
@@ -169,7 +169,7 @@ def test_rows_stop_at_their_caps_and_the_weight_is_checked() -> None:
     while not search.finished:
         logits = np.full((search.sequences, VOCAB), -np.inf)
         logits[:, 1] = 0.0  # " a" forever
-        search.advance(logits)
+        search.advance(TopTokens.of(logits, search.candidates, search.end_of_text))
     assert search.best() == [[1, 1], []]
     for weight in (-0.1, 1.0):
         with pytest.raises(ValueError, match="CTC weight"):
@@ -246,7 +246,7 @@ def test_rows_that_are_done_leave_the_batch_and_the_others_read_as_alone() -> No
             for k, beam in enumerate(search.live[row]):
                 for token, log_prob in decoders[row].get(tuple(beam.tokens), {END: 0.0}).items():
                     logits[place * 2 + k, token] = log_prob
-        search.advance(logits)
+        search.advance(TopTokens.of(logits, search.candidates, search.end_of_text))
     assert sizes == [6, 6, 4, 2]
     alone = [
         run_search(JointSearch(TABLE, [scorer], END, weight=0.3, caps=[10], beams=2), decoders[row])

@@ -20,7 +20,9 @@ from app.asr.slim.graphs import cache_names, ctc_network, decoder_step
 from app.asr.slim.second_pass import SlimSecondPass
 from app.asr.slim.sessions import OnnxCtcNetwork, cpu_session
 from app.asr.whisper.base import base_file, load_base
+from app.asr.whisper.greedy import TopTokens
 from app.asr.whisper.model import SecondPass
+from app.asr.whisper.weights import WhisperDims
 from tests.support import cv100_clips
 
 BUNDLE = "models/en-whisper-tiny"
@@ -103,12 +105,14 @@ def test_decoder_step_with_a_cache_equals_one_step_of_all_tokens(network: Whispe
     }
     empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
     tokens = np.array([[50257, 50362, 383, 3797]])
-    whole, *whole_cache = session.run(None, {"tokens": tokens, **empty, **cross})
-    _, *cache = session.run(None, {"tokens": tokens[:, :2], **empty, **cross})
+    outputs = ["logits", *cache_names(dims.decoder_layers, "present")]
+    scoring = _scoring(dims)
+    whole, *whole_cache = session.run(outputs, {"tokens": tokens, **empty, **cross, **scoring})
+    _, *cache = session.run(outputs, {"tokens": tokens[:, :2], **empty, **cross, **scoring})
     past = dict(zip(cache_names(dims.decoder_layers, "past"), cache, strict=True))
-    _, *cache = session.run(None, {"tokens": tokens[:, 2:3], **past, **cross})
+    _, *cache = session.run(outputs, {"tokens": tokens[:, 2:3], **past, **cross, **scoring})
     past = dict(zip(cache_names(dims.decoder_layers, "past"), cache, strict=True))
-    last, *cache = session.run(None, {"tokens": tokens[:, 3:], **past, **cross})
+    last, *cache = session.run(outputs, {"tokens": tokens[:, 3:], **past, **cross, **scoring})
     assert whole.shape == (1, dims.vocab_size) and cache[0].shape == (1, dims.heads, 4, head_dim)
     np.testing.assert_allclose(last, whole, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(cache[0], whole_cache[0], atol=1e-5)
@@ -126,6 +130,38 @@ def test_second_pass_text_equals_torch(bundle: Bundle, network: WhisperCTCConfig
     assert slim.transcribe(features.numpy(), lengths.numpy()) == bundle.second_pass.transcribe(features, lengths)
 
 
+def _scoring(dims: WhisperDims, k: int = 5, end: int = 50256, suppress: tuple[int, ...] = ()) -> dict[str, np.ndarray]:
+    """The decoder step's scoring inputs: suppressed tokens, how many likeliest tokens, end-of-text."""
+    bias = np.zeros(dims.vocab_size, np.float32)
+    bias[list(suppress)] = -np.inf
+    return {"logit_bias": bias, "top_k": np.array([k]), "end_token": np.array([end])}
+
+
+def test_the_decoder_step_ranks_its_likeliest_tokens_as_the_searches_do(network: WhisperCTCConfig) -> None:
+    dims, base = load_base(base_file(network.base))
+    session = cpu_session(decoder_step(base, dims), 2)
+    rng = np.random.default_rng(2)
+    head_dim = dims.d_model // dims.heads
+    cross = {
+        n: rng.standard_normal((3, dims.heads, 40, head_dim), np.float32)
+        for n in cache_names(dims.decoder_layers, "cross")
+    }
+    empty = {n: np.zeros((3, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    feeds = {"tokens": np.array([[50257, 50362, 383], [50257, 50362, 464], [50257, 50362, 40]]), **empty, **cross}
+    logits = session.run(["logits"], {**feeds, **_scoring(dims)})[0]
+    suppressed = tuple(np.argsort(logits[0])[-3:].tolist())  # row 0's three likeliest tokens
+    names = ["top_tokens", "top_log_probs", "end_log_prob"]
+    tokens, log_probs, end = session.run(names, {**feeds, **_scoring(dims, 8, 13, suppressed)})
+    logits[:, list(suppressed)] = -np.inf
+    expected = TopTokens.of(logits, 8, 13)
+    assert tokens.shape == log_probs.shape == (3, 8) and end.shape == (3, 1)
+    np.testing.assert_array_equal(tokens, expected.tokens)
+    assert not set(suppressed) & set(tokens[0].tolist())
+    np.testing.assert_allclose(log_probs, expected.log_probs, atol=1e-4)
+    np.testing.assert_allclose(end[:, 0], expected.end, atol=1e-4)
+    assert (np.diff(log_probs, axis=1) <= 0).all()  # best first
+
+
 def test_a_masked_decoder_step_reads_only_each_row_s_own_frames(network: WhisperCTCConfig) -> None:
     dims, base = load_base(base_file(network.base))
     plain, masked = (cpu_session(decoder_step(base, dims, cross_masked), 2) for cross_masked in (False, True))
@@ -138,11 +174,12 @@ def test_a_masked_decoder_step_reads_only_each_row_s_own_frames(network: Whisper
     bias[1, ..., 30:] = -np.inf  # row 1 is 30 frames long, padded to 50
     empty = {n: np.zeros((2, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
     tokens = np.array([[50257, 50362, 383]] * 2)
-    both = masked.run(["logits"], {"tokens": tokens, **empty, **cross, "cross_bias": bias})[0]
+    scoring = _scoring(dims)
+    both = masked.run(["logits"], {"tokens": tokens, **empty, **cross, "cross_bias": bias, **scoring})[0]
     for row, frames in ((0, 50), (1, 30)):
         alone = {n: k[row : row + 1, :, :frames] for n, k in cross.items()}
         past = {n: v[:1] for n, v in empty.items()}
-        reference = plain.run(["logits"], {"tokens": tokens[:1], **past, **alone})[0]
+        reference = plain.run(["logits"], {"tokens": tokens[:1], **past, **alone, **scoring})[0]
         np.testing.assert_allclose(both[row], reference[0], atol=1e-4, rtol=1e-4)
 
 
@@ -197,7 +234,7 @@ def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
         for n in cache_names(dims.decoder_layers, "cross")
     }
     empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
-    feeds = {"tokens": np.array([[50257, 50362, 383]]), **empty, **cross}
+    feeds = {"tokens": np.array([[50257, 50362, 383]]), **empty, **cross, **_scoring(dims)}
     exact = cpu_session(graph, 2).run(["logits"], feeds)[0][0]
     approximate = cpu_session(quantized, 2).run(["logits"], feeds)[0][0]
     top = set(np.argsort(exact)[-5:].tolist())

@@ -184,7 +184,12 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims, cross_masked: b
     ``rows``: sequences ``r * k .. r * k + k - 1`` read row ``r`` (a beam search's hypotheses);
     with ``cross_masked`` (rows of their own lengths), ``cross_bias`` (rows, 1, 1, frames) float32,
     0 on each row's valid frames and -inf past them (the 30 s window needs none: every frame counts).
-    Outputs: ``logits`` (batch, vocab) float32 of the token after the last new one, and
+    ``logit_bias`` (vocab,) float32, added to the logits: -inf on the tokens the step suppresses;
+    ``top_k`` (1,) int64 and ``end_token`` (1,) int64.
+    Outputs: ``logits`` (batch, vocab) float32 of the token after the last new one; from the
+    log-softmax of the logits plus ``logit_bias``, the ``top_k`` likeliest tokens best first
+    (``top_tokens`` (batch, k) int64, ties in token order, and ``top_log_probs`` (batch, k)) and
+    ``end_log_prob`` (batch, 1), the log-prob of ``end_token`` (``app.asr.whisper.greedy.TopTokens``);
     ``present_key_<i>``, ``present_value_<i>`` (batch, heads, past + n, head_dim).
     """
     w = part(base, "decoder")
@@ -200,7 +205,19 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims, cross_masked: b
         b.rename(key, presents[2 * i])
         b.rename(value, presents[2 * i + 1])
     last = layer_norm(b, b.op("Gather", x, b.scalar(-1, np.int64), axis=1), w, "ln")  # (batch, d_model)
-    b.rename(b.op("Gemm", last, embedding, transB=1), "logits")
+    logits = b.op("Gemm", last, embedding, transB=1)
+    b.rename(logits, "logits")
+    # log-probs without a log-softmax over the vocabulary (ReduceLogSumExp and Sub took about 4x
+    # the time of these ops): the top tokens of the biased logits, and the normaliser from the best
+    # token's probability (at least 1 / vocab, so its logarithm keeps float32's precision)
+    biased = b.op("Add", logits, "logit_bias")
+    top_logits, top_tokens = b.multi("TopK", [biased, "top_k"], 2, axis=-1, largest=1, sorted=1)
+    best = b.op("Slice", top_tokens, b.ints(0), b.ints(1), b.ints(1))
+    best_prob = b.op("GatherElements", b.op("Softmax", biased, axis=-1), best, axis=1)
+    normaliser = b.op("Sub", b.op("Slice", top_logits, b.ints(0), b.ints(1), b.ints(1)), b.op("Log", best_prob))
+    b.rename(b.op("Sub", top_logits, normaliser), "top_log_probs")
+    b.rename(top_tokens, "top_tokens")
+    b.rename(b.op("Sub", b.op("Gather", biased, "end_token", axis=1), normaliser), "end_log_prob")
     head_dim = dims.d_model // dims.heads
     cache: list[str | int] = ["batch", dims.heads, "past", head_dim]
     inputs = [tensor("tokens", INT64, ["batch", "n"])]
@@ -211,6 +228,10 @@ def decoder_step(base: dict[str, np.ndarray], dims: WhisperDims, cross_masked: b
     ]
     if cross_masked:
         inputs.append(tensor("cross_bias", FLOAT, ["rows", 1, 1, "frames"]))
+    inputs += [tensor("logit_bias", FLOAT, [dims.vocab_size]), tensor("top_k", INT64, [1])]
+    inputs.append(tensor("end_token", INT64, [1]))
     outputs = [tensor("logits", FLOAT, ["batch", dims.vocab_size])]
+    outputs += [tensor("top_log_probs", FLOAT, ["batch", "k"]), tensor("top_tokens", INT64, ["batch", "k"])]
+    outputs.append(tensor("end_log_prob", FLOAT, ["batch", 1]))
     outputs += [tensor(name, FLOAT, ["batch", dims.heads, "total", head_dim]) for name in presents]
     return b.serialize("whisper_decoder_step", inputs, outputs)

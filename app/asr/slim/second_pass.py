@@ -16,7 +16,7 @@ from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
 from app.asr.whisper.adapter import adapted
 from app.asr.whisper.base import base_file, load_base
-from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, moves, token_caps
+from app.asr.whisper.greedy import WINDOW_FRAMES, GreedyRows, TokenSearch, TopTokens, moves, token_caps
 from app.asr.whisper.joint import JointDecoding
 from app.asr.whisper.tokenizer import DecodingRules, WhisperTokenizer
 from app.asr.whisper.weights import WhisperDims
@@ -129,18 +129,21 @@ class SlimSecondPass:
         rules, running = self.rules, search.running
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
-        outputs = ["logits", *cache_names(self.dims.decoder_layers, "present")]
+        outputs = ["top_tokens", "top_log_probs", "end_log_prob", *cache_names(self.dims.decoder_layers, "present")]
         past = {name: np.zeros((search.sequences, self.dims.heads, 0, head_dim), np.float32) for name in past_names}
         rows = next(iter(cross.values())).shape[0]
         cross = _shrink(cross, list(range(rows)), running)
-        suppress, suppress_first = np.array(rules.suppress), np.array(rules.suppress_first)
+        bias = np.zeros(self.dims.vocab_size, np.float32)
+        bias[list(rules.suppress)] = -np.inf
+        first_bias = bias.copy()
+        first_bias[list(rules.suppress_first)] = -np.inf
+        scores = {"top_k": np.array([search.candidates]), "end_token": np.array([rules.end_of_text])}
         tokens = np.array([rules.prompt] * search.sequences, np.int64)
         while not search.finished:
-            logits, *presents = self.decoder.run(outputs, {"tokens": tokens, **past, **cross})
-            logits[:, suppress] = -np.inf
-            if search.step == 0:
-                logits[:, suppress_first] = -np.inf
-            parents, inputs = search.advance(logits)
+            step_bias = first_bias if search.step == 0 else bias
+            feeds = {"tokens": tokens, **past, **cross, **scores, "logit_bias": step_bias}
+            top_tokens, top_log_probs, end, *presents = self.decoder.run(outputs, feeds)
+            parents, inputs = search.advance(TopTokens(top_tokens, top_log_probs, end[:, 0]))
             if search.running != running:  # rows done leave the batch
                 cross = _shrink(cross, running, search.running)
                 running = search.running

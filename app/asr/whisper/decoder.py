@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from app.asr.whisper.greedy import GreedyRows, TokenSearch, moves
+from app.asr.whisper.greedy import GreedyRows, TokenSearch, TopTokens, moves
 from app.asr.whisper.layers import Attention, KeyValue, Mlp
 from app.asr.whisper.tokenizer import DecodingRules
 
@@ -101,7 +101,10 @@ class WhisperDecoder(nn.Module):
             last[:, suppress] = -torch.inf
             if search.step == 0:
                 last[:, list(rules.suppress_first)] = -torch.inf
-            parents, inputs = search.advance(last.float().cpu().numpy())
+            log_probs = torch.log_softmax(last.float(), dim=-1)
+            values, chosen = log_probs.topk(min(search.candidates, log_probs.shape[-1]), dim=-1)
+            end = log_probs[:, rules.end_of_text]
+            parents, inputs = search.advance(TopTokens(*(t.cpu().numpy() for t in (chosen, values, end))))
             if search.running != running:  # rows done leave the batch
                 cross, mask = _shrink(cross, mask, running, search.running)
                 running = search.running

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -45,6 +46,33 @@ def moves(before: Sequence[int], after: Sequence[int]) -> list[tuple[int, int]]:
     return [(place, places[row]) for place, row in enumerate(after) if places[row] != place]
 
 
+@dataclass(frozen=True)
+class TopTokens:
+    """What a search reads of one decoder step: each sequence's ``k`` likeliest tokens, best first
+    (``tokens`` (sequences, k)), their log-probabilities (``log_probs`` (sequences, k)), and the
+    log-probability of end-of-text (``end`` (sequences,)), after the suppressed tokens are left
+    out. The ONNX decoder step computes them in its graph (``app.asr.slim.graphs.decoder_step``),
+    so the step's (sequences, vocab) logits never leave ONNX Runtime; :meth:`of` computes them from
+    logits. A sequence whose every token is suppressed has no finite log-probability."""
+
+    tokens: np.ndarray
+    log_probs: np.ndarray
+    end: np.ndarray
+
+    @classmethod
+    def of(cls, logits: np.ndarray, k: int, end_of_text: int) -> TopTokens:
+        """From (sequences, vocab) ``logits``, suppressed ones -inf."""
+        with np.errstate(invalid="ignore"):  # a row all -inf gives NaN, as the graph's does
+            top = logits.max(axis=-1, keepdims=True)
+            log_probs = logits - (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))
+        k = min(k, logits.shape[-1])
+        tokens = np.argpartition(-log_probs, k - 1, axis=-1)[:, :k]
+        values = np.take_along_axis(log_probs, tokens, axis=-1)
+        order = np.lexsort((tokens, -values), axis=-1)  # ties: the lower token first, as ONNX's TopK
+        tokens, values = np.take_along_axis(tokens, order, axis=-1), np.take_along_axis(values, order, axis=-1)
+        return cls(tokens, values, log_probs[:, end_of_text])
+
+
 class TokenSearch(Protocol):
     """How a decoder loop is driven: the rows still ``running`` each run ``beams`` sequences side
     by side (row ``running[i]``'s at ``i * beams + k``), one ``advance`` per step until
@@ -55,6 +83,7 @@ class TokenSearch(Protocol):
 
     step: int
     beams: int
+    candidates: int  # the likeliest tokens per sequence it reads each step (``TopTokens``' k)
     running: list[int]  # the rows not done, whose sequences the decoder runs this step, in order
 
     @property
@@ -65,10 +94,9 @@ class TokenSearch(Protocol):
     @property
     def finished(self) -> bool: ...
 
-    def advance(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Given this step's (sequences, vocab) logits (suppressed ones -inf): for each sequence of
-        the next step (the rows then running), the sequence of this step it continues and its next
-        input token."""
+    def advance(self, top: TopTokens) -> tuple[np.ndarray, np.ndarray]:
+        """Given this step's likeliest tokens: for each sequence of the next step (the rows then
+        running), the sequence of this step it continues and its next input token."""
         ...
 
     def best(self) -> list[list[int]]: ...
@@ -79,6 +107,7 @@ class GreedyRows:
     out), done at end-of-text or at its cap; rows decode side by side until all are done."""
 
     beams = 1
+    candidates = 1
 
     def __init__(self, rules: DecodingRules, batch: int, max_new: Sequence[int] | None = None) -> None:
         limit = rules.max_tokens - len(rules.prompt)
@@ -97,9 +126,9 @@ class GreedyRows:
     def finished(self) -> bool:
         return all(self.done)
 
-    def advance(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def advance(self, top: TopTokens) -> tuple[np.ndarray, np.ndarray]:
         """Each running row's likeliest token, taken (:class:`TokenSearch`)."""
-        chosen = logits.argmax(axis=-1)
+        chosen = top.tokens[:, 0]
         running = self.running
         for row, token in zip(running, chosen.tolist(), strict=True):
             if token == self.end_of_text:

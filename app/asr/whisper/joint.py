@@ -16,6 +16,7 @@ the one without PyTorch, so both choose the same tokens.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from app.asr.whisper.ctc_prefix import (
     starts_number,
     token_spellings,
 )
-from app.asr.whisper.greedy import shrink
+from app.asr.whisper.greedy import TopTokens, shrink
 from app.asr.whisper.tokenizer import WhisperTokenizer
 
 CANDIDATES = 8
@@ -123,20 +124,18 @@ class JointSearch:
     def finished(self) -> bool:
         return all(self.done)
 
-    def advance(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One step, given the decoder's (sequences, vocab) logits of the running rows (suppressed
-        ones -inf).
+    def advance(self, top: TopTokens) -> tuple[np.ndarray, np.ndarray]:
+        """One step, given the likeliest tokens of the decoder's sequences of the running rows.
 
         Returns, for each sequence of the next step (the rows then running), the sequence of this
         step it continues (to reorder the decoder's caches) and its next input token.
         """
-        with np.errstate(invalid="ignore"):  # rows of finished beams may be all -inf
-            top = logits.max(axis=-1, keepdims=True)
-            log_probs = logits - (top + np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)))
         kept: dict[int, tuple[int, list[tuple[int, Beam]]]] = {}  # row: its first sequence, beams kept
+        tokens, log_probs, ends = top.tokens.tolist(), top.log_probs.tolist(), top.end.tolist()
         for i, row in enumerate(self.running):
             first = i * self.beams
-            kept[row] = first, self._advance_row(row, log_probs[first : first + self.beams])
+            span = slice(first, first + self.beams)
+            kept[row] = first, self._advance_row(row, tokens[span], log_probs[span], ends[span])
             self.scorers[row].forget()  # the kept beams hold their prefixes; the rest may go
         self.step += 1
         self.running = following = shrink(self.running, self.done)
@@ -151,21 +150,24 @@ class JointSearch:
                 inputs[j * self.beams + k] = beam.tokens[-1]
         return parents, inputs
 
-    def _advance_row(self, row: int, log_probs: np.ndarray) -> list[tuple[int, Beam]]:
+    def _advance_row(
+        self, row: int, tokens: list[list[int]], log_probs: list[list[float]], ends: list[float]
+    ) -> list[tuple[int, Beam]]:
+        """Row ``row``'s step, given each of its beams' likeliest ``tokens`` (best first), their
+        ``log_probs`` and end-of-text's log-prob ``ends``."""
         w, beams = self.weight, self.live[row]
         # a candidate's score is at most its bound (CTC gains are not positive, but for a number
         # spelled anew), so candidates are scored best bound first, until the ``beams`` best that
         # go on beat the bounds of the rest
         pending: list[tuple[float, int, int]] = []  # bound, parent, token
         for parent, beam in enumerate(beams):
-            row_probs = log_probs[parent]
-            if np.isfinite(row_probs[self.end_of_text]):  # ending here, kept for the final choice
+            end = ends[parent]
+            if math.isfinite(end):  # ending here, kept for the final choice
                 gain = beam.prefix.end_score - beam.prefix.score
-                score = beam.score + (1.0 - w) * float(row_probs[self.end_of_text]) + w * gain
-                self.endings[row].append(Beam(list(beam.tokens), score, beam.prefix))
-            for token in np.argpartition(-row_probs, self.candidates)[: self.candidates].tolist():
-                if np.isfinite(row_probs[token]):
-                    pending.append((beam.score + (1.0 - w) * float(row_probs[token]), parent, token))
+                self.endings[row].append(Beam(list(beam.tokens), beam.score + (1.0 - w) * end + w * gain, beam.prefix))
+            for token, log_prob in zip(tokens[parent], log_probs[parent], strict=True):
+                if math.isfinite(log_prob):
+                    pending.append((beam.score + (1.0 - w) * log_prob, parent, token))
         pending.sort(key=lambda item: -item[0])
         extensions: dict[tuple[int, int], Extension] = {}
         options: list[tuple[float, int, int, Extension]] = []  # score, parent, token, extension
@@ -174,7 +176,7 @@ class JointSearch:
             if len(going_on) == self.beams and bound < going_on[0]:
                 break
             beam = beams[parent]
-            extension = self._extend(row, beam, token, parent, log_probs[parent], extensions)
+            extension = self._extend(row, beam, token, parent, tokens[parent], extensions)
             adds_no_letter = token != self.end_of_text and extension.prefix.chars == beam.prefix.chars
             if adds_no_letter and beam.quiet >= MAX_QUIET:
                 continue
@@ -216,7 +218,7 @@ class JointSearch:
         beam: Beam,
         token: int,
         parent: int,
-        log_probs: np.ndarray,
+        ranked: list[int],
         extensions: dict[tuple[int, int], Extension],
     ) -> Extension:
         """``beam`` after ``token``: kept in ``extensions`` by (parent, token).
@@ -243,18 +245,18 @@ class JointSearch:
             extended = scorer.extend(prefix, spelling)
             extension = Extension(extended, extended.score - prefix.score)
         else:
-            extension = Extension(prefix, self._likeliest_gain(row, beam, parent, log_probs, extensions))
+            extension = Extension(prefix, self._likeliest_gain(row, beam, parent, ranked, extensions))
         extensions[key] = extension
         return extension
 
     def _likeliest_gain(
-        self, row: int, beam: Beam, parent: int, log_probs: np.ndarray, extensions: dict[tuple[int, int], Extension]
+        self, row: int, beam: Beam, parent: int, ranked: list[int], extensions: dict[tuple[int, int], Extension]
     ) -> float:
-        """The CTC gain of the decoder's likeliest token that has a spelling (0 if none does)."""
-        top = np.argpartition(-log_probs, self.candidates)[: self.candidates]
-        for other in top[np.argsort(-log_probs[top])].tolist():
+        """The CTC gain of the decoder's likeliest token that has a spelling, among its ``ranked``
+        likeliest (best first; 0 if none has)."""
+        for other in ranked:
             if other != self.end_of_text and other < len(self.table.spellings) and self.table.spellings[other]:
-                return self._extend(row, beam, other, parent, log_probs, extensions).gain
+                return self._extend(row, beam, other, parent, ranked, extensions).gain
         return 0.0
 
     def best(self) -> list[list[int]]:
