@@ -212,6 +212,26 @@ def test_own_length_second_pass_equals_torch_and_masks_a_padded_batch(
     assert np.isinf(bias[1]).any() and not np.isinf(bias[0]).any()
 
 
+def test_the_int8_second_pass_encodes_each_row_of_a_batch_as_it_would_alone(
+    bundle: Bundle, network: WhisperCTCConfig, clips: list[np.ndarray]
+) -> None:
+    # integer matrix products quantize each run's input with one scale: rows encoded together
+    # would share it (and their padding's), so a transcript would depend on its batchmates
+    config = network.model_copy(update={"second_pass_states": "own_length"})
+    slim = SlimSecondPass.from_base(config, 2, "int8", read_bundle_files(BUNDLE)[1])
+    waves = [clips[0], clips[1][:30_000], clips[2][:50_000]]
+    features, lengths = log_mel(bundle, waves)
+    together = slim.cross_keys(features.numpy(), lengths.numpy())
+    for row, wave in enumerate(waves):
+        features, lengths = log_mel(bundle, [wave])
+        alone = slim.cross_keys(features.numpy(), lengths.numpy())
+        frames = alone["cross_key_0"].shape[2]
+        assert np.isinf(together["cross_bias"][row, ..., frames:]).all()
+        np.testing.assert_array_equal(together["cross_bias"][row, ..., :frames], alone.pop("cross_bias")[0])
+        for name, keys in alone.items():
+            np.testing.assert_array_equal(together[name][row, :, :frames], keys[0])
+
+
 def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
     network: WhisperCTCConfig, caplog: pytest.LogCaptureFixture
 ) -> None:

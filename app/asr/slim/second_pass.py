@@ -100,22 +100,40 @@ class SlimSecondPass:
     def cross_keys(self, features: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
         ``features`` (batch, n_mels, frames of at most 30 s), zero past each row's ``lengths``,
-        encoded zero-padded to 30 s or, with ``own_length``, to the longest row, and then with
-        ``cross_bias`` (batch, 1, 1, frames), -inf on the frames past a row's own."""
+        encoded zero-padded to 30 s or, with ``own_length``, at the row's own length, and then with
+        ``cross_bias`` (batch, 1, 1, frames), -inf on the frames past a row's own.
+
+        The encoder runs row by row, so a row's keys do not depend on the rows beside it: with
+        integer matrix products a run quantizes each input with one scale, which a batch's rows
+        (and its padding) would share. On 10 s clips it costs no time (docs/benchmarks.md).
+        """
         if features.shape[-1] > WINDOW_FRAMES:
             raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
         names = cache_names(self.dims.decoder_layers, "cross")
-        if not self.own_length:
-            window = np.zeros((*features.shape[:2], WINDOW_FRAMES), np.float32)
-            window[..., : features.shape[-1]] = features
-            return dict(zip(names, self.encoder.run(names, {"features": window}), strict=True))
-        inputs = {"features": np.ascontiguousarray(features, np.float32), "lengths": lengths.astype(np.int64)}
-        *keys, out_lengths = self.encoder.run([*names, "out_lengths"], inputs)
-        cross = dict(zip(names, keys, strict=True))
-        frames = keys[0].shape[2]
-        valid = np.arange(frames)[None, :] < out_lengths[:, None]
-        cross["cross_bias"] = np.where(valid, 0.0, -np.inf).astype(np.float32)[:, None, None, :]
+        rows = [self._encode_row(features[row, :, :n], names) for row, n in enumerate(lengths.tolist())]
+        frames = max(keys[0].shape[2] for keys in rows)
+        cross = {}
+        for i, name in enumerate(names):
+            _, heads, _, head_dim = rows[0][i].shape
+            cross[name] = np.zeros((len(rows), heads, frames, head_dim), np.float32)
+            for row, keys in enumerate(rows):
+                cross[name][row, :, : keys[i].shape[2]] = keys[i][0]
+        if self.own_length:
+            valid = np.arange(frames)[None, :] < np.array([keys[0].shape[2] for keys in rows])[:, None]
+            cross["cross_bias"] = np.where(valid, 0.0, -np.inf).astype(np.float32)[:, None, None, :]
         return cross
+
+    def _encode_row(self, features: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """One row's cross keys and values, each (1, heads, frames_out, head_dim), of its
+        ``features`` (n_mels, frames)."""
+        if self.own_length:
+            lengths = np.array([features.shape[-1]], np.int64)
+            return self.encoder.run(
+                names, {"features": np.ascontiguousarray(features[None], np.float32), "lengths": lengths}
+            )
+        window = np.zeros((1, features.shape[0], WINDOW_FRAMES), np.float32)
+        window[0, :, : features.shape[-1]] = features
+        return self.encoder.run(names, {"features": window})
 
     def decode(
         self, cross: dict[str, np.ndarray], search: TokenSearch, pause: Callable[[], None] = lambda: None
