@@ -120,3 +120,82 @@ class _DropAdvice(logging.Filter):
         if "onnxruntime" not in record.pathname:
             return True
         return record.levelno >= logging.WARNING and "pre-processing before quantization" not in record.getMessage()
+
+
+def scale_rows_apart(onnx_model: bytes) -> bytes:
+    """``onnx_model`` from :func:`quantize_onnx_integer` with each activation quantized one row (its
+    last axis) at a time instead of one scale per run: a row's product then does not depend on the
+    other rows in the batch (a batch's other sequences, other requests).
+
+    Each ``DynamicQuantizeLinear`` becomes the same asymmetric uint8 quantization per row (scale
+    and zero point from the row's range, 0 included). ONNX Runtime's integer product takes one
+    zero point for its left input, so the products run with zero point 0 and subtract each row's
+    zero point times the weight's column sums afterwards, in int32: the same integers.
+    """
+    model = onnx.load_from_string(onnx_model)
+    graph = model.graph
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    constants: dict[str, np.ndarray] = {
+        "rows_zero": np.array(0.0, np.float32),
+        "rows_top": np.array(255.0, np.float32),
+        "rows_tiny": np.array(1e-30, np.float32),
+        "rows_zero_u8": np.array(0, np.uint8),
+    }
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items())
+    row_zeros: dict[str, str] = {}  # a DynamicQuantizeLinear's zero point: its rows' zero points
+    sums: set[str] = set()
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        if node.op_type == "DynamicQuantizeLinear":
+            x, (quantized, scale, zero_point) = node.input[0], node.output
+            row_zeros[zero_point] = f"{zero_point}_rows"
+            nodes += _row_quantization(x, quantized, scale, row_zeros[zero_point])
+            continue
+        nodes.append(node)
+        if node.op_type != "MatMulInteger" or node.input[2] not in row_zeros:
+            continue
+        row_zero, raw = row_zeros[node.input[2]], node.output[0]
+        node.input[2] = "rows_zero_u8"
+        column_sums = f"{node.input[1]}_column_sums"
+        if column_sums not in sums:
+            w = numpy_helper.to_array(weights[node.input[1]]).astype(np.int32)
+            w_zero = numpy_helper.to_array(weights[node.input[3]]).astype(np.int32) if len(node.input) > 3 else 0
+            graph.initializer.append(numpy_helper.from_array((w - w_zero).sum(axis=0).astype(np.int32), column_sums))
+            sums.add(column_sums)
+        nodes.append(helper.make_node("Mul", [f"{row_zero}_i32", column_sums], [f"{raw}_offset"]))
+        nodes.append(helper.make_node("Sub", [raw, f"{raw}_offset"], [f"{raw}_rows"]))
+        for user in consumers[raw]:
+            user.input[:] = [f"{raw}_rows" if name == raw else name for name in user.input]
+    nodes = [onnx.NodeProto.FromString(node.SerializeToString()) for node in nodes]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model.SerializeToString()
+
+
+def _row_quantization(x: str, quantized: str, scale: str, zero_point: str) -> list[onnx.NodeProto]:
+    """``x`` quantized per row to uint8 ``quantized``, with its rows' (..., 1) float ``scale`` and
+    zero point, as float (``zero_point``) and int32 (``zero_point`` + ``_i32``), as
+    DynamicQuantizeLinear does per tensor."""
+    low, high, span = f"{x}_rows_low", f"{x}_rows_high", f"{x}_rows_span"
+    return [
+        helper.make_node("ReduceMin", [x], [f"{low}_raw"], axes=[-1], keepdims=1),
+        helper.make_node("Min", [f"{low}_raw", "rows_zero"], [low]),
+        helper.make_node("ReduceMax", [x], [f"{high}_raw"], axes=[-1], keepdims=1),
+        helper.make_node("Max", [f"{high}_raw", "rows_zero"], [high]),
+        helper.make_node("Sub", [high, low], [span]),
+        helper.make_node("Div", [span, "rows_top"], [f"{scale}_raw"]),
+        helper.make_node("Max", [f"{scale}_raw", "rows_tiny"], [scale]),
+        helper.make_node("Div", [low, scale], [f"{low}_scaled"]),
+        helper.make_node("Neg", [f"{low}_scaled"], [f"{low}_negated"]),
+        helper.make_node("Round", [f"{low}_negated"], [zero_point]),  # in 0..255: low <= 0 <= high
+        helper.make_node("Cast", [zero_point], [f"{zero_point}_i32"], to=onnx.TensorProto.INT32),
+        helper.make_node("Div", [x, scale], [f"{x}_rows_scaled"]),
+        helper.make_node("Round", [f"{x}_rows_scaled"], [f"{x}_rows_rounded"]),
+        helper.make_node("Add", [f"{x}_rows_rounded", zero_point], [f"{x}_rows_shifted"]),
+        helper.make_node("Clip", [f"{x}_rows_shifted", "rows_zero", "rows_top"], [f"{x}_rows_clipped"]),
+        helper.make_node("Cast", [f"{x}_rows_clipped"], [quantized], to=onnx.TensorProto.UINT8),
+    ]

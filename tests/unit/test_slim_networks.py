@@ -212,13 +212,19 @@ def test_own_length_second_pass_equals_torch_and_masks_a_padded_batch(
     assert np.isinf(bias[1]).any() and not np.isinf(bias[0]).any()
 
 
+@pytest.fixture(scope="module")
+def int8_pass(network: WhisperCTCConfig) -> SlimSecondPass:
+    """The served second pass: own length, integer matrix products, the bundle's joint search."""
+    config = network.model_copy(update={"second_pass_states": "own_length"})
+    return SlimSecondPass.from_base(config, 2, "int8", read_bundle_files(BUNDLE)[1])
+
+
 def test_the_int8_second_pass_encodes_each_row_of_a_batch_as_it_would_alone(
-    bundle: Bundle, network: WhisperCTCConfig, clips: list[np.ndarray]
+    bundle: Bundle, int8_pass: SlimSecondPass, clips: list[np.ndarray]
 ) -> None:
     # integer matrix products quantize each run's input with one scale: rows encoded together
     # would share it (and their padding's), so a transcript would depend on its batchmates
-    config = network.model_copy(update={"second_pass_states": "own_length"})
-    slim = SlimSecondPass.from_base(config, 2, "int8", read_bundle_files(BUNDLE)[1])
+    slim = int8_pass
     waves = [clips[0], clips[1][:30_000], clips[2][:50_000]]
     features, lengths = log_mel(bundle, waves)
     together = slim.cross_keys(features.numpy(), lengths.numpy())
@@ -230,6 +236,33 @@ def test_the_int8_second_pass_encodes_each_row_of_a_batch_as_it_would_alone(
         np.testing.assert_array_equal(together["cross_bias"][row, ..., :frames], alone.pop("cross_bias")[0])
         for name, keys in alone.items():
             np.testing.assert_array_equal(together[name][row, :, :frames], keys[0])
+
+
+def test_the_int8_decoder_step_scores_each_sequence_as_it_would_alone(
+    bundle: Bundle, int8_pass: SlimSecondPass, clips: list[np.ndarray]
+) -> None:
+    # the decoder runs every row's sequences together: its activations are quantized row by row
+    waves = [clips[0], clips[1][:30_000], clips[2][:50_000] * 0.05]
+    features, lengths = log_mel(bundle, waves)
+    cross = int8_pass.cross_keys(features.numpy(), lengths.numpy())
+    dims = int8_pass.dims
+    head_dim = dims.d_model // dims.heads
+    past = {n: np.zeros((3, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    tokens = np.array([[50257, 50362, 383], [50257, 50362, 464], [50257, 50362, 40]])
+    names = ["logits", "top_log_probs"]
+    together = int8_pass.decoder.run(names, {"tokens": tokens, **past, **cross, **_scoring(dims)})
+    for row in range(3):
+        alone = int8_pass.decoder.run(
+            names,
+            {
+                "tokens": tokens[row : row + 1],
+                **{n: v[:1] for n, v in past.items()},
+                **{n: v[row : row + 1] for n, v in cross.items()},
+                **_scoring(dims),
+            },
+        )
+        for both, one in zip(together, alone, strict=True):
+            np.testing.assert_array_equal(both[row], one[0])
 
 
 def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.asr.configs import WhisperCTCConfig
-from app.asr.onnx_int8 import quantize_onnx_integer
+from app.asr.onnx_int8 import quantize_onnx_integer, scale_rows_apart
 from app.asr.slim.graphs import cache_names, decoder_step, second_pass_encoder
 from app.asr.slim.sessions import cpu_session
 from app.asr.whisper.adapter import adapted
@@ -67,7 +67,10 @@ class SlimSecondPass:
         own_length = config.second_pass_states == "own_length"
         graphs = [second_pass_encoder(state, dims, own_length=own_length), decoder_step(state, dims, own_length)]
         if precision == "int8":
-            graphs = [quantize_onnx_integer(graph) for graph in graphs]
+            encoder, decoder = (quantize_onnx_integer(graph) for graph in graphs)
+            # the decoder runs a batch's sequences together: one scale per run would tie each
+            # sequence's text to the others' (the encoder runs row by row, :meth:`cross_keys`)
+            graphs = [encoder, scale_rows_apart(decoder)]
         encoder, decoder = (cpu_session(graph, num_threads) for graph in graphs)
         parameters = sum(v.size for k, v in state.items() if k.startswith("decoder."))
         tokenizer = WhisperTokenizer(path)
