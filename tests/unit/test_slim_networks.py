@@ -94,16 +94,26 @@ def test_ctc_greedy_tokens_equal_torch(bundle: Bundle, ctc: OnnxCtcNetwork, clip
         assert ours.argmax(-1).tolist() == reference.argmax(-1).tolist()
 
 
+def _random_caches(
+    dims: WhisperDims, rows: int, frames: int, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Random cross-attention keys and values of ``rows`` rows of ``frames`` frames, and empty
+    self-attention caches for one sequence per row."""
+    rng = np.random.default_rng(seed)
+    head_dim = dims.d_model // dims.heads
+    cross = {
+        n: rng.standard_normal((rows, dims.heads, frames, head_dim), np.float32)
+        for n in cache_names(dims.decoder_layers, "cross")
+    }
+    past = cache_names(dims.decoder_layers, "past")
+    return cross, {n: np.zeros((rows, dims.heads, 0, head_dim), np.float32) for n in past}
+
+
 def test_decoder_step_with_a_cache_equals_one_step_of_all_tokens(network: WhisperCTCConfig) -> None:
     dims, base = load_base(base_file(network.base))
     session = cpu_session(decoder_step(base, dims), 2)
-    rng = np.random.default_rng(0)
     head_dim = dims.d_model // dims.heads
-    cross = {
-        n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
-        for n in cache_names(dims.decoder_layers, "cross")
-    }
-    empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    cross, empty = _random_caches(dims, 1, 50, 0)
     tokens = np.array([[50257, 50362, 383, 3797]])
     outputs = ["logits", *cache_names(dims.decoder_layers, "present")]
     scoring = _scoring(dims)
@@ -140,13 +150,7 @@ def _scoring(dims: WhisperDims, k: int = 5, end: int = 50256, suppress: tuple[in
 def test_the_decoder_step_ranks_its_likeliest_tokens_as_the_searches_do(network: WhisperCTCConfig) -> None:
     dims, base = load_base(base_file(network.base))
     session = cpu_session(decoder_step(base, dims), 2)
-    rng = np.random.default_rng(2)
-    head_dim = dims.d_model // dims.heads
-    cross = {
-        n: rng.standard_normal((3, dims.heads, 40, head_dim), np.float32)
-        for n in cache_names(dims.decoder_layers, "cross")
-    }
-    empty = {n: np.zeros((3, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    cross, empty = _random_caches(dims, 3, 40, 2)
     feeds = {"tokens": np.array([[50257, 50362, 383], [50257, 50362, 464], [50257, 50362, 40]]), **empty, **cross}
     logits = session.run(["logits"], {**feeds, **_scoring(dims)})[0]
     suppressed = tuple(np.argsort(logits[0])[-3:].tolist())  # row 0's three likeliest tokens
@@ -280,13 +284,7 @@ def test_the_int8_decoder_step_multiplies_integers_and_ranks_tokens_as_fp32(
     ops = {node.op_type for node in onnx.load_from_string(quantized).graph.node}
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops or "DynamicQuantizeMatMul" in ops
     assert len(quantized) < 0.5 * len(graph)
-    head_dim = dims.d_model // dims.heads
-    rng = np.random.default_rng(0)
-    cross = {
-        n: rng.standard_normal((1, dims.heads, 50, head_dim), np.float32)
-        for n in cache_names(dims.decoder_layers, "cross")
-    }
-    empty = {n: np.zeros((1, dims.heads, 0, head_dim), np.float32) for n in cache_names(dims.decoder_layers, "past")}
+    cross, empty = _random_caches(dims, 1, 50, 0)
     feeds = {"tokens": np.array([[50257, 50362, 383]]), **empty, **cross, **_scoring(dims)}
     exact = cpu_session(graph, 2).run(["logits"], feeds)[0][0]
     approximate = cpu_session(quantized, 2).run(["logits"], feeds)[0][0]
