@@ -114,12 +114,17 @@ PIPER_HOURS ?= 1.25
 PIPER_FLAGS ?= --lr-head 2e-4 --lr-blocks 5e-5 --warmup-steps 50
 PIPER_TRAIN_SETS ?= $(PERTURB_TRAIN_SETS) piper_train:3
 
+# step 2b of the shipped model: trial steps 3 and 4 in one, from step 2's bundle in $(WHISPER_MODEL):
+# the speed-perturbed real speech and Piper's voice added (the PIPER_ settings, VOICES_HOURS long)
+VOICES_RUN ?= runs/en-whisper-tiny-voices
+VOICES_HOURS ?= 1.4
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb whisper-perturb-resume \
-	piper-train whisper-piper whisper-piper-resume
+	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -184,6 +189,19 @@ whisper-piper: piper-train ## trial step 4: cache piper_train before block 1, th
 
 whisper-piper-resume: ## continue $(PIPER_RUN) until PIPER_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(PIPER_RUN) WHISPER_HOURS=$(PIPER_HOURS)
+
+whisper-voices: piper-train ## step 2b: cache perturbed real speech and Piper's voice before block 1, then train $(WHISPER_MODEL) on them into $(VOICES_RUN)
+	$(MAKE) whisper-cache WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE)
+	$(PY) -m train.whisper_head cache --sets piper_dev=$(MANIFESTS)/piper_dev.jsonl piper_train=$(MANIFESTS)/piper_train.jsonl \
+		--root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS)
+	$(foreach v,$(PERTURB_SPEEDS),$(PY) -m train.whisper_head cache --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS) \
+		--speed $(v) --sets so762_train_sp$(v)=$(MANIFESTS)/so762_train.jsonl dctts_sp$(v)=$(DCTTS)/manifest.jsonl &&) true
+	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(VOICES_RUN) \
+		WHISPER_HOURS=$(VOICES_HOURS) WHISPER_TRAIN_SETS="$(PIPER_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(PIPER_FLAGS)"
+
+whisper-voices-resume: ## continue $(VOICES_RUN) until VOICES_HOURS in total
+	$(MAKE) whisper-train-resume WHISPER_RUN=$(VOICES_RUN) WHISPER_HOURS=$(VOICES_HOURS)
 
 second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \
