@@ -118,13 +118,14 @@ PIPER_TRAIN_SETS ?= $(PERTURB_TRAIN_SETS) piper_train:3
 # the speed-perturbed real speech and Piper's voice added (the PIPER_ settings, VOICES_HOURS long)
 VOICES_RUN ?= runs/en-whisper-tiny-voices
 VOICES_HOURS ?= 1.4
+VOICES_INIT ?= $(WHISPER_MODEL)
 
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
-	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb whisper-perturb-resume \
-	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-resume
+	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
+	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -150,12 +151,14 @@ whisper-deepen: ## step 2: cache before block 1, then fine-tune blocks DEEP_LAYE
 whisper-deepen-resume: ## continue $(DEEP_RUN) until DEEP_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(DEEP_RUN) WHISPER_HOURS=$(DEEP_HOURS)
 
-whisper-perturb: ## trial step 3: cache speed-perturbed real speech and piper_dev before block 1, then train into $(PERTURB_RUN)
+whisper-perturb-cache: ## the states before block 1 of step 2's sets, piper_dev and the speed-perturbed real speech, under $(DEEP_CACHE)
 	$(MAKE) whisper-cache WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE)
 	$(PY) -m train.whisper_head cache --sets piper_dev=$(MANIFESTS)/piper_dev.jsonl --root $(DEEP_CACHE) \
 		--tuned-layers $(DEEP_LAYERS)
 	$(foreach v,$(PERTURB_SPEEDS),$(PY) -m train.whisper_head cache --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS) \
 		--speed $(v) --sets so762_train_sp$(v)=$(MANIFESTS)/so762_train.jsonl dctts_sp$(v)=$(DCTTS)/manifest.jsonl &&) true
+
+whisper-perturb: whisper-perturb-cache ## trial step 3: cache speed-perturbed real speech and piper_dev before block 1, then train into $(PERTURB_RUN)
 	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(PERTURB_RUN) \
 		WHISPER_HOURS=$(PERTURB_HOURS) WHISPER_TRAIN_SETS="$(PERTURB_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
 		WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(PERTURB_FLAGS)"
@@ -181,24 +184,19 @@ piper-train: $(PIPER_VENV)/bin/piper ## PIPER_TRAIN_COUNT training sentences in 
 whisper-piper: piper-train ## trial step 4: cache piper_train before block 1, then train from step 3's best into $(PIPER_RUN)
 	$(PY) -m train.whisper_head export --checkpoint $(PERTURB_RUN)/best.pt --out $(PERTURB_RUN)/bundle \
 		--cache-root $(DEEP_CACHE)
-	$(PY) -m train.whisper_head cache --sets piper_train=$(MANIFESTS)/piper_train.jsonl --root $(DEEP_CACHE) \
-		--tuned-layers $(DEEP_LAYERS)
-	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(PIPER_RUN) \
-		WHISPER_HOURS=$(PIPER_HOURS) WHISPER_TRAIN_SETS="$(PIPER_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
-		WHISPER_FLAGS="--init-bundle $(PERTURB_RUN)/bundle $(PIPER_FLAGS)"
+	$(MAKE) whisper-voices-train VOICES_RUN=$(PIPER_RUN) VOICES_HOURS=$(PIPER_HOURS) VOICES_INIT=$(PERTURB_RUN)/bundle
 
 whisper-piper-resume: ## continue $(PIPER_RUN) until PIPER_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(PIPER_RUN) WHISPER_HOURS=$(PIPER_HOURS)
 
-whisper-voices: piper-train ## step 2b: cache perturbed real speech and Piper's voice before block 1, then train $(WHISPER_MODEL) on them into $(VOICES_RUN)
-	$(MAKE) whisper-cache WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE)
-	$(PY) -m train.whisper_head cache --sets piper_dev=$(MANIFESTS)/piper_dev.jsonl piper_train=$(MANIFESTS)/piper_train.jsonl \
-		--root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS)
-	$(foreach v,$(PERTURB_SPEEDS),$(PY) -m train.whisper_head cache --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS) \
-		--speed $(v) --sets so762_train_sp$(v)=$(MANIFESTS)/so762_train.jsonl dctts_sp$(v)=$(DCTTS)/manifest.jsonl &&) true
+whisper-voices: whisper-perturb-cache whisper-voices-train ## step 2b: the states of perturbed real speech and Piper's voice, then $(WHISPER_MODEL) trained on them into $(VOICES_RUN)
+
+whisper-voices-train: piper-train ## cache piper_train before block 1, then train $(VOICES_INIT) on step 3's data and it into $(VOICES_RUN)
+	$(PY) -m train.whisper_head cache --sets piper_train=$(MANIFESTS)/piper_train.jsonl --root $(DEEP_CACHE) \
+		--tuned-layers $(DEEP_LAYERS)
 	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(VOICES_RUN) \
 		WHISPER_HOURS=$(VOICES_HOURS) WHISPER_TRAIN_SETS="$(PIPER_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
-		WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(PIPER_FLAGS)"
+		WHISPER_FLAGS="--init-bundle $(VOICES_INIT) $(PIPER_FLAGS)"
 
 whisper-voices-resume: ## continue $(VOICES_RUN) until VOICES_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(VOICES_RUN) WHISPER_HOURS=$(VOICES_HOURS)

@@ -6,7 +6,8 @@
 - :func:`quantize_onnx_integer`: int8 weights and activations, integer matrix products (ONNX
   Runtime's dynamic quantization). The Whisper networks' ``int8``: the CTC network's and the
   second pass's transformer matrices are large enough for integer arithmetic to win on CPUs with
-  integer dot-product instructions (``docs/benchmarks.md``).
+  integer dot-product instructions (``docs/benchmarks.md``). :func:`scale_rows_apart` then gives
+  each row of an activation its own scale, so that rows batched together do not change each other.
 """
 
 from __future__ import annotations
