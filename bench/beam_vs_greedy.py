@@ -136,7 +136,8 @@ def dev_wer(lm: LexiconLM, options: BeamOptions, frame_s: float, cached: dict[st
 
 def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
     """Grid search of lm_weight x word_score on the dev sets, then the smallest beam size whose
-    mean dev WER is within 0.2 points of the largest's; the result goes to <lm>/decoder.json."""
+    mean dev WER is within 0.2 points of the largest's, then by the same rule the fewest tokens
+    tried per frame (``beam_size_token``); the result goes to <lm>/decoder.json."""
     lm, frame_s = load_lm(args.model, args.lm)
     dev = {Path(p).stem: read_manifest(p) for p in args.dev}
     cached = {name: (log_probs_of(args.model, rows), [r["text"] for r in rows]) for name, rows in dev.items()}
@@ -155,18 +156,30 @@ def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
         beams.append({"beam_size": beam_size, **dev_wer(lm, options, frame_s, cached)})
         print(json.dumps(beams[-1]), flush=True)
     chosen = next(b for b in beams if b["mean"] <= beams[-1]["mean"] + 0.002)
+    tokens = []
+    for beam_size_token in sorted(args.beam_tokens):
+        options = replace(
+            lm.defaults,
+            lm_weight=best["lm_weight"],
+            word_score=best["word_score"],
+            beam_size=chosen["beam_size"],
+            beam_size_token=beam_size_token,
+        )
+        tokens.append({"beam_size_token": beam_size_token, **dev_wer(lm, options, frame_s, cached)})
+        print(json.dumps(tokens[-1]), flush=True)
+    chosen = next(t for t in tokens if t["mean"] <= tokens[-1]["mean"] + 0.002) | {"beam_size": chosen["beam_size"]}
     defaults = {
         "beam_size": chosen["beam_size"],
-        "beam_size_token": lm.defaults.beam_size_token,
+        "beam_size_token": chosen["beam_size_token"],
         "beam_threshold": lm.defaults.beam_threshold,
         "lm_weight": best["lm_weight"],
         "word_score": best["word_score"],
         "tuned_on": sorted(dev),
-        "dev_wer": {k: v for k, v in chosen.items() if k != "decode_s"},
+        "dev_wer": {k: v for k, v in chosen.items() if k not in ("decode_s", "beam_size_token")},
     }
     (lm.folder / "decoder.json").write_text(json.dumps(defaults, indent=2) + "\n")
     print("chosen", json.dumps(defaults))
-    return {"grid": grid, "beam_sizes": beams, "chosen": defaults}
+    return {"grid": grid, "beam_sizes": beams, "beam_tokens": tokens, "chosen": defaults}
 
 
 def cmd_hotwords(args: argparse.Namespace) -> dict[str, Any]:
@@ -345,6 +358,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lm-weights", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 1.2, 1.5])
     parser.add_argument("--word-scores", type=float, nargs="+", default=[-1.0, 0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--beam-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument(
+        "--beam-tokens", type=int, nargs="+", default=[4, 8, 12], help="tokens tried per frame (beam_size_token)"
+    )
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--utterances", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
