@@ -181,7 +181,7 @@ def cmd_tune(args: argparse.Namespace) -> dict[str, Any]:
         "lm_weight": options.lm_weight,
         "word_score": options.word_score,
         "tuned_on": sorted(dev),
-        "dev_wer": {k: v for k, v in chosen.items() if k not in ("decode_s", "beam_threshold")},
+        "dev_wer": {k: v for k, v in chosen.items() if k in dev or k == "mean"},
     }
     (lm.folder / "decoder.json").write_text(json.dumps(defaults, indent=2) + "\n")
     print("chosen", json.dumps(defaults))

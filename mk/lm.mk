@@ -5,9 +5,9 @@
 #             and write $(LM_DIR)/lm.bin, lexicon.txt and card.json; with LM_BASE=pocketsphinx, mix it
 #             with CMU's general English LM first (weight chosen on the sentences of LM_DEV) and prune
 #             the mixture to LM_MAX_NGRAMS n-grams (measured, not shipped: docs/decoding.md)
-#   lm-tune   grid-search lm_weight and word_score on the dev sets (LM_TUNE_DEV) with the model in
-#             LM_MODEL, then the beam size and the tokens tried per frame, and write
-#             $(LM_DIR)/decoder.json (the served defaults)
+#   lm-tune   grid-search lm_weight and word_score on the dev sets (LM_DEV) with the model in
+#             LM_MODEL, then narrow the search (beam size, tokens tried per frame, score threshold),
+#             and write $(LM_DIR)/decoder.json (the served defaults)
 #   bench-beam  WER greedy vs beam+LM on the test sets, and served throughput at concurrency 16
 
 KENLM_DIR ?= build/kenlm
@@ -18,7 +18,6 @@ LM_PRUNE ?= 0 0 1 1
 LM_BASE ?= none
 LM_MAX_NGRAMS ?= 1600000
 LM_DEV ?= data/manifests/synth_dev.jsonl data/manifests/so762_dev.jsonl data/manifests/piper_dev.jsonl
-LM_TUNE_DEV ?= data/manifests/synth_dev.jsonl data/manifests/so762_dev.jsonl data/manifests/piper_dev.jsonl
 SPEECHOCEAN ?= ../shared/data/speechocean762
 
 .PHONY: kenlm lm lm-tune bench-beam
@@ -34,7 +33,7 @@ lm: install $(KENLM_DIR)/bin/lmplz
 		--dev-manifest $(LM_DEV)
 
 lm-tune: install
-	$(PY) bench/beam_vs_greedy.py tune --model $(LM_MODEL) --lm $(LM_DIR) --dev $(LM_TUNE_DEV)
+	$(PY) bench/beam_vs_greedy.py tune --model $(LM_MODEL) --lm $(LM_DIR) --dev $(LM_DEV)
 
 bench-beam: install
 	$(PY) bench/beam_vs_greedy.py wer --model $(LM_MODEL) --lm $(LM_DIR) --speechocean $(SPEECHOCEAN) \

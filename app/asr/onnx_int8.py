@@ -134,8 +134,8 @@ def scale_rows_apart(onnx_model: bytes) -> bytes:
     (``MatMulInteger``, ``Cast``, ``Mul``) becomes one ONNX Runtime ``MatMulIntegerToFloat`` with
     activation scale 1 and the weights' scales over 127, times each row's peak. Nine operators
     per quantized input where one scale per run needs one fused operator: a decoder step of 4
-    sequences takes about 1.6x the time of per-run scales, and 1.06x in batches of 64
-    (``docs/benchmarks.md``).
+    sequences takes 1.55x the time of per-run scales, a 10 s clip's second pass 1.05x alone and
+    1.03x in batches of 16 (``docs/benchmarks.md``).
     """
     model = onnx.load_from_string(onnx_model)
     graph = model.graph
