@@ -163,7 +163,8 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
     recognizer.second_pass(clips[:1])
     result: dict[str, Any] = {}
     texts = {}
-    for size in (1, args.batch or len(clips)):
+    batched_size = args.batch or len(clips)
+    for size in (1, batched_size):
         encoder.seconds = decoder.seconds = 0.0
         started = time.perf_counter()
         batches = [clips[first : first + size] for first in range(0, len(clips), size)]
@@ -174,8 +175,7 @@ def batch(args: argparse.Namespace) -> dict[str, Any]:
             "encoder_s_per_clip": round(encoder.seconds / len(clips), 3),
             "decoder_s_per_clip": round(decoder.seconds / len(clips), 3),
         }
-    alone, batched = texts.values()
-    same = sum(a == b for a, b in zip(alone, batched, strict=True))
+    same = sum(a == b for a, b in zip(texts[1], texts[batched_size], strict=True))
     result["same text alone and batched"] = f"{same} of {len(clips)}"
     return result
 

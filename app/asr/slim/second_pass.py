@@ -25,7 +25,7 @@ SECOND_PASS_PRECISIONS = ("fp32", "int8")
 SECOND_PASS_PRECISION = "int8"
 """The served second pass's precision on ONNX Runtime: integer matrix products gave a mean dev WER
 of 15.7 % against 15.9 % for float32 (360 utterances) in 0.55x the time (docs/benchmarks.md), and
-about 1.15x that for a single clip since the decoder quantizes each sequence on its own;
+about 1.05x that for a single clip since the decoder quantizes each sequence on its own;
 ``fp32`` is the exact one, the same text as the PyTorch path."""
 
 
