@@ -120,12 +120,24 @@ VOICES_RUN ?= runs/en-whisper-tiny-voices
 VOICES_HOURS ?= 1.4
 VOICES_INIT ?= $(WHISPER_MODEL)
 
+# step 2c: the real speech and Piper's voice in rooms and channels (train.whisper_cache.ROOMS: noise,
+# other talkers, reverberation, telephone, codecs, gain), ROOMS_SEEDS copies of the real speech (each
+# utterance its own effects per seed) and one of Piper's, replacing two of the clean real speech's
+# three repeats; from the bundle in $(WHISPER_MODEL) (step 2b's) into $(ROOMS_RUN)
+ROOMS_SEEDS ?= 1 2 3
+ROOMS_RUN ?= runs/en-whisper-tiny-rooms
+ROOMS_HOURS ?= 1.3
+ROOMS_INIT ?= $(WHISPER_MODEL)
+ROOMS_TRAIN_SETS ?= synth_train so762_train dctts $(foreach v,$(PERTURB_SPEEDS),so762_train_sp$(v) dctts_sp$(v):3) \
+	piper_train:3 $(foreach s,$(ROOMS_SEEDS),so762_train_rooms$(s) dctts_rooms$(s):3) piper_train_rooms1
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
-	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume
+	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume \
+	whisper-rooms-cache whisper-rooms whisper-rooms-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -200,6 +212,21 @@ whisper-voices-train: piper-train ## cache piper_train before block 1, then trai
 
 whisper-voices-resume: ## continue $(VOICES_RUN) until VOICES_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(VOICES_RUN) WHISPER_HOURS=$(VOICES_HOURS)
+
+whisper-rooms-cache: ## the states before block 1 of the real speech (ROOMS_SEEDS copies) and piper_train (one) in rooms and channels
+	$(foreach s,$(ROOMS_SEEDS),$(PY) -m train.whisper_head cache --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS) \
+		--augment 1 --seed $(s) --sets so762_train_rooms$(s)=$(MANIFESTS)/so762_train.jsonl \
+		dctts_rooms$(s)=$(DCTTS)/manifest.jsonl &&) true
+	$(PY) -m train.whisper_head cache --root $(DEEP_CACHE) --tuned-layers $(DEEP_LAYERS) --augment 1 --seed 1 \
+		--sets piper_train_rooms1=$(MANIFESTS)/piper_train.jsonl
+
+whisper-rooms: whisper-rooms-cache ## step 2c: train $(ROOMS_INIT) on step 2b's data and the real speech in rooms into $(ROOMS_RUN)
+	$(MAKE) whisper-train WHISPER_LAYERS="$(DEEP_LAYERS)" WHISPER_CACHE=$(DEEP_CACHE) WHISPER_RUN=$(ROOMS_RUN) \
+		WHISPER_HOURS=$(ROOMS_HOURS) WHISPER_TRAIN_SETS="$(ROOMS_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="--init-bundle $(ROOMS_INIT) $(PIPER_FLAGS)"
+
+whisper-rooms-resume: ## continue $(ROOMS_RUN) until ROOMS_HOURS in total
+	$(MAKE) whisper-train-resume WHISPER_RUN=$(ROOMS_RUN) WHISPER_HOURS=$(ROOMS_HOURS)
 
 second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,13 +27,18 @@ from app.asr.features import WhisperLogMel
 from app.asr.text import normalize_text
 from app.asr.whisper.model import WhisperCTC
 from train.data.audio_io import SAMPLE_RATE, read_audio, read_manifest
-from train.data.augment import speed
+from train.data.augment import AugmentConfig, augment_waveform, speed
 
 logger = logging.getLogger(__name__)
 
 CACHE_ROOT = Path("data/cache/whisper-tiny-en")
 META_FILE = "meta.json"
 MAX_SECONDS = 30.0  # the encoder's positions cover 30 s
+
+# Rooms and channels for an augmented copy of a set (``--augment``): each utterance gets its own
+# chain of noise, other talkers, reverberation, a telephone or codec round trip and a gain change;
+# its speed stays (speed-perturbed copies are cached apart, ``--speed``).
+ROOMS = AugmentConfig(p_speed=0.0, p_gain=0.5, p_noise=0.5, p_babble=0.25, p_reverb=0.5, p_telephone=0.1, p_codec=0.15)
 
 
 # ---------------------------------------------------------------- the encoder in two halves
@@ -108,6 +114,8 @@ class CacheConfig:
     limit: int = 0  # only the first N rows of each manifest (0: all)
     threads: int = 2
     speed: float = 1.0  # play every utterance this many times faster (pitch with it): a perturbed copy of a set
+    augment: float = 0.0  # strength (0-1) of ROOMS on every utterance: an augmented copy of a set
+    seed: int = 0  # with --augment: each utterance's effects are drawn from (seed, its id)
 
 
 def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[str, Any]:
@@ -118,7 +126,9 @@ def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[s
         "frozen_blocks": first_tuned(config.model),
         "shard_utts": cfg.shard_utts,
         "limit": cfg.limit,
-        **({"speed": cfg.speed} if cfg.speed != 1.0 else {}),  # caches written before speed existed stay valid
+        # caches written before these options existed stay valid
+        **({"speed": cfg.speed} if cfg.speed != 1.0 else {}),
+        **({"augment": cfg.augment, "seed": cfg.seed} if cfg.augment else {}),
     }
 
 
@@ -136,12 +146,31 @@ def prepare_rows(rows: list[dict[str, Any]], tokens: list[str]) -> list[tuple[di
     return kept
 
 
+def in_rooms(waves: list[np.ndarray], ids: list[str], cfg: CacheConfig) -> list[np.ndarray]:
+    """Every wave through its own chain of :data:`ROOMS` effects at ``cfg.augment``, drawn from
+    ``(cfg.seed, id)`` so a shard recomputed gives the same audio; the other talkers are the
+    shard's other utterances."""
+    config = ROOMS.scaled(cfg.augment)
+    out = []
+    for i, (wave, utt) in enumerate(zip(waves, ids, strict=True)):
+        rng = random.Random(f"{cfg.seed}:{utt}")
+        others = [w for j, w in enumerate(waves) if j != i and w.size]
+
+        def babble(rng: random.Random = rng, others: list[np.ndarray] = others) -> np.ndarray:
+            return others[rng.randrange(len(others))]
+
+        out.append(augment_waveform(wave, config, rng, babble if others else None) if wave.size else wave)
+    return out
+
+
 def encode_shard(
     model: WhisperCTC, frontend: WhisperLogMel, rows: list[tuple[dict[str, Any], list[int]]], cfg: CacheConfig
 ) -> dict[str, Any]:
     """The frozen states (fp16) of a shard's utterances, in batches of similar length, with their targets."""
     with ThreadPoolExecutor(cfg.threads) as pool:
         waves = list(pool.map(lambda r: speed(read_audio(r[0]["audio"]), cfg.speed), rows))
+    if cfg.augment:
+        waves = in_rooms(waves, [str(r[0].get("id", r[0]["audio"])) for r in rows], cfg)
     keep = [i for i, w in enumerate(waves) if 0 < w.size < MAX_SECONDS * SAMPLE_RATE]
     keep.sort(key=lambda i: waves[i].size)
     states: dict[int, Tensor] = {}
@@ -180,6 +209,8 @@ def cache_set(name: str, manifest: Path, model: WhisperCTC, frontend: WhisperLog
     stale = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
     if meta.get("speed", 1.0) != cfg.speed:
         stale["speed"] = (meta.get("speed", 1.0), cfg.speed)
+    if meta.get("augment", 0.0) != cfg.augment:
+        stale["augment"] = (meta.get("augment", 0.0), cfg.augment)
     if stale:
         raise SystemExit(f"{folder} was cached with other settings {stale}: delete it or pick another --root")
     rows = prepare_rows(read_manifest(manifest)[: cfg.limit or None], config.tokens)

@@ -117,6 +117,32 @@ def test_a_speed_perturbed_copy_is_cached_as_its_own_set(recipe: dict) -> None:
         whisper_head.run(slow)
 
 
+def test_a_copy_in_rooms_is_cached_as_its_own_set_and_repeatable(recipe: dict, tmp_path: Path) -> None:
+    """``--augment 1 --seed S`` caches every utterance through its own noise, talkers, room and
+    channel: the same length as the clean set, other states, the same states again for the same
+    seed, others for another seed; the folder refuses another strength."""
+    manifest = recipe["root"] / "tiny.jsonl"
+
+    def cache(name: str, root: Path, *flags: str) -> list[torch.Tensor]:
+        args = ["cache", "--sets", f"{name}={manifest}", "--root", str(root), "--threads", "1", "--shard-utts", "4"]
+        whisper_head.run([*args, *flags])
+        shard = torch.load(root / name / "shard-00000.pt", weights_only=True)
+        return list(shard["states"].float().split(shard["lengths"].tolist()))
+
+    clean = cache("tiny", tmp_path / "clean")
+    rooms = cache("tiny_rooms1", tmp_path, "--augment", "1", "--seed", "1")
+    again = cache("tiny_rooms1", tmp_path / "again", "--augment", "1", "--seed", "1")
+    other = cache("tiny_rooms2", tmp_path, "--augment", "1", "--seed", "2")
+    meta = json.loads((tmp_path / "tiny_rooms1" / "meta.json").read_text())
+    assert meta["augment"] == 1.0 and meta["seed"] == 1
+    assert [s.shape for s in rooms] == [s.shape for s in clean]
+    assert all(torch.equal(a, b) for a, b in zip(rooms, again, strict=True))
+    assert sum(not torch.allclose(a, b, atol=1e-3) for a, b in zip(rooms, clean, strict=True)) >= 3
+    assert sum(not torch.allclose(a, b, atol=1e-3) for a, b in zip(rooms, other, strict=True)) >= 3
+    with pytest.raises(SystemExit, match="other settings"):
+        cache("tiny_rooms1", tmp_path, "--augment", "0.5", "--seed", "1")
+
+
 def test_loss_falls_and_checkpoints_are_kept(recipe: dict) -> None:
     entries = [json.loads(line) for line in (recipe["run"] / "log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in entries if e["kind"] == "train"]
