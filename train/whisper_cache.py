@@ -241,6 +241,8 @@ def cache_set(name: str, manifest: Path, model: WhisperCTC, frontend: WhisperLog
 
 def run_cache(cfg: CacheConfig) -> dict[str, dict]:
     """Cache every set of ``cfg.sets``; return their metas by name."""
+    if not 0.0 <= cfg.augment <= 1.0:
+        raise SystemExit(f"--augment is a strength from 0 to 1, got {cfg.augment}")
     torch.set_num_threads(cfg.threads)
     frontend, model = build_model(whisper_ctc_config(tuned_layers=cfg.tuned_layers))
     model.eval()

@@ -141,6 +141,8 @@ def test_a_copy_in_rooms_is_cached_as_its_own_set_and_repeatable(recipe: dict, t
     assert sum(not torch.allclose(a, b, atol=1e-3) for a, b in zip(rooms, other, strict=True)) >= 3
     with pytest.raises(SystemExit, match="other settings"):
         cache("tiny_rooms1", tmp_path, "--augment", "0.5", "--seed", "1")
+    with pytest.raises(SystemExit, match="from 0 to 1"):
+        cache("tiny_rooms3", tmp_path, "--augment", "2", "--seed", "1")
 
 
 def test_loss_falls_and_checkpoints_are_kept(recipe: dict) -> None:
