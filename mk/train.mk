@@ -131,13 +131,20 @@ ROOMS_INIT ?= $(WHISPER_MODEL)
 ROOMS_TRAIN_SETS ?= synth_train so762_train dctts $(foreach v,$(PERTURB_SPEEDS),so762_train_sp$(v) dctts_sp$(v):3) \
 	piper_train:3 $(foreach s,$(ROOMS_SEEDS),so762_train_rooms$(s) dctts_rooms$(s):3) piper_train_rooms1
 
+# a trial step: every encoder block tuned (block 0 too, from the pretrained base; blocks 1-3 and the
+# head from the bundle in $(WHISPER_MODEL)), on step 2c's sets, the states cached before block 0
+FULL_LAYERS ?= 0 1 2 3
+FULL_CACHE ?= $(WHISPER_CACHE)-l0
+FULL_RUN ?= runs/en-whisper-tiny-l0123
+FULL_HOURS ?= 2.0
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
 	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume \
-	whisper-rooms-cache whisper-rooms whisper-rooms-resume
+	whisper-rooms-cache whisper-rooms whisper-rooms-resume whisper-full-cache whisper-full whisper-full-resume
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -227,6 +234,19 @@ whisper-rooms: whisper-rooms-cache ## step 2c: train $(ROOMS_INIT) on step 2b's 
 
 whisper-rooms-resume: ## continue $(ROOMS_RUN) until ROOMS_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(ROOMS_RUN) WHISPER_HOURS=$(ROOMS_HOURS)
+
+whisper-full-cache: ## the states before block 0 (after the stem) of step 2c's sets and the dev sets, under $(FULL_CACHE)
+	$(MAKE) whisper-perturb-cache whisper-rooms-cache DEEP_LAYERS="$(FULL_LAYERS)" DEEP_CACHE=$(FULL_CACHE)
+	$(PY) -m train.whisper_head cache --sets piper_train=$(MANIFESTS)/piper_train.jsonl --root $(FULL_CACHE) \
+		--tuned-layers $(FULL_LAYERS)
+
+whisper-full: whisper-full-cache ## trial step: every encoder block and the head of $(WHISPER_MODEL), on step 2c's sets, into $(FULL_RUN)
+	$(MAKE) whisper-train WHISPER_LAYERS="$(FULL_LAYERS)" WHISPER_CACHE=$(FULL_CACHE) WHISPER_RUN=$(FULL_RUN) \
+		WHISPER_HOURS=$(FULL_HOURS) WHISPER_TRAIN_SETS="$(ROOMS_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(PIPER_FLAGS)"
+
+whisper-full-resume: ## continue $(FULL_RUN) until FULL_HOURS in total
+	$(MAKE) whisper-train-resume WHISPER_RUN=$(FULL_RUN) WHISPER_HOURS=$(FULL_HOURS)
 
 second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \
