@@ -118,6 +118,11 @@ class CacheConfig:
     seed: int = 0  # with --augment: each utterance's effects are drawn from (seed, its id)
 
 
+UNRECORDED = {"speed": 1.0, "augment": 0.0, "seed": 0}
+"""Settings a cache folder's meta leaves out unless they matter, with the value a missing one means
+(so folders written before a setting existed stay valid)."""
+
+
 def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[str, Any]:
     """What a cache folder's states depend on; a folder written with other values is refused."""
     return {
@@ -126,10 +131,20 @@ def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[s
         "frozen_blocks": first_tuned(config.model),
         "shard_utts": cfg.shard_utts,
         "limit": cfg.limit,
-        # caches written before these options existed stay valid
         **({"speed": cfg.speed} if cfg.speed != 1.0 else {}),
         **({"augment": cfg.augment, "seed": cfg.seed} if cfg.augment else {}),
     }
+
+
+def stale_settings(meta: dict[str, Any], want: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings (``cache_meta``'s, and :data:`UNRECORDED`'s where left out) in which a folder's
+    meta differs from what is wanted: {name: (had, wanted)}."""
+    stale = {}
+    for key in [*want, *(k for k in UNRECORDED if k not in want)]:
+        had, wanted = meta.get(key, UNRECORDED.get(key)), want.get(key, UNRECORDED.get(key))
+        if had != wanted:
+            stale[key] = (had, wanted)
+    return stale
 
 
 def prepare_rows(rows: list[dict[str, Any]], tokens: list[str]) -> list[tuple[dict[str, Any], list[int]]]:
@@ -206,11 +221,7 @@ def cache_set(name: str, manifest: Path, model: WhisperCTC, frontend: WhisperLog
     want = cache_meta(config, manifest, cfg)
     meta_path = folder / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {**want, "shards": {}}
-    stale = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
-    if meta.get("speed", 1.0) != cfg.speed:
-        stale["speed"] = (meta.get("speed", 1.0), cfg.speed)
-    if meta.get("augment", 0.0) != cfg.augment:
-        stale["augment"] = (meta.get("augment", 0.0), cfg.augment)
+    stale = stale_settings(meta, want)
     if stale:
         raise SystemExit(f"{folder} was cached with other settings {stale}: delete it or pick another --root")
     rows = prepare_rows(read_manifest(manifest)[: cfg.limit or None], config.tokens)
