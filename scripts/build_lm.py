@@ -16,7 +16,7 @@ system word list, of the LM text and of the base LM in the model's characters.
 Writes into ``--out`` (default models/en-whisper-tiny/lm)::
 
     lm.bin        KenLM binary (trie, quantised), loaded by the decoder
-    lexicon.txt   word, tab, its characters separated by spaces
+    lexicon.txt   the words the decoder may write, one a line
     card.json     what the LM was built from (sizes, order, pruning, excluded sentences)
 """
 
@@ -102,9 +102,10 @@ def lm_text(pools: dict[str, list[str]], banned: set[str], repeat: dict[str, int
 
 
 def write_lexicon(path: Path, words: set[str]) -> int:
-    """``word<TAB>c h a r s`` for every word spelled only with the model's characters."""
+    """One word a line, every word spelled only with the model's characters (the decoder spells
+    each with the model's own tokens, so the file holds no spellings)."""
     kept = sorted(w for w in words if w and set(w) <= LETTERS)
-    path.write_text("".join(f"{w}\t{' '.join(w)}\n" for w in kept))
+    path.write_text("".join(f"{w}\n" for w in kept))
     return len(kept)
 
 

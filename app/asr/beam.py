@@ -147,8 +147,9 @@ class LexiconLM:
     """A KenLM model with its lexicon, loaded once and shared read-only by every decoder.
 
     Args:
-        folder: holds ``lm.bin`` (KenLM binary or ARPA), ``lexicon.txt`` (``word<TAB>c h a r s``;
-            each word is spelled with the model's own tokens, so word pieces need no other lexicon)
+        folder: holds ``lm.bin`` (KenLM binary or ARPA), ``lexicon.txt`` (one word a line;
+            anything after a tab is ignored: each word is spelled with the model's own tokens, so
+            word pieces need no other lexicon)
             and optionally ``decoder.json`` (default :class:`BeamOptions` fields).
         tokens: the acoustic model's token list; ``delimiter`` separates words, ``blank_id`` is CTC's blank.
     """
