@@ -131,8 +131,9 @@ ROOMS_INIT ?= $(WHISPER_MODEL)
 ROOMS_TRAIN_SETS ?= synth_train so762_train dctts $(foreach v,$(PERTURB_SPEEDS),so762_train_sp$(v) dctts_sp$(v):3) \
 	piper_train:3 $(foreach s,$(ROOMS_SEEDS),so762_train_rooms$(s) dctts_rooms$(s):3) piper_train_rooms1
 
-# a trial step: every encoder block tuned (block 0 too, from the pretrained base; blocks 1-3 and the
-# head from the bundle in $(WHISPER_MODEL)), on step 2c's sets, the states cached before block 0
+# step 2d of the shipped model: every encoder block tuned (block 0 too, from the pretrained base;
+# blocks 1-3 and the head from step 2b's bundle in $(WHISPER_MODEL)), on step 2c's sets, the states
+# cached before block 0; export with WHISPER_RUN=$(FULL_RUN) WHISPER_CACHE=$(FULL_CACHE)
 FULL_LAYERS ?= 0 1 2 3
 FULL_CACHE ?= $(WHISPER_CACHE)-l0
 FULL_RUN ?= runs/en-whisper-tiny-l0123
@@ -240,7 +241,7 @@ whisper-full-cache: ## the states before block 0 (after the stem) of step 2c's s
 	$(PY) -m train.whisper_head cache --sets piper_train=$(MANIFESTS)/piper_train.jsonl --root $(FULL_CACHE) \
 		--tuned-layers $(FULL_LAYERS)
 
-whisper-full: whisper-full-cache ## trial step: every encoder block and the head of $(WHISPER_MODEL), on step 2c's sets, into $(FULL_RUN)
+whisper-full: whisper-full-cache ## step 2d: every encoder block and the head of $(WHISPER_MODEL), on step 2c's sets, into $(FULL_RUN)
 	$(MAKE) whisper-train WHISPER_LAYERS="$(FULL_LAYERS)" WHISPER_CACHE=$(FULL_CACHE) WHISPER_RUN=$(FULL_RUN) \
 		WHISPER_HOURS=$(FULL_HOURS) WHISPER_TRAIN_SETS="$(ROOMS_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
 		WHISPER_FLAGS="--init-bundle $(WHISPER_MODEL) $(PIPER_FLAGS)"
