@@ -10,8 +10,8 @@ mixed with a general English trigram model, CMU Sphinx's US English LM from the 
 package (``train/lm/sphinx.py`` reads it; words outside the model's characters dropped): the mixture
 weight is the one of ``--base-weights`` with the lowest perplexity on the dev sets' sentences
 (``--dev-manifest``; never LM text), and the mixture is pruned to ``--max-ngrams`` n-grams
-(``train/lm/backoff.py``). ``build_binary`` packs the result; the lexicon spells every word of the
-system word list, of the LM text and of the base LM in the model's characters.
+(``train/lm/backoff.py``). ``build_binary`` packs the result; the lexicon lists every word of the
+system word list, of the LM text and of the base LM that the model's characters spell.
 
 Writes into ``--out`` (default models/en-whisper-tiny/lm)::
 
