@@ -193,7 +193,8 @@ def render(result: dict[str, Any], command: str, json_path: Path, host: dict[str
     cost = result["seconds"]
     lines += [
         "",
-        f"Time of the beam search and of the scoring against the second pass's: "
+        f"Time of the beam search and of the scoring (the pretrained encoder again, then each candidate "
+        f"on its own) against the second pass's: "
         f"{cost['beam'] / cost['second_pass']:.2f}x and {cost['scoring'] / cost['second_pass']:.2f}x "
         f"({host['cores']} cores, load {host['load_average'][0]}). JSON: {json_path}",
     ]
