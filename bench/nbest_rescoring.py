@@ -4,7 +4,7 @@ gain, and cost (measured here; not what the server does).
 The joint search follows the decoder's likeliest tokens, so a text the decoder finds unlikely at
 some step never enters it, however well the CTC head and the n-gram LM support it. This measures
 the alternative: score the second pass's text and the beam search's ``k`` best texts (the LM's
-tuned defaults, written in sentence case with a full stop, as Whisper writes) each as a whole,
+tuned defaults, written as Whisper writes: ``train.decoder_adapter.whisper_style``) each as a whole,
 
     (1 - w) * log p_decoder + w * log p_CTC + lm_weight * log10 p_LM + word_score * words
         (+ bonus for the second pass's own text)
@@ -41,6 +41,7 @@ from app.asr.whisper.model import SecondPass
 from bench.peers_accuracy import SETS, load_set
 from bench.report import ROOT, fmt, machine, publish, table
 from train.data.audio_io import read_audio, read_manifest
+from train.decoder_adapter import whisper_style
 
 WEIGHTS = (0.05, 0.1, 0.2, 0.3)
 LM_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0)
@@ -106,7 +107,7 @@ class Measure:
         candidates = [self.scored(own, own, True, scorer, cross)]
         for text in texts:
             words = self.words(text)
-            written = " ".join(words).capitalize() + "." if words else ""
+            written = whisper_style(" ".join(words)) if words else ""
             candidates.append(self.scored(text, written, False, scorer, cross))
         seconds["scoring"] = time.perf_counter() - started
         return Utterance(spoken_form(reference), candidates, seconds)
