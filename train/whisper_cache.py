@@ -131,8 +131,8 @@ def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[s
         "frozen_blocks": first_tuned(config.model),
         "shard_utts": cfg.shard_utts,
         "limit": cfg.limit,
-        **({"speed": cfg.speed} if cfg.speed != 1.0 else {}),
-        **({"augment": cfg.augment, "seed": cfg.seed} if cfg.augment else {}),
+        **({"speed": cfg.speed} if cfg.speed != UNRECORDED["speed"] else {}),
+        **({"augment": cfg.augment, "seed": cfg.seed} if cfg.augment != UNRECORDED["augment"] else {}),
     }
 
 
