@@ -216,6 +216,18 @@ class Settings(BaseSettings):
         description="Decoder of stream finals; auto is ASR_DECODER's choice (the second pass for the default model). "
         "beam serves several times more streams per core (docs/benchmarks.md).",
     )
+    stream_partial_decoder: Literal["auto", "greedy", "beam"] = Field(
+        "auto",
+        description="Decoder of stream partials: beam search with the LM (its beam capped at "
+        "ASR_STREAM_PARTIAL_BEAM_SIZE) or greedy; auto is beam when the model has an LM. Greedy partials are "
+        "cheaper and less accurate (docs/benchmarks.md).",
+    )
+    stream_partial_beam_size: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Largest beam of a partial's beam search (each partial decodes the utterance so far).",
+    )
     stream_vad: Literal["silero", "energy"] = Field(
         "silero",
         description="What tells speech from silence for stream endpointing: Silero VAD (a trained model, robust "

@@ -71,6 +71,7 @@ class ServingPlanOut(BaseModel):
     max_batch_size: int
     decoder: str
     stream_final_decoder: str
+    stream_partial_decoder: str
     max_wait_ms: float
     max_batch_samples: int
     max_queue_samples: int

@@ -1,8 +1,9 @@
 """Greedy decoding versus beam search with the language model: accuracy, tuning and served speed.
 
-    # WER of both decoders on the held-out synthetic set and speechocean762 test/
+    # WER of both decoders (and of beam search as narrow as a stream partial's) on the held-out
+    # synthetic set, speechocean762 test/ and cv100
     python bench/beam_vs_greedy.py wer --model models/en-small --synth data/manifests/synth_test.jsonl \\
-        --speechocean ../shared/data/speechocean762
+        --speechocean ../shared/data/speechocean762 --cv100 ../shared/data/cv100
     # grid-search lm_weight and word_score on the dev sets; writes <lm>/decoder.json
     python bench/beam_vs_greedy.py tune --model models/en-small \\
         --dev data/manifests/synth_dev.jsonl data/manifests/so762_dev.jsonl
@@ -42,7 +43,9 @@ sys.path.insert(0, str(ROOT))
 from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm, parse_hotwords  # noqa: E402
 from app.asr.bundle import Bundle, load_bundle  # noqa: E402
 from app.asr.ctc import GreedyDecoder  # noqa: E402
+from app.asr.text import spoken_form  # noqa: E402
 from app.asr.torch_recognizer import TorchRecognizer  # noqa: E402
+from app.config import Settings  # noqa: E402
 from train.data.audio_io import read_audio, read_manifest  # noqa: E402
 from train.data.speechocean import split_rows  # noqa: E402
 
@@ -97,6 +100,9 @@ def test_sets(args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
         sets["synth_test"] = read_manifest(args.synth)
     if args.speechocean and (Path(args.speechocean) / "test" / "text").is_file():
         sets["so762_test"] = split_rows(Path(args.speechocean), "test")
+    if args.cv100 and (Path(args.cv100) / "manifest.jsonl").is_file():  # written as people write: spoken form
+        rows = read_manifest(Path(args.cv100) / "manifest.jsonl")
+        sets["cv100"] = [{**row, "text": spoken_form(row["text"])} for row in rows]
     if args.limit:
         sets = {name: rows[: args.limit] for name, rows in sets.items()}
     return sets
@@ -107,19 +113,27 @@ def cmd_wer(args: argparse.Namespace) -> dict[str, Any]:
     config = bundle_of(args.model).config
     greedy = GreedyDecoder(config.tokens, config.blank_id, frame_s, config.word_delimiter)
     beam = BeamDecoder(lm, lm.defaults, frame_s)
-    results: dict[str, Any] = {"beam_options": lm.defaults.__dict__ | {"hotwords": []}}
+    partial_size = min(lm.defaults.beam_size, args.partial_beam_size)
+    partial = BeamDecoder(lm, replace(lm.defaults, beam_size=partial_size), frame_s)
+    results: dict[str, Any] = {
+        "beam_options": lm.defaults.__dict__ | {"hotwords": []},
+        "partial_beam_size": partial_size,
+    }
     for name, rows in test_sets(args).items():
         log_probs = log_probs_of(args.model, rows)
         refs = [row["text"] for row in rows]
         greedy_wer, greedy_s = wer_of(greedy, log_probs, refs)
         beam_wer, beam_s = wer_of(beam, log_probs, refs)
+        partial_wer, partial_s = wer_of(partial, log_probs, refs)
         results[name] = {
             "utterances": len(rows),
             "greedy_wer": round(greedy_wer, 4),
             "beam_wer": round(beam_wer, 4),
+            "partial_beam_wer": round(partial_wer, 4),
             "relative_reduction": round(1 - beam_wer / greedy_wer, 4) if greedy_wer else None,
             "greedy_decode_s": round(greedy_s, 2),
             "beam_decode_s": round(beam_s, 2),
+            "partial_beam_decode_s": round(partial_s, 2),
         }
         print(name, json.dumps(results[name]), flush=True)
     return results
@@ -357,7 +371,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lm", type=Path, default=None, help="LM folder (default: <model>/lm)")
     parser.add_argument("--synth", default="data/manifests/synth_test.jsonl", help="held-out synthetic manifest")
     parser.add_argument("--speechocean", default="../shared/data/speechocean762", help="speechocean762 folder")
+    parser.add_argument("--cv100", default="../shared/data/cv100", help="cv100 folder (manifest.jsonl)")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N utterances per set")
+    parser.add_argument(
+        "--partial-beam-size",
+        type=int,
+        default=Settings.model_fields["stream_partial_beam_size"].default,
+        help="wer: the beam of stream partials (ASR_STREAM_PARTIAL_BEAM_SIZE)",
+    )
     parser.add_argument(
         "--dev", nargs="+", default=["data/manifests/synth_dev.jsonl", "data/manifests/so762_dev.jsonl"]
     )

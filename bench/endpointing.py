@@ -75,7 +75,7 @@ class BlankEngine:
     def model_config(self, accepted: bool = False) -> BundleConfig:
         return self.config
 
-    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis:
+    async def decode(self, log_probs: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
         return self.greedy_decoder.decode(log_probs, time_offset)
 
     async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:

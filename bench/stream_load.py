@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--context-s", type=float, default=1.0, help="ASR_STREAM_MAX_CONTEXT_S (0: full)")
     parser.add_argument("--partial-interval-s", type=float, default=0.5)
     parser.add_argument("--decoder", default="auto", help="ASR_DECODER of the server (finals); auto: its default")
+    parser.add_argument(
+        "--partial-decoder", default="auto", help="ASR_STREAM_PARTIAL_DECODER of the server; auto: its default"
+    )
     parser.add_argument("--precision", default="auto", help="ASR_PRECISION of the server")
     parser.add_argument("--runtime", default="auto", help="ASR_RUNTIME of the server")
     parser.add_argument("--all", action="store_true", help="run every level even after one fails")
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         "stream_max_context_s": str(args.context_s),
         "stream_partial_interval_s": str(args.partial_interval_s),
         "decoder": args.decoder,
+        "stream_partial_decoder": args.partial_decoder,
     }
     spec = ours("stream-load", args.model.resolve(), args.runtime, args.precision, **settings)
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "levels": []}

@@ -3,11 +3,13 @@ and what the served model has (a language model, a second pass) into a decoder.
 
 The choice: the decoder the options name, or beam when they set a beam-only option, or else the
 server's default (``ASR_DECODER`` resolved in the serving plan). Beam search takes the language
-model's tuned settings with the request's beam fields over them.
+model's tuned settings with the request's beam fields over them. A stream's partials decode as the
+serving plan's ``stream_partial_decoder`` says, with a narrower beam (``ASR_STREAM_PARTIAL_BEAM_SIZE``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
@@ -74,3 +76,13 @@ class Decoders:
         if self.lm is None:
             raise NoLanguageModel(f"beam search needs a language model, and model {config.name} has none")
         return BeamDecoder(self.lm, self.lm.defaults.for_request(options), config.frame_seconds)
+
+    def partial(self, kind: str, options: DecodeOptions, max_beam_size: int) -> CTCDecoder:
+        """The decoder of a stream's partials: greedy, or (``kind`` beam) beam search with the
+        stream's beam fields and hotwords, its beam at most ``max_beam_size`` and one transcript,
+        since every partial decodes the utterance so far."""
+        if kind == "greedy" or self.lm is None:
+            return self.greedy
+        settings = self.lm.defaults.for_request(options)
+        narrow = replace(settings, beam_size=min(settings.beam_size, max_beam_size), alternatives=1)
+        return BeamDecoder(self.lm, narrow, self.config.frame_seconds)

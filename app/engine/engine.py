@@ -189,9 +189,13 @@ class Engine:
         self.model_config(accepted)
         return await self.batcher.submit(audio, priority)
 
-    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis:
-        """Greedy decoding of (frames, vocab) log-probs on the decode pool (stream partials)."""
-        return await self._run_decoder(self.decoders.greedy.decode, log_probs, time_offset)
+    async def decode(self, log_probs: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
+        """A stream partial: (frames, vocab) log-probs decoded on the decode pool with the serving
+        plan's partial decoder (beam search with the stream's ``options``, or greedy)."""
+        decoder = self.decoders.partial(
+            self.plan.stream_partial_decoder, options, self.settings.stream_partial_beam_size
+        )
+        return await self._run_decoder(decoder.decode, log_probs, time_offset)
 
     async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
         """A stream utterance's final: one pass over its audio with the decoder for ``options``

@@ -99,6 +99,7 @@ class ServingPlan:
     max_batch_size: int
     decoder: str  # the default decoder of requests: greedy, beam or attention
     stream_final_decoder: str  # the decoder of stream finals
+    stream_partial_decoder: str  # the decoder of stream partials: greedy or beam
     limits: BatchLimits  # the batcher's (both batchers', with a second pass)
 
     def describe(self) -> dict[str, Any]:
@@ -171,6 +172,7 @@ def plan_serving(settings: Settings, hardware: HardwarePlan, model: LoadedModel)
         max_batch_size=hardware.max_batch_size,
         decoder=decoder,
         stream_final_decoder=decoder if settings.stream_final_decoder == "auto" else settings.stream_final_decoder,
+        stream_partial_decoder=resolve_partial_decoder(settings.stream_partial_decoder, model.has_lm),
         limits=limits,
     )
 
@@ -228,6 +230,15 @@ def resolve_batch_execution(batch_execution: str, device: str) -> bool:
     if batch_execution == "auto":
         return device != "cpu"
     return batch_execution == "padded"
+
+
+def resolve_partial_decoder(decoder: str, has_lm: bool) -> str:
+    """``auto`` is beam search when the model has an LM, else greedy; beam without an LM is refused."""
+    if decoder == "auto":
+        return "beam" if has_lm else "greedy"
+    if decoder == "beam" and not has_lm:
+        raise RuntimeError("ASR_STREAM_PARTIAL_DECODER=beam needs a language model, and the served model has none")
+    return decoder
 
 
 def resolve_decoder(decoder: str, has_second_pass: bool, has_lm: bool) -> str:

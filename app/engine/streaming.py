@@ -87,14 +87,14 @@ class StreamTuning:
 class StreamPort(Protocol):
     """What a stream session needs of the engine (:class:`app.engine.engine.Engine` implements it):
     the model's config (``EngineUnavailable`` unless serving, or ``accepted`` work while draining),
-    a window's (frames, vocab) log-probs through the batcher, a partial's greedy decoding, an
+    a window's (frames, vocab) log-probs through the batcher, a partial's decoding, an
     utterance's final decoded as the options ask, and the check of those options for finals."""
 
     def model_config(self, accepted: bool = False) -> BundleConfig: ...
 
     async def infer(self, audio: np.ndarray, priority: int = 0, *, accepted: bool = False) -> np.ndarray: ...
 
-    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis: ...
+    async def decode(self, log_probs: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis: ...
 
     async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis: ...
 
@@ -310,8 +310,8 @@ class StreamSession:
         return await self.port.finalize(utt.audio, utt.start / self.rate, self.decoding)
 
     async def _decode(self, log_probs: np.ndarray, start: int) -> Hypothesis:
-        """Partials decode greedily: cheap and frequent."""
-        return await self.port.decode(log_probs, start / self.rate)
+        """A partial: the server's partial decoder, with this stream's beam options and hotwords."""
+        return await self.port.decode(log_probs, start / self.rate, self.decoding)
 
     def _observe_partial(self, due: float | None) -> None:
         now = time.perf_counter()

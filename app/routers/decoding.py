@@ -72,7 +72,8 @@ class DecodeParams(DecodingFields):
 
 
 class StreamDecodingIn(DecodingFields):
-    """A stream config's ``decoding``: how its finals are decoded (partials stay greedy)."""
+    """A stream config's ``decoding``: how its finals are decoded; partials decode with the server's
+    partial decoder (``ASR_STREAM_PARTIAL_DECODER``), with these beam fields and hotwords when it is beam."""
 
     model_config = ConfigDict(extra="forbid")
 

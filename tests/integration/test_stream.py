@@ -8,6 +8,7 @@ import json
 import re
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from tests.streaming_support import ToneFactory, chunks, live_server, pcm16, spe
 from tests.support import FakeFactory, wait_for, wav_bytes
 
 CHUNK = 3200  # 100 ms of 16 kHz s16le
+LM_DIR = Path(__file__).resolve().parents[2] / "models" / "en-small" / "lm"  # its lexicon lacks "kubelet"
 
 
 def stream_settings(**overrides: Any) -> Settings:
@@ -192,6 +194,35 @@ def test_a_decoder_the_model_lacks_closes_1008_with_the_error_table_s_code(strea
         messages, code = collect(ws)
     assert code == 1008
     assert messages[0]["code"] == "no_language_model" and messages[0]["error"]["type"] == "invalid_request_error"
+
+
+def first_partial(client: TestClient, word: str, decoding: dict[str, Any] | None = None) -> str:
+    """The partial of a stream's first step: the audio of ``word`` arrives in one message, so
+    that step reads all of it."""
+    with client.websocket_connect("/stream") as ws:
+        ws.send_json({"type": "config", **({"decoding": decoding} if decoding else {})})
+        ws.send_bytes(pcm16(spell(word, tail_s=0.1)))
+        partial = ws.receive_json()
+        ws.send_text('{"type": "eof"}')
+        messages, code = collect(ws)
+    assert code == 1000 and partial["type"] == "partial" and messages[-1]["type"] == "final"
+    return str(partial["text"])
+
+
+@pytest.mark.parametrize("stream_client", [{"lm_path": LM_DIR}], indirect=True)
+def test_partials_are_beam_searched_with_the_stream_s_hotwords_when_the_model_has_an_lm(
+    stream_client: TestClient,
+) -> None:
+    assert stream_client.get("/v1/models").json()["data"][0]["serving"]["stream_partial_decoder"] == "beam"
+    plain = first_partial(stream_client, "kubelet")  # greedy would spell "kubelet" (the test below)
+    assert plain and "kubelet" not in plain.split()  # the lexicon's words only
+    assert first_partial(stream_client, "kubelet", {"hotwords": ["kubelet"]}) == "kubelet"
+
+
+@pytest.mark.parametrize("stream_client", [{"lm_path": LM_DIR, "stream_partial_decoder": "greedy"}], indirect=True)
+def test_greedy_partials_spell_what_the_model_hears(stream_client: TestClient) -> None:
+    assert stream_client.get("/v1/models").json()["data"][0]["serving"]["stream_partial_decoder"] == "greedy"
+    assert first_partial(stream_client, "kubelet") == "kubelet"
 
 
 def test_config_after_audio_closes_1008(stream_client: TestClient) -> None:

@@ -74,3 +74,13 @@ def test_the_engine_chooses_the_decoder_from_the_options_and_the_model() -> None
     beam = decoders(FakeLM(), default="beam").choose(DecodeOptions(word_score=-1.0, alternatives=2))
     options = beam.options  # type: ignore[union-attr]
     assert (options.beam_size, options.lm_weight, options.word_score, options.alternatives) == (16, 2.0, -1.0, 2)
+
+
+def test_partials_take_the_stream_s_beam_fields_with_a_narrower_beam_and_one_transcript() -> None:
+    chosen = decoders(FakeLM()).partial("beam", DecodeOptions.parse(beam_size=64, hotwords=["kubelet"]), 8)
+    options = chosen.options  # type: ignore[attr-defined]
+    assert (options.beam_size, options.lm_weight, options.alternatives) == (8, 2.0, 1)
+    assert [h.text for h in options.hotwords] == ["kubelet"]
+    assert decoders(FakeLM()).partial("beam", DecodeOptions(), 32).options.beam_size == 16  # type: ignore[attr-defined]
+    assert isinstance(decoders(FakeLM()).partial("greedy", DecodeOptions(), 8), GreedyDecoder)
+    assert isinstance(decoders().partial("beam", DecodeOptions(), 8), GreedyDecoder)  # no LM

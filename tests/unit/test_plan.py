@@ -42,6 +42,7 @@ def test_auto_on_a_cpu() -> None:
         max_batch_size=4,
         decoder="greedy",
         stream_final_decoder="greedy",
+        stream_partial_decoder="greedy",
         limits=BatchLimits(
             max_batch_size=4,
             max_wait_s=0.005,
@@ -83,6 +84,18 @@ def test_auto_precision_on_a_cpu_is_int8_for_a_whisper_network_on_onnx() -> None
 def test_the_auto_decoder_follows_the_model(second_pass: bool, lm: bool, expected: str) -> None:
     plan = plan_for(CPU, second_pass=second_pass, lm=lm)
     assert plan.decoder == plan.stream_final_decoder == expected
+
+
+@pytest.mark.parametrize(
+    "setting,lm,expected", [("auto", True, "beam"), ("auto", False, "greedy"), ("greedy", True, "greedy")]
+)
+def test_partials_are_beam_searched_when_the_model_has_an_lm(setting: str, lm: bool, expected: str) -> None:
+    assert plan_for(CPU, lm=lm, stream_partial_decoder=setting).stream_partial_decoder == expected
+
+
+def test_beam_partials_without_an_lm_fail_before_serving() -> None:
+    with pytest.raises(RuntimeError, match="ASR_STREAM_PARTIAL_DECODER=beam needs a language model"):
+        plan_for(CPU, lm=False, stream_partial_decoder="beam")
 
 
 def test_explicit_settings_win() -> None:
@@ -141,6 +154,7 @@ def test_the_plan_is_logged_once_and_shown_in_v1_models(caplog: pytest.LogCaptur
     assert (serving["model_workers"], serving["max_batch_size"], serving["batch_execution"]) == (1, 2, "padded")
     assert serving["decoder"] == card["default_decoder"] == "attention"
     assert serving["stream_final_decoder"] == "greedy"
+    assert serving["stream_partial_decoder"] == "greedy"  # the fake model has no LM
     lines = [r.getMessage() for r in caplog.records if "serving plan:" in r.getMessage()]
     assert len(lines) == 1
     for key, value in serving.items():

@@ -42,7 +42,7 @@ class StubEngine:
     def model_config(self, accepted: bool = False) -> Any:
         return self.config
 
-    async def decode(self, log_probs: np.ndarray, time_offset: float) -> Hypothesis:
+    async def decode(self, log_probs: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
         return self.greedy_decoder.decode(log_probs, time_offset)
 
     async def finalize(self, audio: np.ndarray, time_offset: float, options: DecodeOptions) -> Hypothesis:
