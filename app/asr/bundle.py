@@ -6,13 +6,23 @@ builds the frontend and the network from them, and writes bundles.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from app.asr.bundle_files import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, BundleError, check_weights, read_bundle_files
+from app.asr.bundle_files import (
+    CARD_FILE,
+    CONFIG_FILE,
+    EXPORTED_CARD_FILE,
+    EXPORTED_CARD_MARK,
+    WEIGHTS_FILE,
+    BundleError,
+    check_weights,
+    read_bundle_files,
+)
 from app.asr.configs import BundleConfig, FrontendConfig, ModelConfig
 from app.asr.features import LogMelFrontend, WhisperLogMel
 from app.asr.model import SepConvCTC
@@ -20,6 +30,8 @@ from app.asr.whisper.adapter import adapter_shapes
 from app.asr.whisper.base import BaseUnavailable, base_file, load_base
 from app.asr.whisper.joint import joint_decoding
 from app.asr.whisper.model import SecondPass, WhisperCTC
+
+logger = logging.getLogger(__name__)
 
 Frontend = LogMelFrontend | WhisperLogMel
 AcousticModel = SepConvCTC | WhisperCTC
@@ -85,8 +97,24 @@ def save_bundle(
         for k, v in stored_state(model).items()
     }
     save_file(state, str(path / WEIGHTS_FILE), metadata={"name": config.name, "format": "pt"})
-    (path / CARD_FILE).write_text(card)
+    write_card(path, card)
     return path
+
+
+def write_card(path: Path, card: str) -> Path:
+    """Write the model card ``card`` into bundle folder ``path``; return the file written.
+
+    It becomes ``README.md`` unless that file is a card someone has edited (one that does not start
+    with :data:`EXPORTED_CARD_MARK`, the line every written card starts with): such a card, with the
+    history and test figures a generated one cannot know, stays, and the new card goes beside it
+    as ``README.export.md``.
+    """
+    target = path / CARD_FILE
+    if target.exists() and not target.read_text().startswith(EXPORTED_CARD_MARK):
+        logger.warning("%s is an edited model card and stays; the exported card is %s", target, EXPORTED_CARD_FILE)
+        target = path / EXPORTED_CARD_FILE
+    target.write_text(f"{EXPORTED_CARD_MARK}\n{card}")
+    return target
 
 
 def load_bundle(path: Path | str, second_pass_beams: int | None = None) -> Bundle:

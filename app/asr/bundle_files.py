@@ -5,7 +5,7 @@ A bundle is a folder::
     models/<name>/
         config.json        # BundleConfig: frontend, architecture, tokens, frame rate
         model.safetensors  # the acoustic model's state dict (on a pretrained base: what was trained here)
-        README.md          # the model card
+        README.md          # the model card (an export writes it unless someone has edited it)
 
 Both loaders (``app.asr.bundle`` builds PyTorch modules, ``app.asr.slim.bundle`` ONNX graphs)
 read and check the folder here, and raise :class:`BundleError` naming what is wrong.
@@ -27,6 +27,8 @@ from app.asr.configs import BundleConfig
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+EXPORTED_CARD_FILE = "README.export.md"
+EXPORTED_CARD_MARK = "<!-- written by the export step: a card without this first line is kept by later exports -->"
 
 _UNION_TAGS = {"sepconv_ctc", "whisper_ctc", "log_mel", "whisper_log_mel"}
 """The ``type`` values that select a frontend or network kind; pydantic puts them in error locations."""

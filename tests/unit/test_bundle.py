@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from app.asr.bundle import BundleError, build_model, load_bundle
+from app.asr.bundle_files import EXPORTED_CARD_MARK
 from app.asr.configs import default_config
 from tests.support import make_random_bundle
 
@@ -125,3 +126,16 @@ def test_with_stride_drops_the_last_strides_and_keeps_weight_shapes() -> None:
     restrided.load_state_dict(model.state_dict())
     with pytest.raises(ValueError, match="not reachable"):
         config.with_stride(3)
+
+
+def test_an_export_rewrites_its_own_card_and_keeps_an_edited_one(tmp_path: Path) -> None:
+    folder = make_random_bundle(tmp_path / "tiny")  # a new folder: the card is README.md
+    written = (folder / "README.md").read_text()
+    assert written.startswith(EXPORTED_CARD_MARK) and "Randomly initialised" in written
+    make_random_bundle(folder, name="again")  # its own card: rewritten
+    assert "# again" in (folder / "README.md").read_text() and not (folder / "README.export.md").exists()
+    (folder / "README.md").write_text("# tiny\n\nTest figures measured by hand.\n")  # edited
+    make_random_bundle(folder, name="third")
+    assert (folder / "README.md").read_text() == "# tiny\n\nTest figures measured by hand.\n"
+    assert "# third" in (folder / "README.export.md").read_text()
+    load_bundle(folder)
