@@ -71,20 +71,22 @@ class FakeAcousticModel(nn.Module):
 
 class FakeSecondPass:
     """Stands in for Whisper's decoder: every clip reads as ``text``; records each batch's
-    size and longest clip in feature frames, and the CTC frames it was given per clip."""
+    size and longest clip in feature frames, the CTC frames it was given per clip, and its prompt."""
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.batches: list[tuple[int, int]] = []
         self.ctc_frames: list[list[int]] = []
+        self.prompts: list[str] = []
 
     def to(self, device: str) -> FakeSecondPass:
         return self
 
     def transcribe(
-        self, features: Tensor, lengths: Tensor, ctc_log_probs: Sequence[np.ndarray] | None = None
+        self, features: Tensor, lengths: Tensor, ctc_log_probs: Sequence[np.ndarray] | None = None, prompt: str = ""
     ) -> list[str]:
         self.batches.append((features.shape[0], int(lengths.max())))
+        self.prompts.append(prompt)
         self.ctc_frames.append([lp.shape[0] for lp in ctc_log_probs or []])
         return [self.text] * features.shape[0]
 
@@ -193,3 +195,19 @@ def cv100_clips(count: int) -> list[tuple[np.ndarray, str]]:
         pytest.skip(f"real speech not found: {manifest} (set ASR_DATA)")
     rows = [json.loads(line) for line in manifest.read_text().splitlines()[:count]]
     return [(read_audio(manifest.parent / row["audio"]), row["text"]) for row in rows]
+
+
+def so762_test_clips(word: str) -> list[tuple[np.ndarray, str]]:
+    """The speechocean762 ``test/`` utterances that say ``word`` (spoken form) as (16 kHz audio,
+    reference); skips the test when the set is absent."""
+    import pytest
+
+    from app.asr.text import spoken_form
+    from train.data.audio_io import read_audio
+    from train.data.speechocean import split_rows
+
+    folder = DATA_ROOT / "speechocean762"
+    if not (folder / "test" / "text").is_file():
+        pytest.skip(f"real speech not found: {folder} (set ASR_DATA)")
+    rows = [row for row in split_rows(folder, "test") if word in spoken_form(row["text"]).split()]
+    return [(read_audio(row["audio"]), row["text"]) for row in rows]

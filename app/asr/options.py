@@ -43,6 +43,8 @@ MAX_ALTERNATIVES = int(ALTERNATIVES.high)
 MAX_BOOST = HOTWORD_BOOST.high
 MAX_HOTWORDS = 100
 MAX_HOTWORD_CHARS = 64
+MAX_PROMPT_CHARS = 1000
+"""Longest ``prompt`` a request may give (the second pass reads its last 128 tokens)."""
 DEFAULT_HOTWORD_BOOST = 8.0
 """Log-score added per hotword word when a hotword names no boost of its own."""
 
@@ -100,7 +102,8 @@ class DecodeOptions:
 
     ``decoder``: greedy, beam or attention (the second pass); None: the server's default, or beam
     when a beam-only option (:data:`BEAM_ONLY`) is given. Beam fields left None take the language
-    model's tuned values.
+    model's tuned values. ``prompt``: text the second pass reads as what came before the audio
+    (names, terms, style); the CTC decoders do not read it.
     """
 
     decoder: DecoderKind | None = None
@@ -110,6 +113,7 @@ class DecodeOptions:
     hotwords: tuple[Hotword, ...] = ()
     alternatives: int = 1
     word_timestamps: bool = True
+    prompt: str = ""
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, float | None, Bounds]] = [
@@ -125,6 +129,8 @@ class DecodeOptions:
             raise DecodeOptionsError(f"decoder must be one of {', '.join(DECODER_KINDS)}", param="decoder")
         if len(self.hotwords) > MAX_HOTWORDS:
             raise DecodeOptionsError(f"at most {MAX_HOTWORDS} hotwords are allowed")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise DecodeOptionsError(f"prompt must be at most {MAX_PROMPT_CHARS} characters", param="prompt")
         beam_only = self.beam_only
         if self.decoder in ("greedy", "attention") and beam_only:
             raise DecodeOptionsError(f"{beam_only[0]} needs decoder=beam", param=beam_only[0])
@@ -139,6 +145,7 @@ class DecodeOptions:
         hotwords: Iterable[str] = (),
         alternatives: int = 1,
         word_timestamps: bool = True,
+        prompt: str | None = None,
     ) -> DecodeOptions:
         """Options from request fields, hotwords as ``phrase[:boost]`` texts (checked for the
         decoder first, so ``hotwords`` with ``decoder=greedy`` names the conflict, not the words)."""
@@ -147,7 +154,7 @@ class DecodeOptions:
         if decoder in ("greedy", "attention") and given:
             raise DecodeOptionsError(f"{given[0]} needs decoder=beam", param=given[0])
         parsed = parse_hotwords(texts)
-        return cls(decoder, beam_size, lm_weight, word_score, parsed, alternatives, word_timestamps)
+        return cls(decoder, beam_size, lm_weight, word_score, parsed, alternatives, word_timestamps, prompt or "")
 
     @property
     def beam_only(self) -> list[str]:

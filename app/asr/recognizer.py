@@ -43,12 +43,13 @@ class Recognizer(Protocol):
         ...
 
     def second_pass(
-        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None, prompt: str = ""
     ) -> list[SecondPassOutput]:
         """Each waveform's CTC log-probs and the second pass's text (waveforms of at most 30 s).
 
         ``pause`` is called between steps of the work; the engine's runner runs waiting CTC
-        batches there, so a long second pass does not hold up stream partials."""
+        batches there, so a long second pass does not hold up stream partials. ``prompt``: text
+        the second pass reads as what came before (Whisper's previous-text prompt)."""
         ...
 
 

@@ -108,12 +108,13 @@ class TorchRecognizer:
 
     @torch.inference_mode()
     def second_pass(
-        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None, prompt: str = ""
     ) -> list[SecondPassOutput]:
         """Each waveform's CTC log-probs (for word times) and the second pass's text, in one batch.
 
         Each waveform must be at most 30 s (the engine cuts longer audio into pieces). ``pause`` is
         called once, between the CTC pass and the second (the ONNX path pauses at every decoder step).
+        ``prompt``: text the second pass reads as what came before, for every waveform.
         """
         passes = self.bundle.second_pass
         if passes is None:
@@ -131,7 +132,7 @@ class TorchRecognizer:
             ]
         pause()
         with self._autocast():
-            texts = passes.transcribe(features, frame_lengths, log_probs)
+            texts = passes.transcribe(features, frame_lengths, log_probs, prompt)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
     @torch.inference_mode()

@@ -10,7 +10,8 @@ cost on a CPU, where a batch saves little). When the model runs a batch's items 
 Each item has its own future; cancelled items are dropped before they cost model time. The
 batch runs through ``run_batch`` (which executes off the event loop), up to ``in_flight``
 batches at once (one per model worker, plus one waiting for a worker when batches run item by
-item); an exception fails only that batch's items.
+item); an exception fails only that batch's items. Items carry a ``condition`` (the second pass's
+prompt): only items of one condition share a batch, and ``run_batch`` gets it with their audio.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class _Item(Generic[R]):
     audio: np.ndarray
     future: asyncio.Future[R]
     priority: int = 0
+    condition: str = ""
     enqueued: float = field(default_factory=time.monotonic)
 
     @property
@@ -70,7 +72,7 @@ class Batcher(Generic[R]):
 
     def __init__(
         self,
-        run_batch: Callable[[list[np.ndarray]], Awaitable[list[R]]],
+        run_batch: Callable[[list[np.ndarray], str], Awaitable[list[R]]],
         limits: BatchLimits,
         sample_rate: int,
         metrics: Metrics | None = None,
@@ -114,15 +116,16 @@ class Batcher(Generic[R]):
         if self.running:
             await self._idle.wait()
 
-    def submit(self, audio: np.ndarray, priority: int = 0) -> asyncio.Future[R]:
+    def submit(self, audio: np.ndarray, priority: int = 0, condition: str = "") -> asyncio.Future[R]:
         """Queue one utterance; returns its future. Raises :class:`QueueFull` past the limit.
 
-        Items of higher ``priority`` (live streams' chunks) lead the next batch.
+        Items of higher ``priority`` (live streams' chunks) lead the next batch; items of another
+        ``condition`` than its first never join it.
         """
         samples = int(audio.shape[0])
         if self._queued_samples + samples > self.limits.max_queue_samples and self._pending:
             raise QueueFull(self._retry_after())
-        item: _Item[R] = _Item(audio, asyncio.get_running_loop().create_future(), priority)
+        item: _Item[R] = _Item(audio, asyncio.get_running_loop().create_future(), priority, condition)
         self._pending.append(item)
         self._queued_samples += samples
         self._idle.clear()
@@ -188,13 +191,11 @@ class Batcher(Generic[R]):
             return []
         top = max(item.priority for item in live)
         first = next(item for item in live if item.priority == top)  # the oldest of the most urgent
+        alike = [item for item in live if item is not first and item.condition == first.condition]
         if self.limits.padded:  # the closest lengths pad least
-            others = sorted(
-                (item for item in live if item is not first),
-                key=lambda item: (-item.priority, abs(item.samples - first.samples)),
-            )
+            others = sorted(alike, key=lambda item: (-item.priority, abs(item.samples - first.samples)))
         else:  # lengths cost nothing: the oldest of the most urgent go first
-            others = sorted((item for item in live if item is not first), key=lambda item: -item.priority)
+            others = sorted(alike, key=lambda item: -item.priority)
         batch = [first]
         longest, real = first.samples, first.samples
         for item in others:
@@ -216,7 +217,7 @@ class Batcher(Generic[R]):
         started = time.monotonic()
         audio_samples = sum(item.samples for item in batch)
         try:
-            results = await self._run_batch([item.audio for item in batch])
+            results = await self._run_batch([item.audio for item in batch], batch[0].condition)
         except Exception as exc:  # one failing batch fails only its own items
             logger.exception("batch of %d items failed", len(batch))
             for item in batch:

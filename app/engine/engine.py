@@ -270,7 +270,7 @@ class Engine:
         decoders = Decoders(config, lm, second_pass, plan.decoder)
         self.recognizer, self._runner, self._plan, self._decoders = recognizer, runner, plan, decoders
         self._served = ServedModel(config, recognizer.num_parameters(), decoders.kinds)
-        self._batcher = Batcher(runner.infer, plan.limits, config.sample_rate, self.metrics)
+        self._batcher = Batcher(lambda audio, _: runner.infer(audio), plan.limits, config.sample_rate, self.metrics)
         self._batcher.start()
         if second_pass:
             self._second_batcher = Batcher(runner.second_pass, plan.limits, config.sample_rate, self.metrics)
@@ -367,6 +367,7 @@ class Engine:
         chosen = decoder or self.decoders.choose(options or DecodeOptions())
         second = isinstance(chosen, AlignedDecoder)
         batcher: Batcher[Any] = self.second_batcher if second else self.batcher
+        prompt = (options.prompt if options is not None else "") if second else ""  # the second pass reads it
         decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
         piece_s = min(self.settings.chunk_seconds, SECOND_PASS_PIECE_S) if second else self.settings.chunk_seconds
         spans = split_spans(audio, rate, piece_s)
@@ -377,7 +378,7 @@ class Engine:
             for index, (start, _) in enumerate(spans):
                 while len(futures) < min(len(spans), index + window):
                     begin, end = spans[len(futures)]
-                    futures.append(batcher.submit(audio[begin:end], priority))
+                    futures.append(batcher.submit(audio[begin:end], priority, prompt))
                 remaining = deadline - time.monotonic()
                 try:
                     output = await asyncio.wait_for(futures[index], max(remaining, 0.001))

@@ -159,10 +159,11 @@ class ModelRunner:
         """(frames, vocab) log-probs per waveform, computed on a model thread."""
         return await asyncio.wrap_future(self._model.submit(CTC_FIRST, self.recognizer.infer, list(waveforms)))
 
-    async def second_pass(self, waveforms: Sequence[np.ndarray]) -> list[SecondPassOutput]:
-        """CTC log-probs and the second pass's text per waveform, computed on a model thread."""
+    async def second_pass(self, waveforms: Sequence[np.ndarray], prompt: str = "") -> list[SecondPassOutput]:
+        """CTC log-probs and the second pass's text per waveform (all read ``prompt`` first),
+        computed on a model thread."""
         pause = partial(self._model.run_waiting, SECOND_PASS)
-        work = self._model.submit(SECOND_PASS, self.recognizer.second_pass, list(waveforms), pause)
+        work = self._model.submit(SECOND_PASS, self.recognizer.second_pass, list(waveforms), pause, prompt)
         return await asyncio.wrap_future(work)
 
     async def decode(self, fn: Callable[..., T], *args: object) -> T:

@@ -15,6 +15,7 @@ from app.asr.options import (
     HOTWORD_BOOST,
     LM_WEIGHT,
     MAX_HOTWORDS,
+    MAX_PROMPT_CHARS,
     WORD_SCORE,
     DecodeOptions,
     DecodeOptionsError,
@@ -49,15 +50,26 @@ HotwordsField = Annotated[
     ),
 ]
 
+PromptField = Annotated[
+    str | None,
+    Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="Text that came before the audio, which the second pass (`attention`) reads first, as "
+        'Whisper reads a prompt: spell names and terms there ("Jayme, kubelet.") and they come out so. '
+        "Its last 128 tokens count; the CTC decoders do not read it.",
+    ),
+]
+
 
 class DecodingFields(BaseModel):
-    """The decoder and its beam fields, shared by requests and a stream's finals."""
+    """The decoder, its beam fields and the second pass's prompt, shared by requests and a stream's finals."""
 
     decoder: DecoderField = None
     beam_size: BeamSizeField = None
     lm_weight: LmWeightField = None
     word_score: WordScoreField = None
     hotwords: HotwordsField = Field(default_factory=list)
+    prompt: PromptField = None
 
 
 class DecodeParams(DecodingFields):

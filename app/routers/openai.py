@@ -48,7 +48,10 @@ OPENAI_BODY_OPENAPI = {
                         "description": "The served model's id or an alias (`ASR_MODEL_ALIASES`).",
                     },
                     "language": {"type": "string", "description": "`en` (the only language served)."},
-                    "prompt": {"type": "string", "description": "Accepted; not used."},
+                    "prompt": {
+                        "type": "string",
+                        "description": "Text before the audio, read first by the second pass (names, terms, style).",
+                    },
                     "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
                     "temperature": {"type": "number", "description": "Accepted (0-1); decoding is deterministic."},
                     "timestamp_granularities[]": {"type": "array", "items": {"enum": ["word", "segment"]}},
@@ -113,9 +116,10 @@ async def create_transcription(
     """Transcribe an uploaded file, as OpenAI's `POST /v1/audio/transcriptions` does.
 
     Send `multipart/form-data` with `file` and optionally `model`, `language` (`en`), `prompt`
-    (accepted, not used), `response_format` (`json`, `text`, `srt`, `verbose_json`, `vtt`),
-    `temperature` (accepted), `timestamp_granularities[]` (`word`, `segment`; with `verbose_json`)
-    and `stream=true` for server-sent `transcript.text.delta` / `transcript.text.done` events.
+    (read by the second pass first, as Whisper reads a prompt), `response_format` (`json`, `text`,
+    `srt`, `verbose_json`, `vtt`), `temperature` (accepted), `timestamp_granularities[]` (`word`,
+    `segment`; with `verbose_json`) and `stream=true` for server-sent `transcript.text.delta` /
+    `transcript.text.done` events.
     The decoding options of `/transcribe` (`decoder`, `beam_size`, `hotwords`, ...) are accepted as
     extra fields. Long audio is cut into segments at pauses for `verbose_json`, `srt` and `vtt`.
     """

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 
+from app.asr.options import DecodeOptions
 from app.engine.engine import EngineState, EngineUnavailable
 from app.engine.events import Closed, Final, Partial, StreamEvent
 from app.engine.streaming import StreamOptions, StreamSession, StreamTuning
@@ -120,6 +121,10 @@ class RealtimeConnection(StreamConnection):
             silence_ms=vad.silence_duration_ms if vad else NO_ENDPOINT_MS,
             max_utterance_s=self.settings.stream_max_utterance_s,
         )
+
+    def _default_decoding(self) -> DecodeOptions:
+        """The session's prompt, which its finals' second pass reads first."""
+        return DecodeOptions(prompt=self.config.prompt)
 
     def _tuning(self) -> StreamTuning:
         vad = self.config.turn_detection

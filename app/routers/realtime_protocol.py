@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.asr.options import MAX_PROMPT_CHARS
 from app.engine.events import Final, Partial
 from app.errors import Problem
 
@@ -64,7 +65,7 @@ class FormatIn(_Strict):
 class TranscriptionIn(_Strict):
     model: str | None = None
     language: str | None = None
-    prompt: str | None = None
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
 
 
 class NoiseReductionIn(_Strict):
@@ -157,8 +158,9 @@ class SessionConfig:
         return self.rate if self.format == PCM else G711_RATE
 
     def audio_settings(self) -> tuple[object, ...]:
-        """What the stream session is built from: a change needs a new one."""
-        return (self.format, self.rate, self.turn_detection)
+        """What the stream session is built from (its audio, turn detection and the prompt its
+        finals' second pass reads): a change needs a new one."""
+        return (self.format, self.rate, self.turn_detection, self.prompt)
 
 
 @dataclass(frozen=True)

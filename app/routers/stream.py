@@ -126,7 +126,7 @@ class StreamConnection:
             self.metrics.rejected.labels(reason="too_many_streams").inc()
             message = f"the server serves its limit of {self.registry.limit} streams; retry later"
             raise StreamClosed(TRY_LATER, "too_many_streams", message)
-        session = self.engine.open_stream(self._defaults(), DecodeOptions(), self._emit, self._tuning())
+        session = self.engine.open_stream(self._defaults(), self._default_decoding(), self._emit, self._tuning())
         self.registry.add(session)
         return session
 
@@ -143,6 +143,10 @@ class StreamConnection:
     def _defaults(self) -> StreamOptions:
         s = self.settings
         return StreamOptions(silence_ms=s.stream_silence_ms, max_utterance_s=s.stream_max_utterance_s)
+
+    def _default_decoding(self) -> DecodeOptions:
+        """A new session's decoding before any config: the server's."""
+        return DecodeOptions()
 
     def _tuning(self) -> StreamTuning:
         s = self.settings

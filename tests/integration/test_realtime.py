@@ -22,7 +22,7 @@ from app.routers.realtime_protocol import pcm16 as to_pcm16
 from tests.conftest import wait_ready
 from tests.integration.test_stream import stream_settings
 from tests.streaming_support import ToneFactory, chunks, pcm16, spell
-from tests.support import FakeFactory, tone, wav_bytes
+from tests.support import FakeFactory, FakeSecondPass, tone, wav_bytes
 
 RATE = 24000
 CHUNK = 4800  # 100 ms of 24 kHz PCM16
@@ -149,6 +149,22 @@ def test_manual_commits_and_clear(rt_client: TestClient) -> None:
     assert [first[-1]["transcript"], second[-1]["transcript"]] == ["hi there", "ok"]
     assert empty["type"] == "error" and empty["error"]["code"] == "input_audio_buffer_commit_empty"
     assert empty["error"]["event_id"] == "c3"
+
+
+def test_the_session_prompt_reaches_the_second_pass_of_its_items() -> None:
+    second = FakeSecondPass("Jayme got it.")
+    app = create_app(stream_settings(stream_burst_s=60.0), recognizer_factory=ToneFactory(second_pass=second))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        with connect(client) as ws:
+            opened(ws)
+            input_ = {"turn_detection": None, "transcription": {"prompt": "Jayme."}}
+            ws.send_json({"type": "session.update", "session": {"type": "transcription", "audio": {"input": input_}}})
+            assert ws.receive_json()["session"]["audio"]["input"]["transcription"]["prompt"] == "Jayme."
+            append(ws, pcm16(spell("hi there", rate=RATE, tail_s=1.0)))
+            ws.send_json({"type": "input_audio_buffer.commit"})
+            completed = until(ws, COMPLETED)[-1]
+    assert completed["transcript"] == "jayme got it" and second.prompts == ["Jayme."]
 
 
 BAD_EVENTS: list[tuple[Any, str, str | None]] = [

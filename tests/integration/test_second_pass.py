@@ -64,6 +64,23 @@ def test_second_pass_text_differs_from_ctc(settings: Settings) -> None:
     assert all(0.0 <= w["start"] < w["end"] <= 2.0 for w in body["words"])
 
 
+def test_the_prompt_reaches_the_second_pass_from_every_route(
+    second_client: TestClient, second_pass_fake: FakeFactory
+) -> None:
+    fake = second_pass_fake.second_pass
+    assert fake is not None
+    audio = wav_bytes(tone(2.0))
+    assert post(second_client, tone(2.0), prompt="Jayme, kubelet.").status_code == 200
+    form = {"prompt": "Meeting notes."}
+    openai = second_client.post("/v1/audio/transcriptions", files={"file": ("a.wav", audio)}, data=form)
+    assert openai.status_code == 200
+    greedy = post(second_client, tone(2.0), decoder="greedy", prompt="Not read by CTC.")
+    assert greedy.status_code == 200 and greedy.json()["text"] == "hello world"
+    assert fake.prompts == ["Jayme, kubelet.", "Meeting notes."]  # the CTC request had no second pass
+    too_long = post(second_client, tone(1.0), prompt="x" * 1001)
+    assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "prompt"
+
+
 def test_beam_options_are_refused_with_attention(second_client: TestClient) -> None:
     response = post(second_client, tone(1.0), decoder="attention", hotwords="zebra")
     assert response.status_code == 422 and response.json()["error"]["param"] == "hotwords"

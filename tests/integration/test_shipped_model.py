@@ -21,7 +21,7 @@ from app.asr.text import spoken_form
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import wait_ready
-from tests.support import cv100_clips, wav_bytes
+from tests.support import cv100_clips, so762_test_clips, wav_bytes
 
 EN_SMALL = Path(__file__).resolve().parents[2] / "models" / "en-small"
 
@@ -54,6 +54,24 @@ def test_default_model_transcribes_real_speech() -> None:
     references = [spoken_form(text) for _, text in clips]
     wer = jiwer.wer(references, hypotheses)
     assert wer <= MAX_WER_DEFAULT_REAL, list(zip(references, hypotheses, strict=True))
+
+
+def test_a_prompt_teaches_the_default_decoder_a_name() -> None:
+    clips = so762_test_clips("jayme")  # read by second-language speakers; Whisper writes "Jamie", "Jimmy"
+    assert len(clips) >= 10
+    with TestClient(create_app(Settings())) as client:
+        wait_ready(client, timeout_s=120)
+
+        def hits(prompt: str | None) -> int:
+            params = {"prompt": prompt} if prompt else {}
+            texts = [
+                client.post("/transcribe", params=params, files={"file": ("c.wav", wav_bytes(audio))}).json()["text"]
+                for audio, _ in clips
+            ]
+            return sum("jayme" in text.split() for text in texts)
+
+        plain, prompted = hits(None), hits("Jayme.")
+    assert prompted >= plain + len(clips) // 3, (plain, prompted)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing: run scripts/install-tts.sh")

@@ -15,13 +15,15 @@ from app.engine.batcher import Batcher, BatchLimits, QueueFull
 class Recorder:
     def __init__(self, fail: bool = False) -> None:
         self.batches: list[list[int]] = []
+        self.conditions: list[str] = []
         self.fail = fail
         self.release = asyncio.Event()
         self.release.set()
 
-    async def __call__(self, batch: list[np.ndarray]) -> list[int]:
+    async def __call__(self, batch: list[np.ndarray], condition: str = "") -> list[int]:
         await self.release.wait()
         self.batches.append([a.shape[0] for a in batch])
+        self.conditions.append(condition)
         if self.fail:
             raise RuntimeError("boom")
         return [a.shape[0] for a in batch]
@@ -43,6 +45,21 @@ def test_concurrent_items_form_one_batch_and_results_map_back() -> None:
         results = await asyncio.gather(*(batcher.submit(audio(10 + i)) for i in range(5)))
         assert results == [10, 11, 12, 13, 14]
         assert len(rec.batches) == 1 and sorted(rec.batches[0]) == results
+        await batcher.stop()
+
+    run(main())
+
+
+def test_items_of_another_condition_never_share_a_batch() -> None:
+    async def main() -> None:
+        rec = Recorder()
+        batcher = Batcher(rec, BatchLimits(max_batch_size=8, max_wait_s=0.05, padded=False), sample_rate=100)
+        batcher.start()
+        conditions = ["", "Jayme.", "", "Jayme.", "kubelet"]
+        results = await asyncio.gather(*(batcher.submit(audio(10 + i), 0, c) for i, c in enumerate(conditions)))
+        assert results == [10, 11, 12, 13, 14]
+        batches = {c: sorted(b) for b, c in zip(rec.batches, rec.conditions, strict=True)}
+        assert batches == {"": [10, 12], "Jayme.": [11, 13], "kubelet": [14]} and len(rec.batches) == 3
         await batcher.stop()
 
     run(main())
@@ -168,7 +185,7 @@ class Overlap:
         self.most = 0
         self.release = asyncio.Event()
 
-    async def __call__(self, batch: list[np.ndarray]) -> list[int]:
+    async def __call__(self, batch: list[np.ndarray], condition: str = "") -> list[int]:
         self.running += 1
         self.most = max(self.most, self.running)
         await self.release.wait()

@@ -81,7 +81,9 @@ class SteppingRecognizer:
         self.inferred.set()
         return [np.zeros((1, 2), np.float32) for _ in waveforms]
 
-    def second_pass(self, waveforms: Sequence[np.ndarray], pause: Callable[[], None]) -> list[SecondPassOutput]:
+    def second_pass(
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None], prompt: str = ""
+    ) -> list[SecondPassOutput]:
         self.second_pass_started.set()
         for step in range(500):
             if self.inferred.is_set():

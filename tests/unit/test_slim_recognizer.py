@@ -15,7 +15,7 @@ import pytest
 from app.asr.bundle import BundleError, load_bundle
 from app.asr.slim.recognizer import SlimRecognizer
 from app.asr.torch_recognizer import TorchRecognizer
-from tests.support import cv100_clips
+from tests.support import cv100_clips, so762_test_clips
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "models" / "en-whisper-tiny"
@@ -52,6 +52,17 @@ def test_second_pass_text_equals_the_torch_path(
     assert all(o.text for o in ours)
     for o, t in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(o.log_probs, t.log_probs, atol=2e-3)
+
+
+def test_a_prompted_second_pass_equals_the_torch_path_and_takes_up_the_prompt(
+    pair: tuple[SlimRecognizer, TorchRecognizer],
+) -> None:
+    clips = [audio for audio, _ in so762_test_clips("jayme")[:3]]
+    slim, torch_path = pair
+    ours, theirs = slim.second_pass(clips, prompt="Jayme."), torch_path.second_pass(clips, prompt="Jayme.")
+    assert [o.text for o in ours] == [t.text for t in theirs]
+    plain = slim.second_pass(clips)
+    assert sum("Jayme" in o.text for o in ours) > sum("Jayme" in p.text for p in plain), [o.text for o in ours]
 
 
 def test_the_int8_second_pass_hears_what_the_fp32_one_hears(

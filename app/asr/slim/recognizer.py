@@ -153,12 +153,13 @@ class SlimRecognizer:
         return self._log_probs(*self._features(waveforms))
 
     def second_pass(
-        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None
+        self, waveforms: Sequence[np.ndarray], pause: Callable[[], None] = lambda: None, prompt: str = ""
     ) -> list[SecondPassOutput]:
         """Each waveform's CTC log-probs (for word times) and the second pass's text, in one batch.
 
         Each waveform must be at most 30 s (the engine cuts longer audio into pieces). ``pause`` is
         called between steps: after each item's CTC pass, the encoder and each decoder step.
+        ``prompt``: text the second pass reads as what came before, for every waveform.
         """
         if not waveforms:
             return []
@@ -170,7 +171,7 @@ class SlimRecognizer:
             for row, n in enumerate(frame_lengths.tolist()):
                 log_probs.append(self._log_probs(features[row : row + 1, :, :n], frame_lengths[row : row + 1])[0])
                 pause()
-        texts = self.passes.transcribe(features, frame_lengths, log_probs, pause)
+        texts = self.passes.transcribe(features, frame_lengths, log_probs, pause, prompt)
         return [SecondPassOutput(lp, text) for lp, text in zip(log_probs, texts, strict=True)]
 
     def _features(self, waveforms: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

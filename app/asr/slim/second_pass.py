@@ -84,22 +84,25 @@ class SlimSecondPass:
         lengths: np.ndarray,
         ctc_log_probs: Sequence[np.ndarray] | None = None,
         pause: Callable[[], None] = lambda: None,
+        prompt: str = "",
     ) -> list[str]:
         """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
         Whisper log-mel frames zero past each row's ``lengths`` (batch,) (at most 30 s); with
         ``joint`` set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens.
-        ``pause`` is called after the encoder and after each decoder step (:meth:`decode`)."""
+        ``pause`` is called after the encoder and after each decoder step (:meth:`decode`);
+        ``prompt``: text the decoder reads as what came before (:meth:`WhisperTokenizer.prompted`)."""
         if features.ndim != 3 or lengths.shape != (features.shape[0],):
             raise ValueError(
                 f"features (batch, n_mels, frames) and lengths (batch,), got {features.shape}, {lengths.shape}"
             )
         cross = self.cross_keys(features, lengths)
         pause()
+        rules = self.tokenizer.prompted(self.rules, prompt)
         caps = token_caps(lengths.tolist())
-        search: TokenSearch = GreedyRows(self.rules, len(caps), caps)
+        search: TokenSearch = GreedyRows(rules, len(caps), caps)
         if self.joint is not None and ctc_log_probs is not None:
             search = self.joint.search(ctc_log_probs, caps)
-        return [self.tokenizer.decode(ids) for ids in self.decode(cross, search, pause)]
+        return [self.tokenizer.decode(ids) for ids in self.decode(cross, search, pause, rules)]
 
     def cross_keys(self, features: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         """Every decoder layer's cross-attention keys and values (batch, heads, frames, head_dim) of
@@ -140,15 +143,20 @@ class SlimSecondPass:
         return self.encoder.run(names, {"features": window})
 
     def decode(
-        self, cross: dict[str, np.ndarray], search: TokenSearch, pause: Callable[[], None] = lambda: None
+        self,
+        cross: dict[str, np.ndarray],
+        search: TokenSearch,
+        pause: Callable[[], None] = lambda: None,
+        rules: DecodingRules | None = None,
     ) -> list[list[int]]:
         """Each row's text tokens (prompt and end-of-text removed) as ``search`` chooses them (greedy
         decoding or the joint beam search), given the cross-attention keys and values ``cross``
         (rows, heads, frames, head_dim) per layer, with their ``cross_bias`` at own length
         (:meth:`cross_keys`). Each step the decoder runs the sequences of the rows still running, a
         row's beams reading that row's keys and values. ``pause`` is called after each step: the
-        serving engine runs waiting urgent work there (``app.engine.runner``)."""
-        rules, running = self.rules, search.running
+        serving engine runs waiting urgent work there (``app.engine.runner``). ``rules``: these
+        rules with a request's prompt (:meth:`transcribe`)."""
+        rules, running = rules or self.rules, search.running
         head_dim = self.dims.d_model // self.dims.heads
         past_names = cache_names(self.dims.decoder_layers, "past")
         outputs = ["top_tokens", "top_log_probs", "end_log_prob", *cache_names(self.dims.decoder_layers, "present")]

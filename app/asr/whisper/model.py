@@ -103,20 +103,26 @@ class SecondPass:
 
     @torch.inference_mode()
     def transcribe(
-        self, features: Tensor, lengths: Tensor, ctc_log_probs: Sequence[np.ndarray] | None = None
+        self,
+        features: Tensor,
+        lengths: Tensor,
+        ctc_log_probs: Sequence[np.ndarray] | None = None,
+        prompt: str = "",
     ) -> list[str]:
         """Whisper's text (as it writes it) of each row of ``features`` (batch, n_mels, frames),
         Whisper log-mel frames zero past each row's ``lengths`` (at most 30 s); with ``joint``
-        set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens."""
+        set, each row's CTC log-probs ``ctc_log_probs`` guide the choice of tokens. ``prompt``:
+        text the decoder reads as what came before (:meth:`WhisperTokenizer.prompted`)."""
         if features.shape[-1] > WINDOW_FRAMES:
             raise ValueError(f"the second pass takes at most {WINDOW_FRAMES} frames, got {features.shape[-1]}")
         states, state_lengths = self.encode(features, lengths)
+        rules = self.tokenizer.prompted(self.rules, prompt)
         caps = token_caps(lengths.tolist())
         if self.joint is not None and ctc_log_probs is not None:
             search = self.joint.search(ctc_log_probs, caps)
-            tokens = self.decoder.decode(states, state_lengths, self.rules, search)
+            tokens = self.decoder.decode(states, state_lengths, rules, search)
         else:
-            tokens = self.decoder.greedy(states, state_lengths, self.rules, caps)
+            tokens = self.decoder.greedy(states, state_lengths, rules, caps)
         return [self.tokenizer.decode(ids) for ids in tokens]
 
     def encode(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

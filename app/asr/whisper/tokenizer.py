@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.asr.whisper.base import package_config
+
+MAX_PROMPT_TOKENS = 128
+"""Tokens of a request's prompt the decoder reads (its last ones): with the longest piece's cap of new
+tokens (``token_caps`` of 25 s) they fit the decoder's 448 positions."""
 
 
 @dataclass(frozen=True)
 class DecodingRules:
     """Whisper's prompt and token suppression for greedy decoding without timestamps."""
 
-    prompt: tuple[int, ...]  # start-of-transcript, no-timestamps
+    prompt: tuple[int, ...]  # start-of-transcript, no-timestamps (after a previous text, if any)
     end_of_text: int
     suppress: tuple[int, ...]  # never emitted (special and timestamp tokens, Whisper's suppress list)
     suppress_first: tuple[int, ...]  # not as the first token (a blank, end-of-text)
@@ -33,6 +37,7 @@ class WhisperTokenizer:
         self.end_of_text = self._special("<|endoftext|>")
         self.start_of_transcript = self._special("<|startoftranscript|>")
         self.no_timestamps = self._special("<|notimestamps|>")
+        self.start_of_previous = self._special("<|startofprev|>")
 
     def _special(self, token: str) -> int:
         token_id = self._tokenizer.token_to_id(token)
@@ -64,3 +69,12 @@ class WhisperTokenizer:
             suppress_first=tuple(int(i) for i in first),
             max_tokens=max_tokens,
         )
+
+    def prompted(self, rules: DecodingRules, text: str) -> DecodingRules:
+        """``rules`` with ``text`` (a request's prompt) as the previous text the decoder reads first,
+        as Whisper conditions on earlier text: it takes up the spellings of names and terms and the
+        style there. At most the last :data:`MAX_PROMPT_TOKENS` tokens; no text, no change."""
+        tokens = self.encode(" " + text.strip())[-MAX_PROMPT_TOKENS:] if text.strip() else []
+        if not tokens:
+            return rules
+        return replace(rules, prompt=(self.start_of_previous, *tokens, *rules.prompt))
