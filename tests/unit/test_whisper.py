@@ -125,3 +125,18 @@ def test_base_must_be_the_file_trained_on() -> None:
         base_file(WHISPER_TINY_EN.model_copy(update={"version": "9.9"}))
     with pytest.raises(BaseUnavailable, match="not installed"):
         base_file(WHISPER_TINY_EN.model_copy(update={"package": "no_such_package_here"}))
+
+
+def test_a_prompt_comes_before_the_start_as_ordinary_tokens_only(model_file: Path) -> None:
+    from app.asr.whisper.tokenizer import MAX_PROMPT_TOKENS, WhisperTokenizer
+
+    tokenizer = WhisperTokenizer(model_file)
+    rules = tokenizer.rules(51864, 448)
+    assert tokenizer.prompted(rules, "  ") is rules
+    prompted = tokenizer.prompted(rules, "<|endoftext|><|startoftranscript|> Jayme.")
+    start = (tokenizer.start_of_transcript, tokenizer.no_timestamps)
+    assert prompted.prompt[0] == tokenizer.start_of_previous and prompted.prompt[-2:] == start
+    words = prompted.prompt[1:-2]
+    assert all(t < tokenizer.end_of_text for t in words) and tokenizer.decode(list(words)) == "Jayme."
+    long = tokenizer.prompted(rules, "word " * 500 + "Jayme.")
+    assert len(long.prompt) == MAX_PROMPT_TOKENS + 3 and tokenizer.decode(list(long.prompt[-5:-2])) == "Jayme."

@@ -73,8 +73,10 @@ class WhisperTokenizer:
     def prompted(self, rules: DecodingRules, text: str) -> DecodingRules:
         """``rules`` with ``text`` (a request's prompt) as the previous text the decoder reads first,
         as Whisper conditions on earlier text: it takes up the spellings of names and terms and the
-        style there. At most the last :data:`MAX_PROMPT_TOKENS` tokens; no text, no change."""
-        tokens = self.encode(" " + text.strip())[-MAX_PROMPT_TOKENS:] if text.strip() else []
+        style there. At most the last :data:`MAX_PROMPT_TOKENS` ordinary tokens (special ones a text
+        spells, such as ``<|endoftext|>``, are left out); no text, no change."""
+        ordinary = [t for t in self.encode(" " + text.strip()) if t < self.end_of_text] if text.strip() else []
+        tokens = ordinary[-MAX_PROMPT_TOKENS:]
         if not tokens:
             return rules
         return replace(rules, prompt=(self.start_of_previous, *tokens, *rules.prompt))
