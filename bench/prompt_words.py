@@ -3,7 +3,8 @@
 On the test utterances that say ``--word`` (a name: by default "jayme", which speechocean762's
 ``test/`` sentences say and Whisper writes "Jamie" or "Jimmy"), and on the first ``--others``
 utterances that do not: the second pass without and with the prompt (the word written as a name,
-then a full stop: "Jayme."), and CTC beam search without and with the word as a hotword. Per
+then a full stop: "Jayme."), the second pass with the word as a hotword (which it reads after the
+prompt: "jayme."), and CTC beam search without and with the word as a hotword. Per
 system: WER, how many hypotheses hold the word, and on the other utterances how many hold it where
 it was not said. The served model as the server runs it (``bench.recognizers``), one utterance at
 a time, every text through ``app.asr.text.spoken_form``.
@@ -23,6 +24,7 @@ import jiwer
 import numpy as np
 
 from app.asr.beam import BeamDecoder, load_lexicon_lm, parse_hotwords
+from app.asr.options import DecodeOptions
 from app.asr.text import spoken_form
 from bench.our_systems import DEFAULT_BUNDLE, engine_pieces
 from bench.peers_accuracy import SETS, load_set, read_audio
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if lm is None:
         raise SystemExit(f"{args.model} has no lm/ folder")
     prompt = word.capitalize() + "."
+    hotword_prompt = DecodeOptions.parse(hotwords=[word]).second_pass_prompt
     beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
     boosted = BeamDecoder(lm, replace(lm.defaults, hotwords=parse_hotwords([word])), config.frame_seconds)
 
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     systems = {
         "second pass": lambda wave: second_pass(wave, ""),
         f"second pass, prompt {prompt!r}": lambda wave: second_pass(wave, prompt),
+        f"second pass, hotword {word!r}": lambda wave: second_pass(wave, hotword_prompt),
         "CTC beam search": lambda wave: ctc(wave, beam),
         f"CTC beam search, hotword {word!r}": lambda wave: ctc(wave, boosted),
     }

@@ -43,13 +43,15 @@ MAX_ALTERNATIVES = int(ALTERNATIVES.high)
 MAX_BOOST = HOTWORD_BOOST.high
 MAX_HOTWORDS = 100
 MAX_HOTWORD_CHARS = 64
+HOTWORDS_CONFLICT = "hotwords needs decoder=beam or attention (greedy decoding reads none)"
 MAX_PROMPT_CHARS = 1000
 """Longest ``prompt`` a request may give (the second pass reads its last 128 tokens)."""
 DEFAULT_HOTWORD_BOOST = 8.0
 """Log-score added per hotword word when a hotword names no boost of its own."""
 
-BEAM_ONLY = ("beam_size", "lm_weight", "word_score", "hotwords", "alternatives")
-"""The options only beam search reads: giving one implies ``decoder=beam``."""
+BEAM_ONLY = ("beam_size", "lm_weight", "word_score", "alternatives")
+"""The options only beam search reads: giving one implies ``decoder=beam``. Hotwords are read by
+beam search (as boosts) and by the second pass (in its prompt), not by greedy decoding."""
 
 
 class DecodeOptionsError(ValueError):
@@ -103,7 +105,8 @@ class DecodeOptions:
     ``decoder``: greedy, beam or attention (the second pass); None: the server's default, or beam
     when a beam-only option (:data:`BEAM_ONLY`) is given. Beam fields left None take the language
     model's tuned values. ``prompt``: text the second pass reads as what came before the audio
-    (names, terms, style); the CTC decoders do not read it.
+    (names, terms, style); the CTC decoders do not read it. ``hotwords``: boosts of beam search, and
+    words the second pass reads after the prompt (:attr:`second_pass_prompt`).
     """
 
     decoder: DecoderKind | None = None
@@ -134,6 +137,8 @@ class DecodeOptions:
         beam_only = self.beam_only
         if self.decoder in ("greedy", "attention") and beam_only:
             raise DecodeOptionsError(f"{beam_only[0]} needs decoder=beam", param=beam_only[0])
+        if self.decoder == "greedy" and self.hotwords:
+            raise DecodeOptionsError(HOTWORDS_CONFLICT, param="hotwords")
 
     @classmethod
     def parse(
@@ -150,33 +155,41 @@ class DecodeOptions:
         """Options from request fields, hotwords as ``phrase[:boost]`` texts (checked for the
         decoder first, so ``hotwords`` with ``decoder=greedy`` names the conflict, not the words)."""
         texts = [text for text in hotwords if text.strip()]
-        given = _beam_only(beam_size, lm_weight, word_score, texts, alternatives)
+        given = _beam_only(beam_size, lm_weight, word_score, alternatives)
         if decoder in ("greedy", "attention") and given:
             raise DecodeOptionsError(f"{given[0]} needs decoder=beam", param=given[0])
+        if decoder == "greedy" and texts:
+            raise DecodeOptionsError(HOTWORDS_CONFLICT, param="hotwords")
         parsed = parse_hotwords(texts)
         return cls(decoder, beam_size, lm_weight, word_score, parsed, alternatives, word_timestamps, prompt or "")
 
     @property
     def beam_only(self) -> list[str]:
         """The beam-only options this request sets (an ``alternatives`` of 1 is no request)."""
-        return _beam_only(self.beam_size, self.lm_weight, self.word_score, self.hotwords, self.alternatives)
+        return _beam_only(self.beam_size, self.lm_weight, self.word_score, self.alternatives)
 
     @property
     def requested(self) -> DecoderKind | None:
         """The decoder asked for, named or implied by a beam-only option; None: the server's choice."""
         return self.decoder or ("beam" if self.beam_only else None)
 
+    @property
+    def second_pass_prompt(self) -> str:
+        """What the second pass reads before the audio: the prompt, then the hotwords as a list
+        (``"Meeting notes. kubelet, new york."``)."""
+        words = ", ".join(hotword.text for hotword in self.hotwords)
+        return " ".join(part for part in (self.prompt.strip(), f"{words}." if words else "") if part)
+
 
 def _beam_only(
-    beam_size: int | None, lm_weight: float | None, word_score: float | None, hotwords: object, alternatives: int
+    beam_size: int | None, lm_weight: float | None, word_score: float | None, alternatives: int
 ) -> list[str]:
-    """The beam-only options set, in :data:`BEAM_ONLY`'s order (a zero weight or score, no
-    hotwords and one alternative set nothing)."""
+    """The beam-only options set, in :data:`BEAM_ONLY`'s order (a zero weight or score and one
+    alternative set nothing)."""
     values = {
         "beam_size": beam_size,
         "lm_weight": lm_weight,
         "word_score": word_score,
-        "hotwords": hotwords,
         "alternatives": alternatives != 1,
     }
     return [name for name in BEAM_ONLY if values[name]]

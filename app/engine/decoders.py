@@ -2,7 +2,8 @@
 and what the served model has (a language model, a second pass) into a decoder.
 
 The choice: the decoder the options name, or beam when they set a beam-only option, or else the
-server's default (``ASR_DECODER`` resolved in the serving plan). Beam search takes the language
+server's default (``ASR_DECODER`` resolved in the serving plan), but beam where that default is
+greedy and the options give hotwords (the second pass reads hotwords in its prompt). Beam search takes the language
 model's tuned settings with the request's beam fields over them. A stream's partials decode as the
 serving plan's ``stream_partial_decoder`` says, with a narrower beam (``ASR_STREAM_PARTIAL_BEAM_SIZE``).
 """
@@ -66,6 +67,8 @@ class Decoders:
         attention on a model without one.
         """
         kind = options.requested or default or self.default
+        if kind == "greedy" and options.hotwords:  # a default that reads no hotwords: beam search does
+            kind = "beam"
         config = self.config
         if kind == "greedy":
             return self.greedy

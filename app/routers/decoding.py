@@ -44,9 +44,9 @@ WordScoreField = Annotated[
 HotwordsField = Annotated[
     list[str],
     Field(
-        description=f"Words or phrases to favour (beam), as `phrase` or `phrase:boost` (boost "
-        f"{HOTWORD_BOOST.low:g}-{HOTWORD_BOOST.high:g}, default {DEFAULT_HOTWORD_BOOST:g}); repeat the field or "
-        f"separate with commas; at most {MAX_HOTWORDS}.",
+        description=f"Words or phrases to favour, as `phrase` or `phrase:boost` (beam search's boost "
+        f"{HOTWORD_BOOST.low:g}-{HOTWORD_BOOST.high:g}, default {DEFAULT_HOTWORD_BOOST:g}; the second pass reads "
+        f"the words after the prompt); repeat the field or separate with commas; at most {MAX_HOTWORDS}.",
     ),
 ]
 

@@ -81,9 +81,14 @@ def test_the_prompt_reaches_the_second_pass_from_every_route(
     assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "prompt"
 
 
-def test_beam_options_are_refused_with_attention(second_client: TestClient) -> None:
-    response = post(second_client, tone(1.0), decoder="attention", hotwords="zebra")
-    assert response.status_code == 422 and response.json()["error"]["param"] == "hotwords"
+def test_beam_options_are_refused_with_attention_and_hotwords_join_its_prompt(
+    second_client: TestClient, second_pass_fake: FakeFactory
+) -> None:
+    response = post(second_client, tone(1.0), decoder="attention", beam_size="8")
+    assert response.status_code == 422 and response.json()["error"]["param"] == "beam_size"
+    assert post(second_client, tone(1.0), hotwords="zebra:5", prompt="Animals.").status_code == 200
+    assert second_pass_fake.second_pass is not None
+    assert second_pass_fake.second_pass.prompts == ["Animals. zebra."]  # the default decoder read them
 
 
 def test_attention_needs_a_second_pass(client: TestClient) -> None:

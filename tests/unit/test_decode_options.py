@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.asr import options as ranges
-from app.asr.beam import BeamOptions, BeamOptionsError
+from app.asr.beam import BeamDecoder, BeamOptions, BeamOptionsError
 from app.asr.configs import default_config
 from app.asr.ctc import GreedyDecoder
 from app.asr.options import DecodeOptions, DecodeOptionsError, Hotword
@@ -46,9 +46,13 @@ def test_beam_only_options_imply_beam_and_conflict_with_other_decoders() -> None
         Hotword(("kubelet",), ranges.DEFAULT_HOTWORD_BOOST),
     )
     assert DecodeOptions(alternatives=3).requested == "beam"
-    with pytest.raises(DecodeOptionsError, match="hotwords needs decoder=beam") as caught:
-        DecodeOptions.parse(decoder="attention", hotwords=["zebra"], alternatives=2)
-    assert caught.value.param == "hotwords"  # BEAM_ONLY's order names the first conflict
+    assert DecodeOptions.parse(hotwords=["zebra"]).requested is None  # the second pass reads them too
+    with pytest.raises(DecodeOptionsError, match="word_score needs decoder=beam") as caught:
+        DecodeOptions.parse(decoder="attention", hotwords=["zebra"], word_score=1.0, alternatives=2)
+    assert caught.value.param == "word_score"  # BEAM_ONLY's order names the first conflict
+    with pytest.raises(DecodeOptionsError, match="hotwords needs decoder=beam or attention") as caught:
+        DecodeOptions.parse(decoder="greedy", hotwords=["zebra"])
+    assert caught.value.param == "hotwords"
     with pytest.raises(DecodeOptionsError, match="between 0 and 30"):
         DecodeOptions.parse(hotwords=["word:99"])
 
@@ -84,3 +88,13 @@ def test_partials_take_the_stream_s_beam_fields_with_a_narrower_beam_and_one_tra
     assert decoders(FakeLM()).partial("beam", DecodeOptions(), 32).options.beam_size == 16  # type: ignore[attr-defined]
     assert isinstance(decoders(FakeLM()).partial("greedy", DecodeOptions(), 8), GreedyDecoder)
     assert isinstance(decoders().partial("beam", DecodeOptions(), 8), GreedyDecoder)  # no LM
+
+
+def test_the_second_pass_reads_the_prompt_then_the_hotwords() -> None:
+    assert DecodeOptions().second_pass_prompt == ""
+    assert DecodeOptions(prompt=" Meeting notes. ").second_pass_prompt == "Meeting notes."
+    both = DecodeOptions.parse(prompt="Meeting notes.", hotwords=["kubelet:10", "New York"])
+    assert both.second_pass_prompt == "Meeting notes. kubelet, new york."
+    assert DecodeOptions.parse(hotwords=["jayme"]).second_pass_prompt == "jayme."
+    default_greedy = decoders(FakeLM(), default="greedy")
+    assert isinstance(default_greedy.choose(DecodeOptions.parse(hotwords=["kubelet"])), BeamDecoder)
