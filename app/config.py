@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.asr.options import MAX_PROMPT_CHARS
+
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "en-whisper-tiny"
 
 
@@ -164,6 +166,12 @@ class Settings(BaseSettings):
     )
     lm_path: Path | None = Field(
         None, description="Folder of the beam search LM (lm.bin, lexicon.txt); default: the bundle's lm/ folder."
+    )
+    prompt: str = Field(
+        "",
+        max_length=MAX_PROMPT_CHARS,
+        description="Text the second pass reads before the audio of every request and stream final that gives no "
+        "prompt of its own: a service's names and terms, spelled as they should come out.",
     )
     second_pass_beams: int | None = Field(
         None,

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if lm is None:
         raise SystemExit(f"{args.model} has no lm/ folder")
     prompt = word.capitalize() + "."
-    hotword_prompt = DecodeOptions.parse(hotwords=[word]).second_pass_prompt
+    hotword_prompt = DecodeOptions.parse(hotwords=[word]).second_pass_prompt()
     beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
     boosted = BeamDecoder(lm, replace(lm.defaults, hotwords=parse_hotwords([word])), config.frame_seconds)
 

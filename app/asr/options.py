@@ -106,7 +106,7 @@ class DecodeOptions:
     when a beam-only option (:data:`BEAM_ONLY`) is given. Beam fields left None take the language
     model's tuned values. ``prompt``: text the second pass reads as what came before the audio
     (names, terms, style); the CTC decoders do not read it. ``hotwords``: boosts of beam search, and
-    words the second pass reads after the prompt (:attr:`second_pass_prompt`).
+    words the second pass reads after the prompt (:meth:`second_pass_prompt`).
     """
 
     decoder: DecoderKind | None = None
@@ -173,12 +173,12 @@ class DecodeOptions:
         """The decoder asked for, named or implied by a beam-only option; None: the server's choice."""
         return self.decoder or ("beam" if self.beam_only else None)
 
-    @property
-    def second_pass_prompt(self) -> str:
-        """What the second pass reads before the audio: the prompt, then the hotwords as a list
-        (``"Meeting notes. kubelet, new york."``)."""
+    def second_pass_prompt(self, default: str = "") -> str:
+        """What the second pass reads before the audio: the prompt (or, without one, the server's
+        ``default``), then the hotwords as a list (``"Meeting notes. kubelet, new york."``)."""
         words = ", ".join(hotword.text for hotword in self.hotwords)
-        return " ".join(part for part in (self.prompt.strip(), f"{words}." if words else "") if part)
+        prompt = self.prompt.strip() or default.strip()
+        return " ".join(part for part in (prompt, f"{words}." if words else "") if part)
 
 
 def _beam_only(

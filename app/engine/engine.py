@@ -367,7 +367,7 @@ class Engine:
         chosen = decoder or self.decoders.choose(options or DecodeOptions())
         second = isinstance(chosen, AlignedDecoder)
         batcher: Batcher[Any] = self.second_batcher if second else self.batcher
-        prompt = options.second_pass_prompt if second and options is not None else ""
+        prompt = (options or DecodeOptions()).second_pass_prompt(self.settings.prompt) if second else ""
         decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
         piece_s = min(self.settings.chunk_seconds, SECOND_PASS_PIECE_S) if second else self.settings.chunk_seconds
         spans = split_spans(audio, rate, piece_s)

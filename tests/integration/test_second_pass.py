@@ -81,6 +81,16 @@ def test_the_prompt_reaches_the_second_pass_from_every_route(
     assert too_long.status_code == 422 and too_long.json()["error"]["param"] == "prompt"
 
 
+def test_the_server_s_prompt_stands_in_for_a_request_s_missing_one(settings: Settings) -> None:
+    fake = FakeFactory(second_pass_text="Hello, World!")
+    app = create_app(settings.model_copy(update={"prompt": "Grafana, kubelet."}), recognizer_factory=fake)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        assert post(client, tone(1.0)).status_code == 200
+        assert post(client, tone(1.0), prompt="Own words.", hotwords="jayme").status_code == 200
+    assert fake.second_pass is not None and fake.second_pass.prompts == ["Grafana, kubelet.", "Own words. jayme."]
+
+
 def test_beam_options_are_refused_with_attention_and_hotwords_join_its_prompt(
     second_client: TestClient, second_pass_fake: FakeFactory
 ) -> None:

@@ -91,10 +91,11 @@ def test_partials_take_the_stream_s_beam_fields_with_a_narrower_beam_and_one_tra
 
 
 def test_the_second_pass_reads_the_prompt_then_the_hotwords() -> None:
-    assert DecodeOptions().second_pass_prompt == ""
-    assert DecodeOptions(prompt=" Meeting notes. ").second_pass_prompt == "Meeting notes."
+    assert DecodeOptions().second_pass_prompt() == ""
+    assert DecodeOptions(prompt=" Meeting notes. ").second_pass_prompt("Server's.") == "Meeting notes."
+    assert DecodeOptions().second_pass_prompt(" Server's. ") == "Server's."
     both = DecodeOptions.parse(prompt="Meeting notes.", hotwords=["kubelet:10", "New York"])
-    assert both.second_pass_prompt == "Meeting notes. kubelet, new york."
-    assert DecodeOptions.parse(hotwords=["jayme"]).second_pass_prompt == "jayme."
+    assert both.second_pass_prompt() == "Meeting notes. kubelet, new york."
+    assert DecodeOptions.parse(hotwords=["jayme"]).second_pass_prompt("Server's.") == "Server's. jayme."
     default_greedy = decoders(FakeLM(), default="greedy")
     assert isinstance(default_greedy.choose(DecodeOptions.parse(hotwords=["kubelet"])), BeamDecoder)
