@@ -8,6 +8,11 @@ function apiKey() {
   return $("api-key").value.trim();
 }
 
+// Names and terms to spell as written: the second pass reads them first, as its prompt.
+function prompt() {
+  return $("prompt").value.trim();
+}
+
 function formatTime(seconds) {
   return seconds.toFixed(1).padStart(5, " ") + " s";
 }
@@ -23,6 +28,7 @@ async function transcribeFile(event) {
   }
   const form = new FormData();
   form.append("file", file);
+  if (prompt()) form.append("prompt", prompt());
   $("upload-status").textContent = "Transcribing…";
   $("upload-result").textContent = "";
   try {
@@ -61,6 +67,7 @@ class MicrophoneStream {
       encoding: "pcm_s16le",
       interim_results: true,
       word_timestamps: true,
+      ...(prompt() ? { decoding: { prompt: prompt() } } : {}),
     });
     const source = this.context.createMediaStreamSource(this.media);
     this.node = new AudioWorkletNode(this.context, "pcm-s16le", {

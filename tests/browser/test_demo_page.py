@@ -12,7 +12,7 @@ import pytest
 from app.main import create_app
 from tests.integration.test_stream import stream_settings, wait_for_ready
 from tests.streaming_support import ToneFactory, live_server, spell
-from tests.support import wav_bytes
+from tests.support import FakeSecondPass, wav_bytes
 
 pytestmark = pytest.mark.browser
 
@@ -135,3 +135,25 @@ def test_api_docs_render_with_no_internet(base_url: str, speech: Path, page_path
             assert elsewhere == []
         finally:
             browser.close()
+
+
+def test_names_and_terms_reach_the_second_pass_of_uploads_and_streams(speech: Path) -> None:
+    second = FakeSecondPass("Hello, Jayme.")
+    app = create_app(stream_settings(), recognizer_factory=ToneFactory(second_pass=second))
+    with live_server(app) as (base, _), sync_api.sync_playwright() as playwright:
+        wait_for_ready(base)
+        browser = launch(playwright, speech)
+        try:
+            page = browser.new_page()
+            page.goto(f"http://{base}/")
+            page.fill("#prompt", "Jayme, kubelet")
+            page.set_input_files("#file", str(speech))
+            page.click("#upload")
+            sync_api.expect(page.locator("#upload-result")).to_have_text("hello jayme", timeout=20_000)
+            page.click("#start")
+            finals = page.locator("#transcript .final .text", has_text="hello jayme")
+            sync_api.expect(finals.first).to_have_text("hello jayme", timeout=30_000)
+            page.click("#stop")
+        finally:
+            browser.close()
+    assert second.prompts and set(second.prompts) == {"Jayme, kubelet"}
