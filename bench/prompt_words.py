@@ -4,7 +4,7 @@ On the test utterances that say ``--word`` (a name: by default "jayme", which sp
 ``test/`` sentences say and Whisper writes "Jamie" or "Jimmy"), and on the first ``--others``
 utterances that do not: the second pass without and with the prompt (the word written as a name,
 then a full stop: "Jayme."), the second pass with the word as a hotword (which it reads after the
-prompt: "jayme."), and CTC beam search without and with the word as a hotword. Per
+prompt, capitalised: "Jayme."), and CTC beam search without and with the word as a hotword. Per
 system: WER, how many hypotheses hold the word, and on the other utterances how many hold it where
 it was not said. The served model as the server runs it (``bench.recognizers``), one utterance at
 a time, every text through ``app.asr.text.spoken_form``.

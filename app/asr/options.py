@@ -175,8 +175,9 @@ class DecodeOptions:
 
     def second_pass_prompt(self, default: str = "") -> str:
         """What the second pass reads before the audio: the prompt (or, without one, the server's
-        ``default``), then the hotwords as a list (``"Meeting notes. kubelet, new york."``)."""
-        words = ", ".join(hotword.text for hotword in self.hotwords)
+        ``default``), then the hotwords as a list, each word capitalised as a name is
+        (``"Meeting notes. Kubelet, New York."``: Whisper takes a name up more often written so)."""
+        words = ", ".join(" ".join(w[:1].upper() + w[1:] for w in hotword.words) for hotword in self.hotwords)
         prompt = self.prompt.strip() or default.strip()
         return " ".join(part for part in (prompt, f"{words}." if words else "") if part)
 

@@ -88,7 +88,7 @@ def test_the_server_s_prompt_stands_in_for_a_request_s_missing_one(settings: Set
         wait_ready(client)
         assert post(client, tone(1.0)).status_code == 200
         assert post(client, tone(1.0), prompt="Own words.", hotwords="jayme").status_code == 200
-    assert fake.second_pass is not None and fake.second_pass.prompts == ["Grafana, kubelet.", "Own words. jayme."]
+    assert fake.second_pass is not None and fake.second_pass.prompts == ["Grafana, kubelet.", "Own words. Jayme."]
 
 
 def test_beam_options_are_refused_with_attention_and_hotwords_join_its_prompt(
@@ -98,7 +98,7 @@ def test_beam_options_are_refused_with_attention_and_hotwords_join_its_prompt(
     assert response.status_code == 422 and response.json()["error"]["param"] == "beam_size"
     assert post(second_client, tone(1.0), hotwords="zebra:5", prompt="Animals.").status_code == 200
     assert second_pass_fake.second_pass is not None
-    assert second_pass_fake.second_pass.prompts == ["Animals. zebra."]  # the default decoder read them
+    assert second_pass_fake.second_pass.prompts == ["Animals. Zebra."]  # the default decoder read them
 
 
 def test_attention_needs_a_second_pass(client: TestClient) -> None:

@@ -95,7 +95,7 @@ def test_the_second_pass_reads_the_prompt_then_the_hotwords() -> None:
     assert DecodeOptions(prompt=" Meeting notes. ").second_pass_prompt("Server's.") == "Meeting notes."
     assert DecodeOptions().second_pass_prompt(" Server's. ") == "Server's."
     both = DecodeOptions.parse(prompt="Meeting notes.", hotwords=["kubelet:10", "New York"])
-    assert both.second_pass_prompt() == "Meeting notes. kubelet, new york."
-    assert DecodeOptions.parse(hotwords=["jayme"]).second_pass_prompt("Server's.") == "Server's. jayme."
+    assert both.second_pass_prompt() == "Meeting notes. Kubelet, New York."
+    assert DecodeOptions.parse(hotwords=["jayme"]).second_pass_prompt("Server's.") == "Server's. Jayme."
     default_greedy = decoders(FakeLM(), default="greedy")
     assert isinstance(default_greedy.choose(DecodeOptions.parse(hotwords=["kubelet"])), BeamDecoder)
