@@ -47,11 +47,18 @@ class OurModel:
             self.beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
 
     def transcribe(self, wave: np.ndarray) -> str:
-        pieces = engine_pieces(wave, self.rate)
         if self.decoder == "attention":
-            outputs = self.recognizer.second_pass(pieces)
-            return " ".join(self.aligner.align(out).text for out in outputs).strip()
-        decoder = self.beam or self.greedy
+            return self.second_pass_text(wave)
+        return self.ctc_text(wave, self.beam or self.greedy)
+
+    def second_pass_text(self, wave: np.ndarray, prompt: str = "") -> str:
+        """The second pass's text of ``wave``, cut as the engine cuts it, each piece reading ``prompt``."""
+        outputs = self.recognizer.second_pass(engine_pieces(wave, self.rate), prompt=prompt)
+        return " ".join(self.aligner.align(out).text for out in outputs).strip()
+
+    def ctc_text(self, wave: np.ndarray, decoder: GreedyDecoder | BeamDecoder) -> str:
+        """``decoder``'s text of the CTC path's log-probs of ``wave``, cut as the engine cuts it."""
+        pieces = engine_pieces(wave, self.rate)
         return " ".join(decoder.decode(lp).text for lp in self.recognizer.infer(pieces)).strip()
 
     def transcribe_batch(self, waves: list[np.ndarray]) -> list[str]:

@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import jiwer
-import numpy as np
 
-from app.asr.beam import BeamDecoder, load_lexicon_lm, parse_hotwords
+from app.asr.beam import BeamDecoder, parse_hotwords
 from app.asr.options import DecodeOptions
 from app.asr.text import spoken_form
-from bench.our_systems import DEFAULT_BUNDLE, engine_pieces
+from bench.our_systems import DEFAULT_BUNDLE, OurModel
 from bench.peers_accuracy import SETS, load_set, read_audio
-from bench.recognizers import aligned_decoder, make_recognizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -51,29 +49,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     utterances = [u for name in args.sets.split(",") for u in load_set(name, args.data, None)]
     said = [u for u in utterances if word in spoken_form(u.text).split()]
     others = [u for u in utterances if word not in spoken_form(u.text).split()][: args.others]
-    recognizer = make_recognizer(args.model, num_threads=args.threads)
-    config, aligner = recognizer.config, aligned_decoder(recognizer)
-    lm = load_lexicon_lm(args.model / "lm", config.tokens, config.blank_id, config.word_delimiter)
-    if lm is None:
-        raise SystemExit(f"{args.model} has no lm/ folder")
+    model = OurModel(args.model, "beam", args.threads)  # the served recognizer, its aligner and beam search
+    beam = model.beam
+    assert beam is not None  # OurModel refuses a bundle without an LM for beam search
+    boosted = BeamDecoder(beam.lm, replace(beam.options, hotwords=parse_hotwords([word])), beam.frame_seconds)
     prompt = word.capitalize() + "."
     hotword_prompt = DecodeOptions.parse(hotwords=[word]).second_pass_prompt()
-    beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
-    boosted = BeamDecoder(lm, replace(lm.defaults, hotwords=parse_hotwords([word])), config.frame_seconds)
-
-    def second_pass(wave: np.ndarray, text: str) -> str:
-        outputs = recognizer.second_pass(engine_pieces(wave, config.sample_rate), prompt=text)
-        return " ".join(aligner.align(out).text for out in outputs)
-
-    def ctc(wave: np.ndarray, decoder: BeamDecoder) -> str:
-        return " ".join(decoder.decode(lp).text for lp in recognizer.infer(engine_pieces(wave, config.sample_rate)))
-
     systems = {
-        "second pass": lambda wave: second_pass(wave, ""),
-        f"second pass, prompt {prompt!r}": lambda wave: second_pass(wave, prompt),
-        f"second pass, hotword {word!r}": lambda wave: second_pass(wave, hotword_prompt),
-        "CTC beam search": lambda wave: ctc(wave, beam),
-        f"CTC beam search, hotword {word!r}": lambda wave: ctc(wave, boosted),
+        "second pass": lambda wave: model.second_pass_text(wave),
+        f"second pass, prompt {prompt!r}": lambda wave: model.second_pass_text(wave, prompt),
+        f"second pass, hotword {word!r}": lambda wave: model.second_pass_text(wave, hotword_prompt),
+        "CTC beam search": lambda wave: model.ctc_text(wave, beam),
+        f"CTC beam search, hotword {word!r}": lambda wave: model.ctc_text(wave, boosted),
     }
     result: dict[str, Any] = {"word": word, "sets": args.sets, "said": len(said), "others": len(others), "systems": {}}
     for group, rows in (("said", said), ("others", others)):
