@@ -156,7 +156,13 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Audio seconds allowed to wait in the queue before answering 429."
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline for one request's inference (504 after it).")
-    chunk_seconds: float = Field(20.0, gt=1, description="Long audio is cut into pieces of about this length.")
+    chunk_seconds: float = Field(20.0, gt=1, description="Long audio is cut into pieces of at most about this length.")
+    split: Literal["auto", "pauses", "length"] = Field(
+        "auto",
+        description="Where recordings longer than ASR_CHUNK_SECONDS are cut into pieces: at the speaker's pauses "
+        "(Silero VAD; pieces of a few seconds or more) or by length alone; auto cuts at pauses for the CTC path "
+        "(when Silero VAD is installed) and by length for the second pass.",
+    )
 
     # Decoding
     decoder: Literal["auto", "greedy", "beam", "attention"] = Field(

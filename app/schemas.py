@@ -72,6 +72,8 @@ class ServingPlanOut(BaseModel):
     decoder: str
     stream_final_decoder: str
     stream_partial_decoder: str
+    split: str
+    second_pass_split: str
     max_wait_ms: float
     max_batch_samples: int
     max_queue_samples: int

@@ -387,6 +387,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the systems that take a number")
     parser.add_argument("--whisper-model", type=Path, default=None, help="CTranslate2 Whisper folder")
     parser.add_argument("--model", type=Path, default=our_systems.DEFAULT_BUNDLE, help="our bundle (ours-* systems)")
+    parser.add_argument(
+        "--split", choices=our_systems.SPLITS, default="auto", help="where ours cut long audio (ASR_SPLIT)"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS / "peers_accuracy.json", help="results file")
     return parser.parse_args(argv)
 

@@ -17,15 +17,17 @@ import jiwer
 import numpy as np
 import torch
 
+from app.asr import vad
 from app.asr.bundle import Bundle
 from app.asr.configs import BundleConfig
 from app.asr.ctc import GreedyDecoder, Hypothesis
 from app.asr.features import LogMelFrontend
 from app.asr.model import SepConvCTC
 from app.asr.recognizer import Recognizer
-from app.asr.segment import split_spans, stitch
+from app.asr.segment import cut_pieces, stitch
 from app.asr.torch_recognizer import build_recognizer
 from app.config import Settings
+from app.engine.plan import resolve_split
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +67,19 @@ def transcribe(
 ) -> list[str]:
     """Greedy transcripts of float32 waveforms at the model's rate, as the server's ``/transcribe`` makes them.
 
-    Each wave is cut into pieces where the server cuts it; pieces run through ``recognizer.infer``
+    Each wave is cut into pieces where the server cuts it (by default: ``ASR_SPLIT=auto``, at pauses
+    where Silero VAD is installed); pieces run through ``recognizer.infer``
     in batches of similar length (order preserved), are decoded with the server's greedy decoder
     at their offsets and stitched back per wave.
     """
     rate = recognizer.config.sample_rate
+    at_pauses = resolve_split("auto", vad.installed(), rate, second_pass=False) == "pauses"
     decoder = greedy_decoder(recognizer.config)
     owners: list[int] = []  # the wave each piece belongs to
     offsets: list[float] = []  # seconds
     pieces: list[np.ndarray] = []
     for index, wave in enumerate(waves):
-        for start, end in split_spans(wave, rate, chunk_seconds):
+        for start, end in cut_pieces(wave, rate, chunk_seconds, at_pauses):
             owners.append(index)
             offsets.append(start / rate)
             pieces.append(wave[start:end])

@@ -1,10 +1,24 @@
-"""Cutting long recordings into pieces at quiet points, and stitching their results back."""
+"""Cutting long recordings into pieces, and stitching their results back.
+
+Two ways to cut (``ASR_SPLIT``, resolved by the serving plan): by length alone (:func:`split_spans`:
+pieces of about ``chunk_seconds``, each cut at the quietest point before its end), or at the
+speaker's pauses (:func:`pause_spans`: Silero VAD finds them; a cut goes in the middle of every pause
+of at least :data:`MIN_PAUSE_S` that leaves a shortest piece (:data:`MIN_PIECE_S`, or the engine's
+for the second pass) or more on both sides, and a piece still longer than ``chunk_seconds`` is then
+cut by length). The models learnt from single utterances:
+a piece that holds several (one speaker after another, a quiet voice after a loud one) loses words,
+which cutting at pauses avoids (docs/benchmarks.md, "Long recordings").
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from app.asr import vad
 from app.asr.ctc import Alternative, Hypothesis, Word
+
+MIN_PIECE_S = 3.0  # a cut at a pause leaves at least this much audio on each side (the CTC path's; see the engine)
+MIN_PAUSE_S = 0.2  # shorter pauses (within a phrase) are not cut at
 
 
 def split_points(audio: np.ndarray, sample_rate: int, chunk_seconds: float, search_seconds: float = 2.0) -> list[int]:
@@ -35,6 +49,59 @@ def split_spans(
     """The pieces :func:`split_points` cuts ``audio`` into, as (start, end) sample offsets."""
     starts = split_points(audio, sample_rate, chunk_seconds, search_seconds)
     return list(zip(starts, [*starts[1:], audio.shape[0]], strict=True))
+
+
+def pause_spans(
+    speech: np.ndarray,
+    frame: int,
+    samples: int,
+    rate: int,
+    min_piece_s: float = MIN_PIECE_S,
+    min_pause_s: float = MIN_PAUSE_S,
+) -> list[tuple[int, int]]:
+    """The pieces a recording of ``samples`` is cut into at its pauses, as (start, end) sample offsets.
+
+    ``speech`` holds one decision per ``frame`` samples (:func:`app.asr.vad.recording_speech`). A
+    pause is a run of non-speech frames between speech, at least ``min_pause_s`` long; the cut goes
+    in its middle when at least ``min_piece_s`` lie between it and the previous cut and between it
+    and the recording's end. :func:`cut_pieces` then cuts pieces that are still too long by length.
+    """
+    min_piece, min_pause = int(min_piece_s * rate), max(1, round(min_pause_s * rate / frame))
+    cuts, run_start = [0], None
+    for index, spoken in enumerate(speech.tolist()):
+        if not spoken:
+            run_start = index if run_start is None else run_start
+            continue
+        if run_start is not None and run_start > 0 and index - run_start >= min_pause:
+            cut = (run_start + index) * frame // 2
+            if cut - cuts[-1] >= min_piece and samples - cut >= min_piece:
+                cuts.append(cut)
+        run_start = None
+    return list(zip(cuts, [*cuts[1:], samples], strict=True))
+
+
+def cut_pieces(
+    audio: np.ndarray,
+    rate: int,
+    chunk_seconds: float,
+    at_pauses: bool,
+    min_piece_s: float = MIN_PIECE_S,
+    min_pause_s: float = MIN_PAUSE_S,
+) -> list[tuple[int, int]]:
+    """Where the engine cuts ``audio`` into pieces: (start, end) sample offsets that cover it in order.
+
+    Audio of at most ``chunk_seconds`` is one piece. Longer audio is cut at the speaker's pauses first
+    with ``at_pauses`` (:func:`pause_spans`: Silero VAD, 16 kHz only, about 600x real time on one
+    core, so call this off the event loop), then any piece still longer than ``chunk_seconds`` by
+    length; without ``at_pauses``, by length alone (:func:`split_spans`).
+    """
+    if not at_pauses or rate != vad.SAMPLE_RATE or audio.shape[0] <= chunk_seconds * rate:
+        return split_spans(audio, rate, chunk_seconds)
+    speech = vad.recording_speech(audio)
+    spans = []
+    for start, end in pause_spans(speech, vad.FRAME, audio.shape[0], rate, min_piece_s, min_pause_s):
+        spans += [(start + a, start + b) for a, b in split_spans(audio[start:end], rate, chunk_seconds)]
+    return spans
 
 
 def stitch(pieces: list[Hypothesis], offsets_seconds: list[float]) -> Hypothesis:

@@ -37,7 +37,7 @@ from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
 from app.asr.options import DecodeOptions, DecoderKind
 from app.asr.recognizer import Recognizer, open_recognizer
-from app.asr.segment import split_spans, stitch
+from app.asr.segment import MIN_PIECE_S, cut_pieces, stitch
 from app.config import Settings
 from app.engine.admission import Admission, AudioBudget
 from app.engine.batcher import Batcher
@@ -58,6 +58,20 @@ T = TypeVar("T")
 
 SECOND_PASS_PIECE_S = 25.0
 """Longest piece the second pass gets (its window is 30 s; pieces are cut at quiet points near the target)."""
+SECOND_PASS_MIN_PIECE_S = 6.0
+"""Shortest piece the second pass gets where recordings are cut at pauses (``ASR_SPLIT=pauses``; the
+CTC path's: ``app.asr.segment.MIN_PIECE_S``, 3 s). Chosen on the dev sets joined into long
+recordings: the decoder reads a sentence better with its neighbours; CTC does better on shorter
+pieces (docs/benchmarks.md, "Long recordings")."""
+
+
+def piece_seconds(chunk_seconds: float, second_pass: bool) -> tuple[float, float]:
+    """The longest piece a decoder gets (``ASR_CHUNK_SECONDS``, for the second pass at most
+    :data:`SECOND_PASS_PIECE_S`) and the shortest where it is cut at a pause
+    (:func:`app.asr.segment.cut_pieces`)."""
+    if second_pass:
+        return min(chunk_seconds, SECOND_PASS_PIECE_S), SECOND_PASS_MIN_PIECE_S
+    return chunk_seconds, MIN_PIECE_S
 
 
 class EngineState(enum.StrEnum):
@@ -369,8 +383,10 @@ class Engine:
         batcher: Batcher[Any] = self.second_batcher if second else self.batcher
         prompt = (options or DecodeOptions()).second_pass_prompt(self.settings.prompt) if second else ""
         decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
-        piece_s = min(self.settings.chunk_seconds, SECOND_PASS_PIECE_S) if second else self.settings.chunk_seconds
-        spans = split_spans(audio, rate, piece_s)
+        longest, shortest = piece_seconds(self.settings.chunk_seconds, second)
+        at_pauses = (self.plan.second_pass_split if second else self.plan.split) == "pauses"
+        # off the event loop: the VAD of an hour-long recording takes seconds
+        spans = await asyncio.to_thread(cut_pieces, audio, rate, longest, at_pauses, shortest)
         window = max(2, self.plan.max_batch_size * self.plan.model_workers)
         deadline = time.monotonic() + self.settings.request_timeout_s if deadline is None else deadline
         futures: list[asyncio.Future[Any]] = []

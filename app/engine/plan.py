@@ -5,8 +5,9 @@ the machine decides: the device, precision, how batches run, model workers, thre
 size (facts: whether CUDA is visible, the cores this process may use). After it loads,
 :func:`plan_serving` adds what the model decides: the runtime and the precision for its network
 (the builder resolves them for the bundle's network type with :meth:`HardwarePlan.runtime_for`
-and :meth:`HardwarePlan.precision_for`), one worker for ``compile``, the batcher's limits, and the
-default decoders (facts: a second pass, a language model). Step two takes device, precision,
+and :meth:`HardwarePlan.precision_for`), one worker for ``compile``, the batcher's limits, the
+default decoders (facts: a second pass, a language model) and where each decoder's recordings are
+cut (fact: Silero VAD is installed). Step two takes device, precision,
 runtime and batch execution as the recognizer reports them: the shipped loader builds it from step
 one, so they are step one's; a test's stand-in model may run elsewhere, and the plan then says what
 runs. The engine logs the plan once at start and ``/v1/models`` shows it; nothing else reads
@@ -24,6 +25,8 @@ from app.engine.batcher import BatchLimits
 from app.engine.layout import cpu_cores, worker_layout
 from app.process import torch_installed
 
+VAD_SAMPLE_RATE = 16000  # Silero VAD's (app.asr.vad.SAMPLE_RATE, not imported: it loads ONNX Runtime)
+
 HALF_PRECISIONS = ("fp16", "bf16")
 
 
@@ -34,14 +37,17 @@ class Machine:
     cuda: bool  # a CUDA device is visible
     cores: int  # the cores this process may use (affinity, within a container's CPU limit)
     torch: bool = True  # PyTorch is installed (the slim install has ONNX Runtime only)
+    vad: bool = True  # Silero VAD's model file is installed
 
     @classmethod
     def detect(cls) -> Machine:
+        from app.asr import vad
+
         if not torch_installed():
-            return cls(cuda=False, cores=cpu_cores(), torch=False)
+            return cls(cuda=False, cores=cpu_cores(), torch=False, vad=vad.installed())
         import torch
 
-        return cls(cuda=torch.cuda.is_available(), cores=cpu_cores())
+        return cls(cuda=torch.cuda.is_available(), cores=cpu_cores(), vad=vad.installed())
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class HardwarePlan:
     max_batch_size: int
     torch: bool = True  # PyTorch is installed
     precision_setting: str = "auto"  # ASR_PRECISION as set
+    vad: bool = True  # Silero VAD is installed
 
     def runtime_for(self, network: str) -> str:
         """The runtime for a bundle whose network is of type ``network`` (``sepconv_ctc``, ``whisper_ctc``)."""
@@ -100,6 +107,8 @@ class ServingPlan:
     decoder: str  # the default decoder of requests: greedy, beam or attention
     stream_final_decoder: str  # the decoder of stream finals
     stream_partial_decoder: str  # the decoder of stream partials: greedy or beam
+    split: str  # where the CTC path's recordings are cut into pieces: pauses or length (app.asr.segment)
+    second_pass_split: str  # the same for the second pass
     limits: BatchLimits  # the batcher's (both batchers', with a second pass)
 
     def describe(self) -> dict[str, Any]:
@@ -141,6 +150,7 @@ def plan_hardware(settings: Settings, machine: Machine) -> HardwarePlan:
         max_batch_size=layout.batch_size,
         torch=machine.torch,
         precision_setting=settings.precision,
+        vad=machine.vad,
     )
 
 
@@ -173,6 +183,8 @@ def plan_serving(settings: Settings, hardware: HardwarePlan, model: LoadedModel)
         decoder=decoder,
         stream_final_decoder=decoder if settings.stream_final_decoder == "auto" else settings.stream_final_decoder,
         stream_partial_decoder=resolve_partial_decoder(settings.stream_partial_decoder, model.has_lm),
+        split=resolve_split(settings.split, hardware.vad, rate, second_pass=False),
+        second_pass_split=resolve_split(settings.split, hardware.vad, rate, second_pass=True),
         limits=limits,
     )
 
@@ -239,6 +251,20 @@ def resolve_partial_decoder(decoder: str, has_lm: bool) -> str:
     if decoder == "beam" and not has_lm:
         raise RuntimeError("ASR_STREAM_PARTIAL_DECODER=beam needs a language model, and the served model has none")
     return decoder
+
+
+def resolve_split(split: str, vad: bool, sample_rate: int, second_pass: bool) -> str:
+    """``auto`` cuts the CTC path's recordings at pauses when Silero VAD is installed (it runs at
+    16 kHz), and the second pass's by length (chosen on the dev sets: docs/benchmarks.md, "Long
+    recordings"); ``pauses`` without Silero VAD is refused."""
+    able = vad and sample_rate == VAD_SAMPLE_RATE
+    if split == "auto":
+        return "pauses" if able and not second_pass else "length"
+    if split == "pauses" and not able:
+        raise RuntimeError(
+            f"ASR_SPLIT=pauses needs Silero VAD (the silero-vad package) and a {VAD_SAMPLE_RATE} Hz model"
+        )
+    return split
 
 
 def resolve_decoder(decoder: str, has_second_pass: bool, has_lm: bool) -> str:

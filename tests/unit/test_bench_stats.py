@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from app.config import Settings
+from app.engine.engine import piece_seconds
 from bench.ceiling import fill, length_sorted_batches
 from bench.our_systems import engine_pieces
 from bench.stats import RequestRecord, percentile, ratio, summarize, summarize_windows
@@ -108,7 +110,9 @@ def test_length_sorted_batches_respect_both_limits() -> None:
 def test_the_second_pass_ceiling_cuts_audio_where_the_engine_does() -> None:
     rate = 16000
     wave = np.random.default_rng(5).normal(0, 0.1, 61 * rate).astype(np.float32)
-    cut = engine_pieces(wave, rate)
-    assert len(cut) == 3 and all(p.shape[0] <= 25 * rate for p in cut)
-    assert np.array_equal(np.concatenate(cut), wave)
+    longest, _ = piece_seconds(Settings().chunk_seconds, second_pass=True)
+    for split in ("auto", "pauses", "length"):  # noise has no pauses: cut by length either way
+        cut = engine_pieces(wave, rate, second_pass=True, split=split)
+        assert len(cut) == int(np.ceil(61 / longest)) and all(p.shape[0] <= longest * rate for p in cut)
+        assert np.array_equal(np.concatenate(cut), wave)
     assert [p.shape[0] for p in engine_pieces(wave[: 10 * rate], rate)] == [10 * rate]

@@ -43,6 +43,8 @@ def test_auto_on_a_cpu() -> None:
         decoder="greedy",
         stream_final_decoder="greedy",
         stream_partial_decoder="greedy",
+        split="pauses",
+        second_pass_split="length",
         limits=BatchLimits(
             max_batch_size=4,
             max_wait_s=0.005,
@@ -91,6 +93,27 @@ def test_the_auto_decoder_follows_the_model(second_pass: bool, lm: bool, expecte
 )
 def test_partials_are_beam_searched_when_the_model_has_an_lm(setting: str, lm: bool, expected: str) -> None:
     assert plan_for(CPU, lm=lm, stream_partial_decoder=setting).stream_partial_decoder == expected
+
+
+@pytest.mark.parametrize(
+    "setting,vad,ctc,second",
+    [
+        ("auto", True, "pauses", "length"),
+        ("auto", False, "length", "length"),
+        ("pauses", True, "pauses", "pauses"),
+        ("length", True, "length", "length"),
+    ],
+)
+def test_the_ctc_path_cuts_at_pauses_when_silero_vad_is_installed(
+    setting: str, vad: bool, ctc: str, second: str
+) -> None:
+    plan = plan_for(Machine(cuda=False, cores=4, vad=vad), split=setting)
+    assert (plan.split, plan.second_pass_split) == (ctc, second)
+
+
+def test_cutting_at_pauses_without_silero_vad_fails_before_serving() -> None:
+    with pytest.raises(RuntimeError, match="ASR_SPLIT=pauses needs Silero VAD"):
+        plan_for(Machine(cuda=False, cores=4, vad=False), split="pauses")
 
 
 def test_beam_partials_without_an_lm_fail_before_serving() -> None:
@@ -155,6 +178,7 @@ def test_the_plan_is_logged_once_and_shown_in_v1_models(caplog: pytest.LogCaptur
     assert serving["decoder"] == card["default_decoder"] == "attention"
     assert serving["stream_final_decoder"] == "greedy"
     assert serving["stream_partial_decoder"] == "greedy"  # the fake model has no LM
+    assert (serving["split"], serving["second_pass_split"]) == ("pauses", "length")  # silero-vad is a dependency
     lines = [r.getMessage() for r in caplog.records if "serving plan:" in r.getMessage()]
     assert len(lines) == 1
     for key, value in serving.items():
