@@ -110,14 +110,19 @@ def whisper_model_dir() -> Path:
 
 
 class FasterWhisper:
-    """Whisper on CTranslate2 (int8, CPU), greedy, no timestamps, no VAD, no conditioning on earlier text."""
+    """Whisper on CTranslate2 (int8, CPU), greedy, no timestamps, no VAD, no conditioning on earlier text.
 
-    name = "faster-whisper"
+    With ``long_form`` (``faster-whisper-long``): as its README transcribes long audio, with
+    timestamps (each 30 s window continues where the last segment ended), conditioning on the
+    text before, and its Silero VAD filter; still greedy.
+    """
 
-    def __init__(self, model_dir: Path, threads: int) -> None:
+    def __init__(self, model_dir: Path, threads: int, long_form: bool = False) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # a local folder; never reach for the Hub
         from faster_whisper import WhisperModel
 
+        self.name = "faster-whisper-long" if long_form else "faster-whisper"
+        self._long_form = long_form
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
 
     def transcribe(self, wave: np.ndarray) -> str:
@@ -125,9 +130,9 @@ class FasterWhisper:
             wave,
             language="en",
             beam_size=1,
-            without_timestamps=True,
-            vad_filter=False,
-            condition_on_previous_text=False,
+            without_timestamps=not self._long_form,
+            vad_filter=self._long_form,
+            condition_on_previous_text=self._long_form,
         )
         return " ".join(segment.text.strip() for segment in segments)
 
@@ -159,6 +164,7 @@ class PocketSphinx:
 
 SYSTEMS: dict[str, Callable[[argparse.Namespace], System]] = {
     "faster-whisper": lambda args: FasterWhisper(args.whisper_model or whisper_model_dir(), args.threads),
+    "faster-whisper-long": lambda args: FasterWhisper(args.whisper_model or whisper_model_dir(), args.threads, True),
     "pocketsphinx": lambda args: PocketSphinx(),
     **our_systems.factories(),
 }
@@ -377,7 +383,8 @@ def names(text: str, known: dict[str, Any]) -> list[str]:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_systems = [name for name in SYSTEMS if not name.endswith("-torch")]  # the PyTorch twins: on request
+    # on request: the PyTorch twins, and faster-whisper's long-form settings (bench.long_form's peer)
+    default_systems = [name for name in SYSTEMS if not name.endswith(("-torch", "-long"))]
     parser.add_argument("--systems", type=lambda s: names(s, SYSTEMS), default=default_systems, help=", ".join(SYSTEMS))
     parser.add_argument("--sets", type=lambda s: names(s, SETS), default=["cv100", "so762_test"], help=", ".join(SETS))
     parser.add_argument("--limit", type=int, default=None, help="first N utterances (by id) of each set")
