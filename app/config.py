@@ -156,7 +156,9 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Audio seconds allowed to wait in the queue before answering 429."
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Deadline for one request's inference (504 after it).")
-    chunk_seconds: float = Field(20.0, gt=1, description="Long audio is cut into pieces of at most about this length.")
+    chunk_seconds: float = Field(
+        20.0, gt=1, description="Recordings longer than this are cut into pieces of at most this length."
+    )
     split: Literal["auto", "pauses", "length"] = Field(
         "auto",
         description="Where recordings longer than ASR_CHUNK_SECONDS are cut into pieces: at the speaker's pauses "
