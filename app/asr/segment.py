@@ -80,6 +80,12 @@ def pause_spans(
     return list(zip(cuts, [*cuts[1:], samples], strict=True))
 
 
+def searches_pauses(samples: int, rate: int, chunk_seconds: float, at_pauses: bool) -> bool:
+    """Whether :func:`cut_pieces` runs the VAD over a recording of ``samples``: at pauses, at Silero's
+    rate, and longer than a piece."""
+    return at_pauses and rate == vad.SAMPLE_RATE and samples > chunk_seconds * rate
+
+
 def cut_pieces(
     audio: np.ndarray,
     rate: int,
@@ -92,10 +98,11 @@ def cut_pieces(
 
     Audio of at most ``chunk_seconds`` is one piece. Longer audio is cut at the speaker's pauses first
     with ``at_pauses`` (:func:`pause_spans`: Silero VAD, 16 kHz only, about 600x real time on one
-    core, so call this off the event loop), then any piece still longer than ``chunk_seconds`` by
-    length; without ``at_pauses``, by length alone (:func:`split_spans`).
+    core: where :func:`searches_pauses` says it runs, call this off the event loop), then any piece
+    still longer than ``chunk_seconds`` by length; without ``at_pauses``, by length alone
+    (:func:`split_spans`).
     """
-    if not at_pauses or rate != vad.SAMPLE_RATE or audio.shape[0] <= chunk_seconds * rate:
+    if not searches_pauses(audio.shape[0], rate, chunk_seconds, at_pauses):
         return split_spans(audio, rate, chunk_seconds)
     speech = vad.recording_speech(audio)
     spans = []

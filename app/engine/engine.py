@@ -37,7 +37,7 @@ from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
 from app.asr.options import DecodeOptions, DecoderKind
 from app.asr.recognizer import Recognizer, open_recognizer
-from app.asr.segment import MIN_PIECE_S, cut_pieces, stitch
+from app.asr.segment import MIN_PIECE_S, cut_pieces, searches_pauses, stitch
 from app.config import Settings
 from app.engine.admission import Admission, AudioBudget
 from app.engine.batcher import Batcher
@@ -385,8 +385,10 @@ class Engine:
         decode: Callable[..., Hypothesis] = chosen.align if isinstance(chosen, AlignedDecoder) else chosen.decode
         longest, shortest = piece_seconds(self.settings.chunk_seconds, second)
         at_pauses = (self.plan.second_pass_split if second else self.plan.split) == "pauses"
-        # off the event loop: the VAD of an hour-long recording takes seconds
-        spans = await asyncio.to_thread(cut_pieces, audio, rate, longest, at_pauses, shortest)
+        if searches_pauses(audio.shape[0], rate, longest, at_pauses):  # off the event loop: seconds an hour
+            spans = await asyncio.to_thread(cut_pieces, audio, rate, longest, at_pauses, shortest)
+        else:
+            spans = cut_pieces(audio, rate, longest, at_pauses, shortest)
         window = max(2, self.plan.max_batch_size * self.plan.model_workers)
         deadline = time.monotonic() + self.settings.request_timeout_s if deadline is None else deadline
         futures: list[asyncio.Future[Any]] = []
