@@ -22,6 +22,7 @@ import httpx
 import pytest
 import websockets
 import websockets.sync.client
+import yaml
 
 from app.config import Settings
 from app.http_limits import FD_HEADROOM, http_limits, raise_fd_limit
@@ -280,23 +281,25 @@ def test_a_client_hanging_up_mid_upload_is_not_a_server_error(server: ServerProc
 
 class ProbeWatch(threading.Thread):
     """A liveness probe: GET /healthz on a new connection every 0.1 s; keeps the slowest answer
-    and every failure (an error, a status other than 200, or no answer within 1 s)."""
+    and every failure (an error, a status other than 200, or no answer within ``timeout_s``,
+    1 s unless a test says otherwise)."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServerProcess, timeout_s: float = 1.0) -> None:
         super().__init__(daemon=True)
-        self.server, self.slowest, self.failures, self.count = server, 0.0, list[str](), 0
-        self.fds_peak, self.stop = 0, threading.Event()
+        self.server, self.timeout_s, self.slowest, self.failures, self.count = server, timeout_s, 0.0, list[str](), 0
+        self.over_1s, self.fds_peak, self.stop = 0, 0, threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                status = httpx.get(f"{self.server.base_url}/healthz", timeout=1.0).status_code
+                status = httpx.get(f"{self.server.base_url}/healthz", timeout=self.timeout_s).status_code
                 if status != 200:
                     self.failures.append(f"status {status}")
             except httpx.HTTPError as exc:
                 self.failures.append(repr(exc))
-            self.slowest = max(self.slowest, time.monotonic() - started)
+            took = time.monotonic() - started
+            self.slowest, self.over_1s = max(self.slowest, took), self.over_1s + (took >= 1.0)
             self.count += 1
             self.fds_peak = max(self.fds_peak, len(os.listdir(f"/proc/{self.server.proc.pid}/fd")))
             time.sleep(max(0.0, 0.1 - (time.monotonic() - started)))
@@ -308,9 +311,21 @@ class ProbeWatch(threading.Thread):
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.join()
-        print(f"probe: {self.count} answers, slowest {self.slowest:.3f} s, server fds peak {self.fds_peak}")
+        print(
+            f"probe: {self.count} answers, slowest {self.slowest:.3f} s, {self.over_1s} of 1 s or more, "
+            f"server fds peak {self.fds_peak}"
+        )
         assert not self.failures, f"/healthz failed {len(self.failures)} times: {self.failures[:3]}"
-        assert self.slowest < 1.0
+        assert self.slowest < self.timeout_s
+
+
+def liveness_timeout_s() -> float:
+    """``timeoutSeconds`` of the Kubernetes deployment's liveness probe on /healthz."""
+    manifest = Path(__file__).resolve().parents[2] / "deploy/k8s/base/deployment.yaml"
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        if doc and doc.get("kind") == "Deployment":
+            return float(doc["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["timeoutSeconds"])
+    raise AssertionError(f"no Deployment with a liveness probe in {manifest}")
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +409,10 @@ def test_20000_idle_sockets_are_closed_and_the_server_keeps_accepting(default_se
     # and TCP's own retries then delay every client, the probe included (docs/security.md);
     # ASR_ABUSE_CONNECT_RATE=0 sends that burst.
     rate = float(os.environ.get("ASR_ABUSE_CONNECT_RATE", "5000")) or float("inf")
-    with ProbeWatch(default_server) as probe:
+    # The probe waits as long as the deployment's liveness probe: at this rate the kernel's listen
+    # queue still overflows now and then on 2 shared cores, and a probe whose handshake is dropped
+    # gets its answer after TCP's first retry, 1 s later (docs/security.md).
+    with ProbeWatch(default_server, timeout_s=liveness_timeout_s()) as probe:
         children = [
             spawn.Process(
                 target=_idle_sockets, args=(default_server.port, 10_000, rate / 2, header_timeout_s + 10, results)
