@@ -139,13 +139,30 @@ FULL_CACHE ?= $(WHISPER_CACHE)-l0
 FULL_RUN ?= runs/en-whisper-tiny-l0123
 FULL_HOURS ?= 2.0
 
+# a trial step 2e: every block and the head of the shipped step 2d again, with copies of the real
+# speech and Piper's voice through vocal tract length perturbation (VTLP: each utterance's mel filters
+# warped by its own factor within 1 +- VTLP_WARP, one copy per seed) in place of repeats of the plain
+# ones; whisper-vtlp-control trains the same schedule with the plain repeats, to tell the copies'
+# effect from that of more training
+VTLP_SEEDS ?= 1 2
+VTLP_WARP ?= 0.12
+VTLP_RUN ?= runs/trial-vtlp
+VTLP_CONTROL_RUN ?= runs/trial-control
+VTLP_HOURS ?= 1.25
+VTLP_BASE_SETS ?= synth_train so762_train dctts $(foreach v,$(PERTURB_SPEEDS),so762_train_sp$(v) dctts_sp$(v):3) \
+	$(foreach s,$(ROOMS_SEEDS),so762_train_rooms$(s) dctts_rooms$(s):3) piper_train_rooms1
+VTLP_TRAIN_SETS ?= $(VTLP_BASE_SETS) piper_train $(foreach s,$(VTLP_SEEDS),piper_train_vtlp$(s)) so762_train_vtlp1 dctts_vtlp1:3
+VTLP_CONTROL_SETS ?= $(VTLP_BASE_SETS) piper_train:3 so762_train dctts:3
+VTLP_FLAGS ?= --init-bundle $(WHISPER_MODEL) $(PIPER_FLAGS) --eval-minutes 10
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
 .PHONY: whisper whisper-cache whisper-train whisper-train-resume whisper-export test-whisper-head piper-dev \
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
 	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume \
-	whisper-rooms-cache whisper-rooms whisper-rooms-resume whisper-full-cache whisper-full whisper-full-resume
+	whisper-rooms-cache whisper-rooms whisper-rooms-resume whisper-full-cache whisper-full whisper-full-resume \
+	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -248,6 +265,21 @@ whisper-full: whisper-full-cache ## step 2d: every encoder block and the head of
 
 whisper-full-resume: ## continue $(FULL_RUN) until FULL_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(FULL_RUN) WHISPER_HOURS=$(FULL_HOURS)
+
+whisper-vtlp-cache: whisper-full-cache ## the states before block 0 of the real speech and piper_train, one VTLP copy per seed of VTLP_SEEDS
+	$(foreach s,$(VTLP_SEEDS),$(PY) -m train.whisper_head cache --root $(FULL_CACHE) --tuned-layers $(FULL_LAYERS) \
+		--warp $(VTLP_WARP) --seed $(s) --sets so762_train_vtlp$(s)=$(MANIFESTS)/so762_train.jsonl \
+		dctts_vtlp$(s)=$(DCTTS)/manifest.jsonl piper_train_vtlp$(s)=$(MANIFESTS)/piper_train.jsonl &&) true
+
+whisper-vtlp: whisper-vtlp-cache ## trial step 2e: every block and the head of $(WHISPER_MODEL) on step 2d's sets with VTLP copies, into $(VTLP_RUN)
+	$(MAKE) whisper-train WHISPER_LAYERS="$(FULL_LAYERS)" WHISPER_CACHE=$(FULL_CACHE) WHISPER_RUN=$(VTLP_RUN) \
+		WHISPER_HOURS=$(VTLP_HOURS) WHISPER_TRAIN_SETS="$(VTLP_TRAIN_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="$(VTLP_FLAGS)"
+
+whisper-vtlp-control: whisper-full-cache ## step 2e's control: the same schedule with plain repeats in place of the VTLP copies, into $(VTLP_CONTROL_RUN)
+	$(MAKE) whisper-train WHISPER_LAYERS="$(FULL_LAYERS)" WHISPER_CACHE=$(FULL_CACHE) WHISPER_RUN=$(VTLP_CONTROL_RUN) \
+		WHISPER_HOURS=$(VTLP_HOURS) WHISPER_TRAIN_SETS="$(VTLP_CONTROL_SETS)" WHISPER_DEV_SETS="$(PERTURB_DEV_SETS)" \
+		WHISPER_FLAGS="$(VTLP_FLAGS)"
 
 second-pass-tune: ## WER of the second pass per CTC weight and beam count on the dev sets (choose ctc_weight, ctc_beams)
 	$(PY) -m train.tune_second_pass --model $(WHISPER_MODEL) --dev $(SECOND_PASS_DEV) \

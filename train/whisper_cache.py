@@ -27,7 +27,7 @@ from app.asr.features import WhisperLogMel
 from app.asr.text import normalize_text
 from app.asr.whisper.model import WhisperCTC
 from train.data.audio_io import SAMPLE_RATE, read_audio, read_manifest
-from train.data.augment import AugmentConfig, augment_waveform, speed
+from train.data.augment import AugmentConfig, augment_waveform, speed, vtlp_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,11 @@ class CacheConfig:
     threads: int = 2
     speed: float = 1.0  # play every utterance this many times faster (pitch with it): a perturbed copy of a set
     augment: float = 0.0  # strength (0-1) of ROOMS on every utterance: an augmented copy of a set
-    seed: int = 0  # with --augment: each utterance's effects are drawn from (seed, its id)
+    seed: int = 0  # with --augment or --warp: each utterance's effects are drawn from (seed, its id)
+    warp: float = 0.0  # W > 0: each utterance's vocal tract length factor drawn from [1 - W, 1 + W] (VTLP)
 
 
-UNRECORDED = {"speed": 1.0, "augment": 0.0, "seed": 0}
+UNRECORDED = {"speed": 1.0, "augment": 0.0, "seed": 0, "warp": 0.0}
 """Settings a cache folder's meta leaves out unless they matter, with the value a missing one means
 (so folders written before a setting existed stay valid)."""
 
@@ -132,7 +133,9 @@ def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[s
         "shard_utts": cfg.shard_utts,
         "limit": cfg.limit,
         **({"speed": cfg.speed} if cfg.speed != UNRECORDED["speed"] else {}),
-        **({"augment": cfg.augment, "seed": cfg.seed} if cfg.augment != UNRECORDED["augment"] else {}),
+        **({"augment": cfg.augment} if cfg.augment != UNRECORDED["augment"] else {}),
+        **({"warp": cfg.warp} if cfg.warp != UNRECORDED["warp"] else {}),
+        **({"seed": cfg.seed} if cfg.augment or cfg.warp else {}),
     }
 
 
@@ -178,14 +181,26 @@ def in_rooms(waves: list[np.ndarray], ids: list[str], cfg: CacheConfig) -> list[
     return out
 
 
+def warp_factor(utt: str, cfg: CacheConfig) -> float:
+    """The vocal tract length factor of one utterance of a ``--warp`` copy, drawn from ``(cfg.seed, id)``."""
+    return random.Random(f"warp:{cfg.seed}:{utt}").uniform(1.0 - cfg.warp, 1.0 + cfg.warp)
+
+
+def warped_filters(frontend: WhisperLogMel, factors: list[float]) -> Tensor:
+    """The frontend's mel filters warped by each factor: (len(factors), n_mels, freqs)."""
+    n_freqs = frontend.filters.shape[1]
+    return torch.stack([frontend.filters @ vtlp_matrix(n_freqs, f) for f in factors])
+
+
 def encode_shard(
     model: WhisperCTC, frontend: WhisperLogMel, rows: list[tuple[dict[str, Any], list[int]]], cfg: CacheConfig
 ) -> dict[str, Any]:
     """The frozen states (fp16) of a shard's utterances, in batches of similar length, with their targets."""
     with ThreadPoolExecutor(cfg.threads) as pool:
         waves = list(pool.map(lambda r: speed(read_audio(r[0]["audio"]), cfg.speed), rows))
+    ids = [str(r[0].get("id", r[0]["audio"])) for r in rows]
     if cfg.augment:
-        waves = in_rooms(waves, [str(r[0].get("id", r[0]["audio"])) for r in rows], cfg)
+        waves = in_rooms(waves, ids, cfg)
     keep = [i for i, w in enumerate(waves) if 0 < w.size < MAX_SECONDS * SAMPLE_RATE]
     keep.sort(key=lambda i: waves[i].size)
     states: dict[int, Tensor] = {}
@@ -195,8 +210,9 @@ def encode_shard(
         while end < len(keep) and waves[keep[end]].size * (end - start + 1) <= cfg.batch_seconds * SAMPLE_RATE:
             end += 1
         audio, lengths = waves_to_batch([waves[i] for i in keep[start:end]])
+        filters = warped_filters(frontend, [warp_factor(ids[i], cfg) for i in keep[start:end]]) if cfg.warp else None
         with torch.inference_mode():
-            feats, frame_lengths = frontend(audio, lengths)
+            feats, frame_lengths = frontend(audio, lengths, filters)
             out, out_lengths = encode_frozen(model, feats, frame_lengths)
         for row, i in enumerate(keep[start:end]):
             states[i] = out[row, : int(out_lengths[row])].half()
@@ -209,7 +225,7 @@ def encode_shard(
         "target_lengths": torch.tensor([len(rows[i][1]) for i in order], dtype=torch.long),
         "seconds": torch.tensor([waves[i].size / SAMPLE_RATE for i in order]),
         "texts": [rows[i][0]["text"] for i in order],
-        "ids": [str(rows[i][0].get("id", rows[i][0]["audio"])) for i in order],
+        "ids": [ids[i] for i in order],
     }
 
 
@@ -254,6 +270,8 @@ def run_cache(cfg: CacheConfig) -> dict[str, dict]:
     """Cache every set of ``cfg.sets``; return their metas by name."""
     if not 0.0 <= cfg.augment <= 1.0:
         raise SystemExit(f"--augment is a strength from 0 to 1, got {cfg.augment}")
+    if not 0.0 <= cfg.warp < 0.5:
+        raise SystemExit(f"--warp is the vocal tract length factor's largest change, from 0 to 0.5, got {cfg.warp}")
     torch.set_num_threads(cfg.threads)
     frontend, model = build_model(whisper_ctc_config(tuned_layers=cfg.tuned_layers))
     model.eval()

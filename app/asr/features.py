@@ -127,8 +127,11 @@ class WhisperLogMel(nn.Module):
         self.register_buffer("filters", filters.T.contiguous(), persistent=False)  # (n_mels, freqs)
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
 
-    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(batch, samples) audio and (batch,) lengths -> (batch, n_mels, frames) features and frame lengths."""
+    def forward(self, waveforms: Tensor, lengths: Tensor, filters: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(batch, samples) audio and (batch,) lengths -> (batch, n_mels, frames) features and frame lengths.
+
+        ``filters``, one (n_mels, freqs) matrix per row, replace the mel filters: the training
+        recipe's vocal tract length perturbation (``train.data.augment.vtlp_matrix``)."""
         if waveforms.dim() != 2:
             raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
         hop, half = self.config.hop_length, self.config.n_fft // 2
@@ -139,7 +142,8 @@ class WhisperLogMel(nn.Module):
         padded = torch.cat([left, padded], dim=1)
         spec = torch.stft(padded, self.config.n_fft, hop, window=self.window, center=False, return_complex=True)
         power = spec[..., :frames].abs().square()
-        logmel = torch.clamp(self.filters @ power, min=1e-10).log10()  # (batch, n_mels, frames)
+        mel = self.filters if filters is None else filters
+        logmel = torch.clamp(mel @ power, min=1e-10).log10()  # (batch, n_mels, frames)
         valid = torch.arange(frames, device=logmel.device)[None, :] < frame_lengths[:, None]
         peak = logmel.masked_fill(~valid[:, None, :], -torch.inf).amax(dim=(1, 2), keepdim=True)
         feats = (torch.maximum(logmel, peak - 8.0) + 4.0) / 4.0

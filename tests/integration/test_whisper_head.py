@@ -145,6 +145,32 @@ def test_a_copy_in_rooms_is_cached_as_its_own_set_and_repeatable(recipe: dict, t
         cache("tiny_rooms3", tmp_path, "--augment", "2", "--seed", "1")
 
 
+def test_a_copy_with_warped_vocal_tracts_is_cached_as_its_own_set_and_repeatable(recipe: dict, tmp_path: Path) -> None:
+    """``--warp W --seed S`` caches every utterance through mel filters warped by its own factor
+    (VTLP): the same lengths as the plain set, other states, the same again for the same seed;
+    the folder records the warp and refuses another; a warp of 0.5 or more is refused."""
+    manifest = recipe["root"] / "tiny.jsonl"
+
+    def cache(name: str, root: Path, *flags: str) -> list[torch.Tensor]:
+        args = ["cache", "--sets", f"{name}={manifest}", "--root", str(root), "--threads", "1", "--shard-utts", "4"]
+        whisper_head.run([*args, *flags])
+        shard = torch.load(root / name / "shard-00000.pt", weights_only=True)
+        return list(shard["states"].float().split(shard["lengths"].tolist()))
+
+    plain = cache("tiny", tmp_path / "plain")
+    warped = cache("tiny_vtlp1", tmp_path, "--warp", "0.12", "--seed", "1")
+    again = cache("tiny_vtlp1", tmp_path / "again", "--warp", "0.12", "--seed", "1")
+    meta = json.loads((tmp_path / "tiny_vtlp1" / "meta.json").read_text())
+    assert meta["warp"] == 0.12 and meta["seed"] == 1 and "augment" not in meta
+    assert [s.shape for s in warped] == [s.shape for s in plain]
+    assert all(torch.equal(a, b) for a, b in zip(warped, again, strict=True))
+    assert all(not torch.allclose(a, b, atol=1e-3) for a, b in zip(warped, plain, strict=True))
+    with pytest.raises(SystemExit, match="other settings"):
+        cache("tiny_vtlp1", tmp_path, "--warp", "0.1", "--seed", "1")
+    with pytest.raises(SystemExit, match="from 0 to 0.5"):
+        cache("tiny_vtlp2", tmp_path, "--warp", "0.5", "--seed", "1")
+
+
 def test_loss_falls_and_checkpoints_are_kept(recipe: dict) -> None:
     entries = [json.loads(line) for line in (recipe["run"] / "log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in entries if e["kind"] == "train"]

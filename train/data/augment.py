@@ -1,5 +1,5 @@
-"""On-the-fly augmentation: waveform effects (speed, gain, noise, babble, reverb, telephone, codec)
-and SpecAugment on features.
+"""On-the-fly augmentation: waveform effects (speed, gain, noise, babble, reverb, telephone, codec),
+SpecAugment on features, and vocal tract length perturbation of mel filters.
 
 Every waveform effect is applied with its own probability, so most utterances get zero to two
 cheap effects; the costly codec round trip is rare. All functions take and return float32 numpy
@@ -62,6 +62,30 @@ def speed(audio: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return audio
     return resample(audio, round(factor * SAMPLE_RATE), SAMPLE_RATE)
+
+
+VTLP_BOUNDARY_HZ = 4800.0  # below it (times the factor, where less than 1) frequencies scale linearly
+
+
+def vtlp_matrix(n_freqs: int, factor: float, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """(n_freqs, n_freqs) linear map of a power spectrum's bins that warps its frequency axis as a
+    vocal tract ``factor`` times shorter would (Jaitly and Hinton's VTLP): content at ``f`` moves to
+    ``f * factor`` up to a boundary, and the rest of the band is squeezed or stretched linearly so
+    that the Nyquist frequency stays where it is. ``mel_filters @ vtlp_matrix(...)`` are the
+    filters of the warped spectrum; factor 1 gives the identity."""
+    top = n_freqs - 1  # the Nyquist frequency's bin; frequencies below in bins, so factor 1 is exact
+    target = torch.arange(n_freqs, dtype=torch.float64)
+    boundary = VTLP_BOUNDARY_HZ / (sample_rate / 2) * top * min(factor, 1.0)
+    above = top - (top - boundary / factor) * (top - target) / (top - boundary)
+    source = torch.where(target <= boundary, target / factor, above)  # where each target bin's power comes from
+    position = source.clamp(0, top)
+    low = position.floor().long().clamp(max=top - 1)
+    upper = (position - low).float()
+    rows = torch.arange(n_freqs)
+    matrix = torch.zeros(n_freqs, n_freqs)
+    matrix[rows, low] = 1.0 - upper
+    matrix[rows, low + 1] += upper
+    return matrix
 
 
 def gain(audio: np.ndarray, db: float) -> np.ndarray:
