@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -117,18 +118,19 @@ def test_a_speed_perturbed_copy_is_cached_as_its_own_set(recipe: dict) -> None:
         whisper_head.run(slow)
 
 
+def cached_states(manifest: Path, name: str, root: Path, *flags: str) -> list[torch.Tensor]:
+    """Cache ``manifest`` as set ``name`` under ``root`` with ``flags``; its first shard's states, one per utterance."""
+    args = ["cache", "--sets", f"{name}={manifest}", "--root", str(root), "--threads", "1", "--shard-utts", "4"]
+    whisper_head.run([*args, *flags])
+    shard = torch.load(root / name / "shard-00000.pt", weights_only=True)
+    return list(shard["states"].float().split(shard["lengths"].tolist()))
+
+
 def test_a_copy_in_rooms_is_cached_as_its_own_set_and_repeatable(recipe: dict, tmp_path: Path) -> None:
     """``--augment 1 --seed S`` caches every utterance through its own noise, talkers, room and
     channel: the same length as the clean set, other states, the same states again for the same
     seed, others for another seed; the folder refuses another strength."""
-    manifest = recipe["root"] / "tiny.jsonl"
-
-    def cache(name: str, root: Path, *flags: str) -> list[torch.Tensor]:
-        args = ["cache", "--sets", f"{name}={manifest}", "--root", str(root), "--threads", "1", "--shard-utts", "4"]
-        whisper_head.run([*args, *flags])
-        shard = torch.load(root / name / "shard-00000.pt", weights_only=True)
-        return list(shard["states"].float().split(shard["lengths"].tolist()))
-
+    cache = functools.partial(cached_states, recipe["root"] / "tiny.jsonl")
     clean = cache("tiny", tmp_path / "clean")
     rooms = cache("tiny_rooms1", tmp_path, "--augment", "1", "--seed", "1")
     again = cache("tiny_rooms1", tmp_path / "again", "--augment", "1", "--seed", "1")
@@ -149,14 +151,7 @@ def test_a_copy_with_warped_vocal_tracts_is_cached_as_its_own_set_and_repeatable
     """``--warp W --seed S`` caches every utterance through mel filters warped by its own factor
     (VTLP): the same lengths as the plain set, other states, the same again for the same seed;
     the folder records the warp and refuses another; a warp of 0.5 or more is refused."""
-    manifest = recipe["root"] / "tiny.jsonl"
-
-    def cache(name: str, root: Path, *flags: str) -> list[torch.Tensor]:
-        args = ["cache", "--sets", f"{name}={manifest}", "--root", str(root), "--threads", "1", "--shard-utts", "4"]
-        whisper_head.run([*args, *flags])
-        shard = torch.load(root / name / "shard-00000.pt", weights_only=True)
-        return list(shard["states"].float().split(shard["lengths"].tolist()))
-
+    cache = functools.partial(cached_states, recipe["root"] / "tiny.jsonl")
     plain = cache("tiny", tmp_path / "plain")
     warped = cache("tiny_vtlp1", tmp_path, "--warp", "0.12", "--seed", "1")
     again = cache("tiny_vtlp1", tmp_path / "again", "--warp", "0.12", "--seed", "1")
