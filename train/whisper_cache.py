@@ -189,7 +189,7 @@ def warp_factor(utt: str, cfg: CacheConfig) -> float:
 def warped_filters(frontend: WhisperLogMel, factors: list[float]) -> Tensor:
     """The frontend's mel filters warped by each factor: (len(factors), n_mels, freqs)."""
     n_freqs = frontend.filters.shape[1]
-    return torch.stack([frontend.filters @ vtlp_matrix(n_freqs, f) for f in factors])
+    return torch.stack([frontend.filters @ vtlp_matrix(n_freqs, f, frontend.config.sample_rate) for f in factors])
 
 
 def encode_shard(
