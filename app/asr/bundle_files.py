@@ -6,6 +6,7 @@ A bundle is a folder::
         config.json        # BundleConfig: frontend, architecture, tokens, frame rate
         model.safetensors  # the acoustic model's state dict (on a pretrained base: what was trained here)
         README.md          # the model card (an export writes it unless someone has edited it)
+        lm/                # optional: the beam search's n-gram LM, lexicon and tuned settings
 
 Both loaders (``app.asr.bundle`` builds PyTorch modules, ``app.asr.slim.bundle`` ONNX graphs)
 read and check the folder here, and raise :class:`BundleError` naming what is wrong.
@@ -27,6 +28,7 @@ from app.asr.configs import BundleConfig
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
+LM_FOLDER = "lm"
 EXPORTED_CARD_FILE = "README.export.md"
 EXPORTED_CARD_MARK = "<!-- written by the export step: a card without this first line is kept by later exports -->"
 

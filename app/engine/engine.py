@@ -32,7 +32,7 @@ import numpy as np
 
 from app.asr.align import AlignedDecoder, SecondPassOutput
 from app.asr.beam import LexiconLM, load_lexicon_lm
-from app.asr.bundle_files import read_config
+from app.asr.bundle_files import LM_FOLDER, read_config
 from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis
 from app.asr.options import DecodeOptions, DecoderKind
@@ -298,7 +298,7 @@ class Engine:
     def _load_lm(self, recognizer: Recognizer) -> LexiconLM | None:
         """The beam search LM: ``ASR_LM_PATH``, else the served bundle's ``lm/`` folder, if present."""
         bundle_path = recognizer.bundle_path
-        folder = self.settings.lm_path or (bundle_path / "lm" if bundle_path is not None else None)
+        folder = self.settings.lm_path or (bundle_path / LM_FOLDER if bundle_path is not None else None)
         if folder is None or self.settings.decoder == "greedy":
             return None
         config = recognizer.config
