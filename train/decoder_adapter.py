@@ -380,6 +380,14 @@ def run_export(adapter: Path, model: Path) -> Path:
     saved = torch.load(adapter, weights_only=False)
     weights: dict[str, np.ndarray] = saved.get("weights", saved)
     states = saved.get("states", "window")  # earlier runs trained on the 30 s window only
+    store_adapter(model, weights, states)
+    load_bundle(model)
+    return model
+
+
+def store_adapter(model: Path, weights: dict[str, np.ndarray], states: str) -> None:
+    """Write the adapter ``weights`` (``PREFIX``-named) into the bundle ``model`` in float16, replacing
+    any it had, with its rank, layers and ``second_pass_states`` in the config."""
     config, stored = read_bundle_files(model)
     if not isinstance(config.model, WhisperCTCConfig):
         raise SystemExit(f"{model} is not a Whisper bundle")
@@ -389,9 +397,7 @@ def run_export(adapter: Path, model: Path) -> Path:
     save_file(state, str(model / WEIGHTS_FILE), metadata={"name": config.name, "format": "pt"})
     layers = [layer for layer in ADAPTED if f"{PREFIX}blocks.0.{layer}.down" in weights]
     write_network_settings(model, decoder_adapter_rank=rank, decoder_adapter_layers=layers, second_pass_states=states)
-    load_bundle(model)
     logger.info("adapter of rank %d (trained on %s states) written to %s", rank, states, model)
-    return model
 
 
 # ---------------------------------------------------------------- command line

@@ -34,17 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle, save_bundle
-from app.asr.configs import BundleConfig, whisper_ctc_config
+from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle, save_bundle, write_card
+from app.asr.bundle_files import LM_FOLDER, read_bundle_files, write_network_settings
+from app.asr.configs import BundleConfig, WhisperCTCConfig, whisper_ctc_config
 from app.asr.ctc import greedy_decode
+from app.asr.whisper.adapter import PREFIX as ADAPTER_PREFIX
 from app.asr.whisper.model import WhisperCTC
 from train.checkpoint import State, load_checkpoint, save_checkpoint
 from train.config import HeadConfig, add_flags, given, parse_head_args
 from train.data.dataset import BucketBatchSampler, parse_manifest_arg
+from train.decoder_adapter import store_adapter
 from train.loop import Every, Losses, Record, budget_spent, keep_best
 from train.runlog import log_entry, plot_convergence, read_log
 from train.scoring import score
@@ -212,6 +216,9 @@ def run_loop(run: HeadRun, batches: Iterator[dict[str, Tensor]], dev: list[Cache
     eval_timer, checkpoint_timer, losses = Every(cfg.eval_minutes), Every(cfg.checkpoint_minutes), Losses()
     with (Path(cfg.out) / "log.jsonl").open("a") as log:
         record = functools.partial(log_entry, log, state)
+        # start: a bundle's own dev WER first, so best.pt is never worse than where it started
+        if dev and cfg.init_bundle and state.step == 0:
+            run.evaluate(dev, state, record)
         while not budget_spent(cfg, state):
             # step: one optimiser step at the scheduled fraction of each group's peak rate
             scale = lr_scale(state.step + 1, state.train_seconds / 3600, cfg)
@@ -242,8 +249,59 @@ def run_loop(run: HeadRun, batches: Iterator[dict[str, Tensor]], dev: list[Cache
 # ---------------------------------------------------------------- step 3: export
 
 
-def run_export(checkpoint_path: Path, out: Path, cache_root: Path, log: Path | None = None) -> Path:
+CARRIED_SETTINGS = ("ctc_weight", "ctc_beams")
+"""The second pass's tuned settings that a fine-tuned bundle keeps from the bundle it carries from."""
+
+
+@dataclass
+class Carried:
+    """What a fine-tuned bundle keeps of another: the decoder's adapter (it reads the pretrained
+    encoder, not the tuned blocks, so a new CTC head leaves it valid), the second pass's settings and
+    the language model folder."""
+
+    name: str
+    adapter: dict[str, np.ndarray]
+    states: str
+    settings: dict[str, Any]
+    lm: dict[str, bytes]
+
+    @classmethod
+    def read(cls, source: Path, config: BundleConfig) -> Carried:
+        """Read it all into memory (an export may overwrite ``source``); refuse a bundle of another base."""
+        theirs, stored = read_bundle_files(source)
+        if not isinstance(theirs.model, WhisperCTCConfig) or theirs.model.base != config.model.base:
+            raise SystemExit(f"{source} is not a bundle on this base ({config.model.base.file}), nothing to carry")
+        lm = source / LM_FOLDER
+        return cls(
+            name=theirs.name,
+            adapter={k: v for k, v in stored.items() if k.startswith(ADAPTER_PREFIX)},
+            states=theirs.model.second_pass_states,
+            settings={k: getattr(theirs.model, k) for k in CARRIED_SETTINGS},
+            lm={f.name: f.read_bytes() for f in sorted(lm.iterdir()) if f.is_file()} if lm.is_dir() else {},
+        )
+
+    def write(self, out: Path) -> str:
+        """Store it in the bundle ``out``; return the model card's paragraph on it."""
+        if self.adapter:
+            store_adapter(out, self.adapter, self.states)
+        write_network_settings(out, **self.settings)
+        if self.lm:
+            (out / LM_FOLDER).mkdir(exist_ok=True)
+            for name, data in self.lm.items():
+                (out / LM_FOLDER / name).write_bytes(data)
+        kept = [
+            *(["the decoder's adapter"] if self.adapter else []),
+            "the second pass's settings (" + ", ".join(f"`{k}` {v}" for k, v in self.settings.items()) + ")",
+            *([f"the language model (`{LM_FOLDER}/`)"] if self.lm else []),
+        ]
+        return f"\n## Kept from {self.name}\n\n{'; '.join(kept)}: unchanged from the bundle `{self.name}`.\n"
+
+
+def run_export(
+    checkpoint_path: Path, out: Path, cache_root: Path, log: Path | None = None, carry_from: Path | None = None
+) -> Path:
     """Write the bundle of a checkpoint (config with its dev metrics, trained weights in float16, card);
+    with ``carry_from``, keep that bundle's decoder adapter, second-pass settings and LM (:class:`Carried`);
     return its folder."""
     checkpoint = load_checkpoint(checkpoint_path)
     saved = BundleConfig.model_validate(checkpoint["bundle_config"])
@@ -265,7 +323,10 @@ def run_export(checkpoint_path: Path, out: Path, cache_root: Path, log: Path | N
         if (folder / META_FILE).exists():
             metas[folder.name] = json.loads((folder / META_FILE).read_text())
     card = model_card(config, model, checkpoint, metas, has_plot)
+    carried = Carried.read(carry_from, config) if carry_from is not None else None
     save_bundle(out, config, model.eval(), card, floats=torch.float16)  # as the base's own weights are stored
+    if carried is not None:
+        write_card(out, card + carried.write(out))
     megabytes = (out / WEIGHTS_FILE).stat().st_size / 1e6
     if megabytes > 25:
         raise SystemExit(f"{out / WEIGHTS_FILE} is {megabytes:.1f} MB, over the 25 MB a bundle may hold")
@@ -294,8 +355,14 @@ def run(argv: list[str] | None = None) -> Any:
     sub.add_argument("--out", type=Path, default=Path("models/en-whisper-tiny"))
     sub.add_argument("--cache-root", type=Path, default=CACHE_ROOT, help="for the card's data table")
     sub.add_argument("--log", type=Path, default=None, help="training log.jsonl (default: beside the checkpoint)")
+    sub.add_argument(
+        "--carry-from",
+        type=Path,
+        default=None,
+        help="a bundle whose decoder adapter, second-pass settings and LM to keep",
+    )
     ex = sub.parse_args(rest)
-    return run_export(ex.checkpoint, ex.out, ex.cache_root, ex.log)
+    return run_export(ex.checkpoint, ex.out, ex.cache_root, ex.log, ex.carry_from)
 
 
 def main() -> None:
