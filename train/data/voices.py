@@ -69,11 +69,17 @@ def sample_train_voice(rng: random.Random) -> Voice:
 def sample_test_voice(rng: random.Random) -> Voice:
     """A test voice: a third each from the held-out espeak accent, the held-out flite voice and training voices."""
     pick = rng.randrange(3)
-    if pick == 0:
-        return _espeak(rng, HELD_OUT_ESPEAK_LANG)
-    if pick == 1:
-        return Voice("flite", HELD_OUT_FLITE, rate=round(rng.uniform(0.95, 1.1), 2))
+    if pick < 2:
+        return held_out_voice(rng, pick)
     return sample_train_voice(rng)
+
+
+def held_out_voice(rng: random.Random, pick: int | None = None) -> Voice:
+    """One of the two voices no training set speaks: the espeak accent (``pick`` 0) or the flite voice
+    (1); a random one of the two when ``pick`` is None."""
+    if (rng.randrange(2) if pick is None else pick) == 0:
+        return _espeak(rng, HELD_OUT_ESPEAK_LANG)
+    return Voice("flite", HELD_OUT_FLITE, rate=round(rng.uniform(0.95, 1.1), 2))
 
 
 def _espeak(rng: random.Random, lang: str) -> Voice:
