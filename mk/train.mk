@@ -155,6 +155,14 @@ VTLP_TRAIN_SETS ?= $(VTLP_BASE_SETS) piper_train $(foreach s,$(VTLP_SEEDS),piper
 VTLP_CONTROL_SETS ?= $(VTLP_BASE_SETS) piper_train:3 so762_train dctts:3
 VTLP_FLAGS ?= --init-bundle $(WHISPER_MODEL) $(PIPER_FLAGS) --eval-minutes 10
 
+# fine-tuning the default model on your own audio (train/whisper_finetune.py, docs/finetune.md):
+# manifests 'path[:repeats]' to train on, dev manifests to choose the checkpoint by, the bundle written
+DOMAIN_TRAIN ?=
+DOMAIN_DEV ?=
+DOMAIN_MODEL ?= models/my-model
+DOMAIN_HOURS ?= 0.5
+DOMAIN_FLAGS ?=
+
 PIPER_VENV ?= build/piper-venv
 SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(MANIFESTS)/piper_dev.jsonl
 
@@ -162,7 +170,7 @@ SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(M
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
 	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume \
 	whisper-rooms-cache whisper-rooms whisper-rooms-resume whisper-full-cache whisper-full whisper-full-resume \
-	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control
+	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control finetune held-out-voices
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -202,6 +210,17 @@ whisper-perturb: whisper-perturb-cache ## trial step 3: cache speed-perturbed re
 
 whisper-perturb-resume: ## continue $(PERTURB_RUN) until PERTURB_HOURS in total
 	$(MAKE) whisper-train-resume WHISPER_RUN=$(PERTURB_RUN) WHISPER_HOURS=$(PERTURB_HOURS)
+
+finetune: install ## fine-tune $(WHISPER_MODEL) on DOMAIN_TRAIN, chosen by DOMAIN_DEV, into DOMAIN_MODEL (DOMAIN_HOURS)
+	$(if $(and $(DOMAIN_TRAIN),$(DOMAIN_DEV)),,$(error set DOMAIN_TRAIN and DOMAIN_DEV to JSONL manifests))
+	$(PY) -m train.whisper_finetune --base $(WHISPER_MODEL) --train $(DOMAIN_TRAIN) --dev $(DOMAIN_DEV) \
+		--out $(DOMAIN_MODEL) --max-hours $(DOMAIN_HOURS) $(DOMAIN_FLAGS)
+
+held-out-voices: ## the fine-tuning example's data (docs/finetune.md): sentences in the two voices only synth_test speaks
+	$(PY) -m train.data.held_out_voices --sentences $(DATA_DIR)/text/train.txt --count 800 \
+		--out $(DATA_DIR)/synth/held_out_train --manifest $(MANIFESTS)/held_out_train.jsonl
+	$(PY) -m train.data.held_out_voices --sentences $(DATA_DIR)/text/dev.txt --count 80 --prefix held-out-dev \
+		--out $(DATA_DIR)/synth/held_out_dev --manifest $(MANIFESTS)/held_out_dev.jsonl
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py
