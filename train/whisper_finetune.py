@@ -50,6 +50,7 @@ class FinetuneConfig:
     lr_head: float = 2e-4  # the peak rates of the shipped bundle's last steps (2b, 2d)
     lr_blocks: float = 5e-5
     warmup_steps: int = 50
+    head_only: bool = False  # train the CTC head alone, the bundle's encoder blocks as they are
     eval_minutes: float = 5.0
     threads: int = 2
     seed: int = 1234
@@ -85,6 +86,7 @@ def head_config(cfg: FinetuneConfig, model: WhisperCTCConfig, names: dict[Path, 
         name=Path(cfg.out).name,
         tuned_layers=list(model.tuned_layers),
         init_bundle=cfg.base,
+        head_only=cfg.head_only,
         resume=cfg.resume,
         threads=cfg.threads,
         seed=cfg.seed,
@@ -118,7 +120,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     state = run_train(head)
     run_dir = Path(head.out)
     out = run_export(run_dir / "best.pt", Path(cfg.out), Path(cfg.cache_root), carry_from=Path(cfg.base))
-    dev = [h for h in state.history if "mean" in h]
+    dev = [{**h, "hours": round(h["hours"], 3)} for h in state.history if "mean" in h]
     summary = {
         "bundle": str(out),
         "run": str(run_dir),

@@ -294,7 +294,8 @@ class Carried:
             "the second pass's settings (" + ", ".join(f"`{k}` {v}" for k, v in self.settings.items()) + ")",
             *([f"the language model (`{LM_FOLDER}/`)"] if self.lm else []),
         ]
-        return f"\n## Kept from {self.name}\n\n{'; '.join(kept)}: unchanged from the bundle `{self.name}`.\n"
+        retune = "`make second-pass-tune` and `make lm-tune` retune the settings for this head"
+        return f"\n## Kept from {self.name}\n\n{'; '.join(kept)}: copied unchanged ({retune}).\n"
 
 
 def run_export(

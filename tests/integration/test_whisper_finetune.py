@@ -131,3 +131,18 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="needs --train and --dev"):
         whisper_finetune.run([*base, "--train", str(train)])
     assert not (tmp_path / "cache").exists()
+
+
+def test_head_only_leaves_the_encoder_blocks_as_the_bundle_has_them(finetuned: dict, tmp_path: Path) -> None:
+    root = finetuned["root"]
+    options = {
+        "--train": root / "mine.jsonl", "--dev": root / "mine_dev.jsonl", "--out": tmp_path / "head-model",
+        "--run": tmp_path / "run", "--cache-root": root / "cache", "--max-steps": 4, "--lr-head": 3e-3,
+        "--warmup-steps": 1, "--eval-minutes": 60, "--threads": 1,
+    }  # fmt: skip
+    whisper_finetune.run([*(str(x) for item in options.items() for x in item), "--head-only"])
+    base = load_file(str(DEFAULT_MODEL_PATH / WEIGHTS_FILE))
+    last = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    blocks = [k for k in base if k.startswith("encoder.blocks.")]
+    assert blocks and all(torch.equal(last[k].to(torch.float16), base[k]) for k in blocks)
+    assert not torch.allclose(last["head.weight"].float(), base["head.weight"].float(), atol=1e-4)
