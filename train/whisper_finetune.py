@@ -6,7 +6,7 @@ Each manifest line is ``{"audio": path, "text": transcript}`` (paths relative to
 any format soundfile or FFmpeg reads). The three steps of ``asr-train-head`` run in turn, each
 resumable: the manifests' encoder states before the bundle's first tuned block are cached under
 ``--cache-root`` (one folder per manifest, named by its file name); the bundle's tuned blocks and
-CTC head train on them from where the bundle left them, at its last recipe step's rates, with
+CTC head train on them from where the bundle left them, at half its last recipe steps' rates, with
 SpecAugment, the dev sets' greedy WER scored first and every ``--eval-minutes``; the best
 checkpoint is exported to ``--out`` with the bundle's decoder adapter, second-pass settings and
 language model kept (``asr-train-head export --carry-from``), so every decoder serves.
@@ -47,8 +47,8 @@ class FinetuneConfig:
     cache_root: str = "data/cache/finetune"
     max_hours: float = 0.5  # wall-clock budget over all resumes; the cosine decay spans it
     max_steps: int = 0  # 0: no step limit
-    lr_head: float = 2e-4  # the peak rates of the shipped bundle's last steps (2b, 2d)
-    lr_blocks: float = 5e-5
+    lr_head: float = 1e-4  # half the shipped bundle's last steps' peak rates: as much gain, less lost elsewhere
+    lr_blocks: float = 2.5e-5
     warmup_steps: int = 50
     head_only: bool = False  # train the CTC head alone, the bundle's encoder blocks as they are
     eval_minutes: float = 5.0
