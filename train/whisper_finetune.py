@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.asr.bundle_files import read_config
+from app.asr.bundle_files import BundleError, read_config
 from app.asr.configs import WhisperCTCConfig
 from app.config import DEFAULT_MODEL_PATH
 from train.config import HeadConfig, add_flags, given
@@ -103,7 +103,10 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Cache, train and export; return a summary: the dev WER before and after, the bundle written."""
     if not cfg.train or not cfg.dev:
         raise SystemExit("asr-finetune needs --train and --dev manifests")
-    config = read_config(cfg.base)
+    try:
+        config = read_config(cfg.base)
+    except BundleError as exc:
+        raise SystemExit(str(exc)) from exc
     if not isinstance(config.model, WhisperCTCConfig):
         raise SystemExit(f"{cfg.base} is not a Whisper CTC bundle; fine-tune it with asr-train")
     names = set_names([*cfg.train, *cfg.dev])

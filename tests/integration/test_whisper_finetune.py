@@ -124,6 +124,8 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: Path) -> None:
         whisper_finetune.run(
             [*base, "--train", str(train), "--dev", str(train), "--base", str(DEFAULT_MODEL_PATH.parent / "en-small")]
         )
+    with pytest.raises(SystemExit, match="no such folder"):
+        whisper_finetune.run([*base, "--train", str(train), "--dev", str(train), "--base", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="no such manifest"):
         whisper_finetune.run([*base, "--train", str(train), "--dev", str(tmp_path / "nope.jsonl")])
     with pytest.raises(SystemExit, match="distinct file names"):
