@@ -5,7 +5,7 @@
 Each manifest line is ``{"audio": path, "text": transcript}`` (paths relative to the manifest;
 any format soundfile or FFmpeg reads). The three steps of ``asr-train-head`` run in turn, each
 resumable: the manifests' encoder states before the bundle's first tuned block are cached under
-``--cache-root`` (one folder per manifest, named by its file name); the bundle's tuned blocks and
+``--cache-root`` (one folder per manifest, named by its file name and path); the bundle's tuned blocks and
 CTC head train on them from where the bundle left them, at half its last recipe steps' rates, with
 SpecAugment, the dev sets' greedy WER scored first and every ``--eval-minutes``; the best
 checkpoint is exported to ``--out`` with the bundle's decoder adapter, second-pass settings and
@@ -18,6 +18,7 @@ recipe's manifests to ``--train`` to keep them (``docs/finetune.md`` shows both)
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -58,16 +59,15 @@ class FinetuneConfig:
 
 
 def set_names(manifests: list[str]) -> dict[Path, str]:
-    """Each manifest's cache folder name (its file name without the suffix); two alike are refused."""
+    """Each manifest's cache folder name: its file name without the suffix and a digest of its full
+    path, so that two datasets' ``train.jsonl`` never share a folder."""
     names: dict[Path, str] = {}
     for arg in manifests:
         path, _ = parse_manifest_arg(arg)
         if not path.is_file():
             raise SystemExit(f"{path}: no such manifest")
-        if path.resolve() not in names:
-            names[path.resolve()] = path.stem
-    if len(set(names.values())) < len(names):
-        raise SystemExit(f"manifests need distinct file names (their cache folders): {sorted(map(str, names))}")
+        full = path.resolve()
+        names[full] = f"{path.stem}-{hashlib.sha256(str(full).encode()).hexdigest()[:8]}"
     return names
 
 

@@ -71,7 +71,8 @@ def test_the_run_starts_from_the_bundle_and_exports_its_best_checkpoint(finetune
     assert summary["dev_wer_before"]["mean"] == dev[0]["wer"]["mean"]
     assert summary["dev_wer_best"]["mean"] == min(e["wer"]["mean"] for e in dev)
     assert json.loads((run / "finetune.json").read_text())["dev_wer_before"] == summary["dev_wer_before"]
-    assert sorted(p.name for p in (finetuned["root"] / "cache").iterdir()) == ["mine", "mine_dev"]
+    folders = sorted(p.name for p in (finetuned["root"] / "cache").iterdir())
+    assert [f.rsplit("-", 1)[0] for f in folders] == ["mine", "mine_dev"]  # and a digest of the manifest's path
 
     base = load_file(str(DEFAULT_MODEL_PATH / WEIGHTS_FILE))
     last = load_checkpoint(run / "last.pt")["model"]
@@ -114,7 +115,7 @@ def test_the_finetuned_bundle_serves_every_decoder(finetuned: dict) -> None:
             assert response.json()["text"].split(), decoder
 
 
-def test_bad_arguments_are_refused_before_any_work(tmp_path: Path) -> None:
+def test_bad_arguments_are_refused_before_any_work_and_each_manifest_file_caches_apart(tmp_path: Path) -> None:
     train = manifest(tmp_path, "mine", TRAIN[:1])
     (tmp_path / "other").mkdir()
     twin = tmp_path / "other" / "mine.jsonl"
@@ -128,8 +129,9 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path: Path) -> None:
         whisper_finetune.run([*base, "--train", str(train), "--dev", str(train), "--base", str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match="no such manifest"):
         whisper_finetune.run([*base, "--train", str(train), "--dev", str(tmp_path / "nope.jsonl")])
-    with pytest.raises(SystemExit, match="distinct file names"):
-        whisper_finetune.run([*base, "--train", str(train), "--dev", str(twin)])
+    names = whisper_finetune.set_names([f"{train}:3", str(train), str(twin)])  # one folder per manifest file
+    assert len(names) == 2 and len(set(names.values())) == 2
+    assert all(name.startswith("mine-") for name in names.values())
     with pytest.raises(SystemExit, match="needs --train and --dev"):
         whisper_finetune.run([*base, "--train", str(train)])
     assert not (tmp_path / "cache").exists()
