@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.asr.beam import BeamDecoder, BeamOptions, LexiconLM, load_lexicon_lm, parse_hotwords  # noqa: E402
 from app.asr.bundle import Bundle, load_bundle  # noqa: E402
+from app.asr.bundle_files import LM_FOLDER  # noqa: E402
 from app.asr.ctc import GreedyDecoder  # noqa: E402
 from app.asr.text import spoken_form  # noqa: E402
 from app.asr.torch_recognizer import TorchRecognizer  # noqa: E402
@@ -87,7 +88,7 @@ def wer_of(decoder: Any, log_probs: list[np.ndarray], refs: list[str]) -> tuple[
 
 def load_lm(model: Path, lm_dir: Path | None) -> tuple[LexiconLM, float]:
     config = bundle_of(model).config
-    folder = lm_dir or (model / "lm" if model.is_dir() else ROOT / "models" / "en-small" / "lm")
+    folder = lm_dir or (model / LM_FOLDER if model.is_dir() else ROOT / "models" / "en-small" / LM_FOLDER)
     lm = load_lexicon_lm(folder, config.tokens, config.blank_id, config.word_delimiter)
     if lm is None:
         raise SystemExit(f"no language model in {folder}")

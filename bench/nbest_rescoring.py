@@ -33,6 +33,7 @@ import torch
 
 from app.asr.beam import BeamDecoder, LexiconLM, load_lexicon_lm
 from app.asr.bundle import load_bundle
+from app.asr.bundle_files import LM_FOLDER
 from app.asr.ctc import spell, spelling_index
 from app.asr.text import spoken_form
 from app.asr.torch_recognizer import TorchRecognizer, pad_batch, rows
@@ -78,7 +79,9 @@ class Measure:
         bundle = load_bundle(model)
         if bundle.second_pass is None:
             raise SystemExit(f"{model} has no second pass")
-        lm = load_lexicon_lm(model / "lm", bundle.config.tokens, bundle.config.blank_id, bundle.config.word_delimiter)
+        lm = load_lexicon_lm(
+            model / LM_FOLDER, bundle.config.tokens, bundle.config.blank_id, bundle.config.word_delimiter
+        )
         if lm is None:
             raise SystemExit(f"{model} has no lm/ folder")
         self.recognizer, self.passes = TorchRecognizer(bundle), bundle.second_pass

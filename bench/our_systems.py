@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from app.asr.beam import BeamDecoder, load_lexicon_lm
+from app.asr.bundle_files import LM_FOLDER
 from app.asr.ctc import GreedyDecoder
 from app.asr.segment import cut_pieces
 from app.config import Settings
@@ -62,7 +63,7 @@ class OurModel:
         self.greedy = GreedyDecoder(config.tokens, config.blank_id, config.frame_seconds, config.word_delimiter)
         self.beam: BeamDecoder | None = None
         if decoder == "beam":
-            lm = load_lexicon_lm(model / "lm", config.tokens, config.blank_id, config.word_delimiter)
+            lm = load_lexicon_lm(model / LM_FOLDER, config.tokens, config.blank_id, config.word_delimiter)
             if lm is None:
                 raise SystemExit(f"{model} has no lm/ folder for beam search")
             self.beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)

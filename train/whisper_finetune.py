@@ -74,13 +74,12 @@ def set_names(manifests: list[str]) -> dict[Path, str]:
 def head_config(cfg: FinetuneConfig, model: WhisperCTCConfig, names: dict[Path, str]) -> HeadConfig:
     """The ``asr-train-head train`` run: the cached sets with their repeats, from ``cfg.base``."""
 
-    def cached(arg: str) -> str:  # the cache folder itself, not a name a folder in the working directory could shadow
-        path, repeats = parse_manifest_arg(arg)
-        return f"{Path(cfg.cache_root).resolve() / names[path.resolve()]}:{repeats}"
+    def folder(arg: str) -> Path:  # the cache folder itself, not a name a folder in the working directory could shadow
+        return Path(cfg.cache_root).resolve() / names[parse_manifest_arg(arg)[0].resolve()]
 
     return HeadConfig(
-        train=[cached(a) for a in cfg.train],
-        dev=[cached(a).rsplit(":", 1)[0] for a in cfg.dev],
+        train=[f"{folder(a)}:{parse_manifest_arg(a)[1]}" for a in cfg.train],
+        dev=[str(folder(a)) for a in cfg.dev],
         cache_root=cfg.cache_root,
         out=cfg.run or f"runs/{Path(cfg.out).name}",
         name=Path(cfg.out).name,

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle, save_bundle, write_card
+from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle, save_bundle
 from app.asr.bundle_files import LM_FOLDER, read_bundle_files, write_network_settings
 from app.asr.configs import BundleConfig, WhisperCTCConfig, whisper_ctc_config
 from app.asr.ctc import greedy_decode
@@ -280,8 +280,8 @@ class Carried:
             lm={f.name: f.read_bytes() for f in sorted(lm.iterdir()) if f.is_file()} if lm.is_dir() else {},
         )
 
-    def write(self, out: Path) -> str:
-        """Store it in the bundle ``out``; return the model card's paragraph on it."""
+    def write(self, out: Path) -> None:
+        """Store it in the bundle ``out``."""
         if self.adapter:
             store_adapter(out, self.adapter, self.states)
         write_network_settings(out, **self.settings)
@@ -289,6 +289,9 @@ class Carried:
             (out / LM_FOLDER).mkdir(exist_ok=True)
             for name, data in self.lm.items():
                 (out / LM_FOLDER / name).write_bytes(data)
+
+    def card(self) -> str:
+        """The model card's paragraph on what was kept."""
         kept = [
             *(["the decoder's adapter"] if self.adapter else []),
             "the second pass's settings (" + ", ".join(f"`{k}` {v}" for k, v in self.settings.items()) + ")",
@@ -325,9 +328,10 @@ def run_export(
             metas[folder.name] = json.loads((folder / META_FILE).read_text())
     card = model_card(config, model, checkpoint, metas, has_plot)
     carried = Carried.read(carry_from, config) if carry_from is not None else None
+    card += carried.card() if carried is not None else ""
     save_bundle(out, config, model.eval(), card, floats=torch.float16)  # as the base's own weights are stored
     if carried is not None:
-        write_card(out, card + carried.write(out))
+        carried.write(out)
     megabytes = (out / WEIGHTS_FILE).stat().st_size / 1e6
     if megabytes > 25:
         raise SystemExit(f"{out / WEIGHTS_FILE} is {megabytes:.1f} MB, over the 25 MB a bundle may hold")
