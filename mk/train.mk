@@ -170,7 +170,7 @@ SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(M
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
 	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume \
 	whisper-rooms-cache whisper-rooms whisper-rooms-resume whisper-full-cache whisper-full whisper-full-resume \
-	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control finetune held-out-voices
+	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control finetune held-out-voices head-shapes
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -221,6 +221,19 @@ held-out-voices: ## the fine-tuning example's data (docs/finetune.md): sentences
 		--out $(DATA_DIR)/synth/held_out_train --manifest $(MANIFESTS)/held_out_train.jsonl
 	$(PY) -m train.data.held_out_voices --sentences $(DATA_DIR)/text/dev.txt --count 80 --prefix held-out-dev \
 		--out $(DATA_DIR)/synth/held_out_dev --manifest $(MANIFESTS)/held_out_dev.jsonl
+
+# the CTC head's shape side by side on the frozen pretrained encoder (train/head_shapes.py, docs/benchmarks.md)
+HEAD_SHAPES ?= linear conv lstm
+HEAD_SHAPES_DIR ?= runs/head-shapes
+HEAD_SHAPES_STEPS ?= 3000
+SHARED_DATA ?= ../shared/data
+
+head-shapes: install ## train a linear, a convolutional and a BiLSTM CTC head on the same frozen states, and score them
+	$(PY) -m train.head_shapes cache --data $(SHARED_DATA) --manifests $(MANIFESTS)
+	for shape in $(HEAD_SHAPES); do \
+		$(PY) -m train.head_shapes train --shape $$shape --steps $(HEAD_SHAPES_STEPS) --out $(HEAD_SHAPES_DIR) || exit 1; \
+	done
+	$(PY) -m train.head_shapes report $(foreach s,$(HEAD_SHAPES),$(HEAD_SHAPES_DIR)/$(s)/result.json)
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py
