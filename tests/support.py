@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -211,3 +213,15 @@ def so762_test_clips(word: str) -> list[tuple[np.ndarray, str]]:
         pytest.skip(f"real speech not found: {folder} (set ASR_DATA)")
     rows = [row for row in split_rows(folder, "test") if word in spoken_form(row["text"]).split()]
     return [(read_audio(row["audio"]), row["text"]) for row in rows]
+
+
+def spoken_manifest(root: Path, name: str, sentences: list[str]) -> Path:
+    """Speak ``sentences`` with espeak-ng (en-us) into ``root`` and write their manifest ``name.jsonl``."""
+    rows = []
+    for i, text in enumerate(sentences):
+        wav = root / f"{name}{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True)
+        rows.append(json.dumps({"audio": wav.name, "text": text}))
+    path = root / f"{name}.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    return path

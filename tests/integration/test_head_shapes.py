@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from app.config import DEFAULT_MODEL_PATH
+from tests.support import spoken_manifest
 from train import head_shapes
 from train.whisper_cache import CacheConfig, run_cache
 
@@ -19,20 +19,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def manifest(root: Path, name: str, sentences: list[str]) -> Path:
-    rows = []
-    for i, text in enumerate(sentences):
-        wav = root / f"{name}{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True)
-        rows.append(json.dumps({"audio": wav.name, "text": text}))
-    path = root / f"{name}.jsonl"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def test_a_shape_trains_on_cached_states_and_is_scored(tmp_path: Path) -> None:
-    train = manifest(tmp_path, "mine", ["open the door", "close the window", "turn on the light"])
-    dev = manifest(tmp_path, "mine_dev", ["open the window", "turn off the light"])
+    train = spoken_manifest(tmp_path, "mine", ["open the door", "close the window", "turn on the light"])
+    dev = spoken_manifest(tmp_path, "mine_dev", ["open the window", "turn off the light"])
     metas = head_shapes.cache([f"mine={train}", f"mine_dev={dev}"], str(tmp_path / "cache"), threads=1)
     assert metas["mine"]["frozen_blocks"] == 4 and metas["mine"]["utterances"] == 3
 
@@ -55,7 +44,7 @@ def test_a_shape_trains_on_cached_states_and_is_scored(tmp_path: Path) -> None:
 
 def test_a_cache_of_the_recipe_s_depth_is_refused(tmp_path: Path) -> None:
     """States cached before a tuned block (``asr-train-head cache``) are not the frozen encoder's last."""
-    train = manifest(tmp_path, "mine", ["open the door"])
+    train = spoken_manifest(tmp_path, "mine", ["open the door"])
     run_cache(CacheConfig(sets=[f"mine={train}"], root=str(tmp_path / "cache"), tuned_layers=[3], threads=1))
     with pytest.raises(SystemExit, match="after 3 blocks"):
         args = {"--train": "mine", "--dev": "mine", "--test": "mine", "--cache-root": tmp_path / "cache"}
@@ -65,7 +54,7 @@ def test_a_cache_of_the_recipe_s_depth_is_refused(tmp_path: Path) -> None:
 def test_states_of_another_encoder_are_refused(tmp_path: Path) -> None:
     """States cached from the shipped bundle's tuned encoder are not the pretrained one's, and the
     other way round; a set not cached is named."""
-    train = manifest(tmp_path, "mine", ["open the door"])
+    train = spoken_manifest(tmp_path, "mine", ["open the door"])
     head_shapes.cache([f"mine={train}"], str(tmp_path / "tuned"), threads=1, bundle=str(DEFAULT_MODEL_PATH))
     head_shapes.cache([f"mine={train}"], str(tmp_path / "pretrained"), threads=1)
     sets = ["--train", "mine", "--dev", "mine", "--test", "mine", "--out", str(tmp_path / "runs")]
@@ -84,7 +73,7 @@ def test_states_of_another_encoder_are_refused(tmp_path: Path) -> None:
 def test_a_bundle_s_own_head_scores_at_step_0(tmp_path: Path) -> None:
     """With --init-head a conv head starts as the bundle's linear head exactly: 0 steps score it alone,
     and the bundle's encoder's states give the shipped model's greedy transcript."""
-    dev = manifest(tmp_path, "mine_dev", ["open the window please", "turn off the light"])
+    dev = spoken_manifest(tmp_path, "mine_dev", ["open the window please", "turn off the light"])
     bundle = str(DEFAULT_MODEL_PATH)
     head_shapes.cache([f"mine_dev={dev}"], str(tmp_path / "tuned"), threads=1, bundle=bundle)
     args = ["--dev", "mine_dev", "--test", "mine_dev", "--train", "mine_dev", "--cache-root", str(tmp_path / "tuned")]

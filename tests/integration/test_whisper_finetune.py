@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from app.asr.whisper.adapter import PREFIX
 from app.config import DEFAULT_MODEL_PATH, Settings
 from app.main import create_app
 from tests.conftest import wait_ready
+from tests.support import spoken_manifest
 from train import whisper_finetune
 from train.checkpoint import load_checkpoint
 
@@ -35,23 +35,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def manifest(root: Path, name: str, sentences: list[str]) -> Path:
-    """Speak ``sentences`` with espeak-ng into ``root`` and write their manifest ``name.jsonl``."""
-    rows = []
-    for i, text in enumerate(sentences):
-        wav = root / f"{name}{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True)
-        rows.append(json.dumps({"audio": wav.name, "text": text}))
-    path = root / f"{name}.jsonl"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """20 steps of fine-tuning the shipped bundle on four utterances, chosen by two others."""
     root = tmp_path_factory.mktemp("finetune")
-    train, dev = manifest(root, "mine", TRAIN), manifest(root, "mine_dev", DEV)
+    train, dev = spoken_manifest(root, "mine", TRAIN), spoken_manifest(root, "mine_dev", DEV)
     options = {
         "--train": f"{train}:3", "--dev": dev, "--out": root / "my-model", "--run": root / "run",
         "--cache-root": root / "cache", "--max-steps": 20, "--lr-head": 3e-3, "--lr-blocks": 5e-4,
@@ -116,7 +104,7 @@ def test_the_finetuned_bundle_serves_every_decoder(finetuned: dict) -> None:
 
 
 def test_bad_arguments_are_refused_before_any_work_and_each_manifest_file_caches_apart(tmp_path: Path) -> None:
-    train = manifest(tmp_path, "mine", TRAIN[:1])
+    train = spoken_manifest(tmp_path, "mine", TRAIN[:1])
     (tmp_path / "other").mkdir()
     twin = tmp_path / "other" / "mine.jsonl"
     twin.write_text(train.read_text())
