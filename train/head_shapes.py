@@ -207,6 +207,7 @@ def train_shape(run: ShapeRun) -> dict[str, Any]:
     """Train one head shape for ``run.steps``; score its best dev checkpoint on the test sets."""
     torch.manual_seed(run.seed)
     torch.set_num_threads(run.threads)
+    torch.set_flush_denormal(True)  # weights started at zero otherwise slow the CPU down step by step
     check_encoder(run)
     config = frozen_config()
     cfg = HeadConfig(train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=[], seed=run.seed)
