@@ -75,7 +75,7 @@ def assert_transcribed(status: int, body: bytes | str, seconds: float) -> None:
 # Work accepted before SIGTERM: a live stream and requests queued in the batcher.
 
 REQUESTS = 6
-REQUEST_AUDIO_S = 45.0  # one piece each (ASR_CHUNK_SECONDS=60): over a second of queue on one thread
+REQUEST_AUDIO_S = 90.0  # one piece each (ASR_CHUNK_SECONDS=120): seconds of queue on one thread, even when idle
 STREAM_AUDIO_S = 3.0
 
 
@@ -119,7 +119,7 @@ def test_sigterm_finishes_a_stream_and_queued_requests_and_exits_0(bundle: Path,
         "ASR_MAX_BATCH_SIZE": "1",
         "ASR_MODEL_WORKERS": "1",  # one batch at a time: the others wait in the queue
         "ASR_NUM_THREADS": "1",
-        "ASR_CHUNK_SECONDS": "60",
+        "ASR_CHUNK_SECONDS": "120",
         "ASR_SHUTDOWN_GRACE_S": f"{GRACE_S:g}",
         "ASR_STREAM_VAD": "energy",  # the stream's tone is loud, not speech: Silero would hear none
     }
