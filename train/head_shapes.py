@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,18 +35,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from app.asr.beam import BeamDecoder, load_lexicon_lm
-from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle
+from app.asr.bundle import build_model, load_bundle
 from app.asr.bundle_files import LM_FOLDER
 from app.asr.configs import BundleConfig, whisper_ctc_config
-from app.asr.features import WhisperLogMel
 from app.asr.text import spoken_form
-from app.asr.whisper.model import WhisperCTC
 from train.config import HeadConfig, add_flags, given
 from train.data.audio_io import read_manifest
 from train.data.dataset import BucketBatchSampler, parse_manifest_arg
 from train.scoring import greedy_decoder, score
-from train.whisper_cache import META_FILE, CacheConfig, cache_set, run_cache
+from train.whisper_cache import META_FILE, CacheConfig, run_cache, weights_digest
 from train.whisper_data import CachedSet, collate, load_cached, load_data
+from train.whisper_head import lr_scale
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +54,6 @@ CACHE_ROOT = "data/cache/head-shapes"
 MANIFESTS = Path("data/manifests")
 DATA = Path("../shared/data")
 TEST_SETS = ("cv100_eval", "so762_test200")
-ENCODER_KEY = "encoder_bundle"  # a cache folder's meta: the sha256 of the weights of the bundle whose encoder ran
 
 
 def frozen_config() -> BundleConfig:
@@ -138,21 +134,19 @@ class ShapeRun:
     seed: int = 1234
 
 
-def decode_set(head: CTCHead, config: BundleConfig, cached: CachedSet) -> list[np.ndarray]:
+def decode_set(head: CTCHead, cached: CachedSet) -> list[np.ndarray]:
     """Each utterance's (frames, vocab) log-probs, in the set's order."""
     head.eval()
     out: list[np.ndarray] = [np.empty(0)] * len(cached.states)
     order = sorted(range(len(cached.states)), key=lambda i: cached.states[i].shape[0])
+    index = [(0, u) for u in range(len(cached.states))]
     with torch.no_grad():
         for start in range(0, len(order), 32):
             rows = order[start : start + 32]
-            lengths = torch.tensor([cached.states[i].shape[0] for i in rows])
-            batch = torch.zeros(len(rows), int(lengths.max()), config.model.d_model)
+            batch = collate([cached], index, rows, HeadConfig(), None)  # padded, without SpecAugment
+            log_probs = head(batch["states"], batch["lengths"])
             for r, i in enumerate(rows):
-                batch[r, : lengths[r]] = cached.states[i].float()
-            log_probs = head(batch, lengths)
-            for r, i in enumerate(rows):
-                out[i] = log_probs[r, : lengths[r]].numpy()
+                out[i] = log_probs[r, : batch["lengths"][r]].numpy()
     head.train()
     return out
 
@@ -162,26 +156,14 @@ def greedy_wer(config: BundleConfig, log_probs: list[np.ndarray], texts: list[st
     return round(score(texts, [decoder.decode(lp).text for lp in log_probs]).wer, 4)
 
 
-def lr_scale(step: int, run: ShapeRun) -> float:
-    """Linear warm-up, then a cosine decay to 2 % of the peak at the last step."""
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / run.steps)))
-    return min(1.0, step / run.warmup_steps) * (0.02 + 0.98 * cosine)
-
-
-def encoder_digest(bundle: str) -> str:
-    """Whose encoder blocks a cache folder's states came from: the bundle's weights file's sha256
-    (empty for the pretrained encoder)."""
-    return hashlib.sha256((Path(bundle) / WEIGHTS_FILE).read_bytes()).hexdigest() if bundle else ""
-
-
 def check_encoder(run: ShapeRun) -> None:
     """Refuse cached sets whose states came from another encoder than ``run.bundle``'s (or the pretrained one)."""
-    want = encoder_digest(run.bundle)
+    want = weights_digest(run.bundle) if run.bundle else ""
     for arg in [*run.train, *run.dev, *run.test]:
         folder = Path(run.cache_root) / parse_manifest_arg(arg)[0]
         if not (folder / META_FILE).is_file():
             raise SystemExit(f"{folder} is not cached: python -m train.head_shapes cache")
-        had = json.loads((folder / META_FILE).read_text()).get(ENCODER_KEY, "")
+        had = json.loads((folder / META_FILE).read_text()).get("encoder_bundle", "")
         if had != want:
             encoder = f"{run.bundle}'s" if run.bundle else "the pretrained"
             raise SystemExit(f"{folder} holds the states of another encoder than {encoder} (cache --bundle)")
@@ -210,7 +192,10 @@ def train_shape(run: ShapeRun) -> dict[str, Any]:
     torch.set_flush_denormal(True)  # weights started at zero otherwise slow the CPU down step by step
     check_encoder(run)
     config = frozen_config()
-    cfg = HeadConfig(train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=[], seed=run.seed)
+    cfg = HeadConfig(
+        train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=[], seed=run.seed,
+        warmup_steps=run.warmup_steps, max_steps=run.steps,
+    )  # fmt: skip
     train_sets, repeats, dev, data = load_data(cfg, config)
     head = new_head(run, config, cfg.dropout)
     optimizer = torch.optim.AdamW(
@@ -237,7 +222,7 @@ def train_shape(run: ShapeRun) -> dict[str, Any]:
     def evaluate(step: int, loss: float | None) -> None:
         """Greedy WER on the dev sets; the lowest mean yet is kept (its weights too)."""
         nonlocal best
-        wer = {d.name: greedy_wer(config, decode_set(head, config, d), d.texts) for d in dev}
+        wer = {d.name: greedy_wer(config, decode_set(head, d), d.texts) for d in dev}
         wer["mean"] = round(sum(wer.values()) / len(wer), 4)
         seconds = time.time() - started
         curve.append({"step": step, "loss": loss, "dev_greedy": wer, "train_s": round(seconds)})
@@ -249,7 +234,7 @@ def train_shape(run: ShapeRun) -> dict[str, Any]:
         evaluate(0, None)
     for step in range(1, run.steps + 1):
         for group in optimizer.param_groups:
-            group["lr"] = run.lr * lr_scale(step, run)
+            group["lr"] = run.lr * lr_scale(step, 0.0, cfg)  # warm-up, then a cosine decay over the steps
         batch = next(stream)
         log_probs = head(batch["states"], batch["lengths"])
         loss = F.ctc_loss(
@@ -290,7 +275,7 @@ def test_scores(head: CTCHead, config: BundleConfig, run: ShapeRun) -> dict[str,
     out = {}
     for name in run.test:
         cached, _ = load_cached(name, Path(run.cache_root), config)
-        log_probs = decode_set(head, config, cached)
+        log_probs = decode_set(head, cached)
         beam_hyps = [beam.decode(lp).text for lp in log_probs]
         out[name] = {
             "utterances": len(cached.texts),
@@ -347,29 +332,9 @@ def eval_manifests(data: Path, manifests: Path) -> dict[str, Path]:
 
 def cache(sets: list[str], root: str, threads: int, bundle: str = "") -> dict[str, dict]:
     """The last encoder states (before ``ln_post``) of ``name=manifest`` sets under ``root``: the
-    pretrained encoder's, or with ``bundle`` those of that bundle's tuned blocks (recorded in each
-    folder's meta, so states of two encoders never mix)."""
-    cfg = CacheConfig(sets=sets, root=root, tuned_layers=[], threads=threads)
-    if not bundle:
-        return run_cache(cfg)
-    torch.set_num_threads(threads)
-    frontend, model = build_model(frozen_config())
-    assert isinstance(model, WhisperCTC) and isinstance(frontend, WhisperLogMel)
-    blocks = {k: v for k, v in load_bundle(bundle).model.trained_state().items() if k.startswith("encoder.")}
-    model.load_state_dict(blocks, strict=False)
-    model.eval()
-    digest, metas = encoder_digest(bundle), {}
-    for arg in sets:
-        name, _, path = arg.rpartition("=")
-        name = name or Path(path).stem
-        meta_path = Path(root) / name / META_FILE
-        if meta_path.exists() and json.loads(meta_path.read_text()).get(ENCODER_KEY, "") != digest:
-            raise SystemExit(f"{meta_path.parent} holds another encoder's states: delete it or pick another --root")
-        meta = cache_set(name, Path(path), model, frontend, cfg)
-        meta[ENCODER_KEY] = digest
-        meta_path.write_text(json.dumps(meta, indent=1))
-        metas[name] = meta
-    return metas
+    pretrained encoder's, or with ``bundle`` those of that bundle's tuned blocks (each folder's meta
+    records which, so states of two encoders never mix)."""
+    return run_cache(CacheConfig(sets=sets, root=root, tuned_layers=[], threads=threads, encoder_bundle=bundle))
 
 
 def run(argv: list[str] | None = None) -> Any:

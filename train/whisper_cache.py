@@ -7,6 +7,8 @@ states are computed once per utterance and stored in fp16 shards; :func:`encode_
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import random
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from app.asr.bundle import build_model
+from app.asr.bundle import WEIGHTS_FILE, build_model, load_bundle
 from app.asr.configs import BundleConfig, WhisperCTCConfig, whisper_ctc_config
 from app.asr.ctc import text_to_ids
 from app.asr.features import WhisperLogMel
@@ -117,9 +119,10 @@ class CacheConfig:
     augment: float = 0.0  # strength (0-1) of ROOMS on every utterance: an augmented copy of a set
     seed: int = 0  # with --augment or --warp: each utterance's effects are drawn from (seed, its id)
     warp: float = 0.0  # W > 0: each utterance's vocal tract length factor drawn from [1 - W, 1 + W] (VTLP)
+    encoder_bundle: str = ""  # run this bundle's tuned encoder blocks, not the pretrained ones
 
 
-UNRECORDED = {"speed": 1.0, "augment": 0.0, "seed": 0, "warp": 0.0}
+UNRECORDED = {"speed": 1.0, "augment": 0.0, "seed": 0, "warp": 0.0, "encoder_bundle": ""}
 """Settings a cache folder's meta leaves out unless they matter, with the value a missing one means
 (so folders written before a setting existed stay valid)."""
 
@@ -136,7 +139,15 @@ def cache_meta(config: BundleConfig, manifest: Path, cfg: CacheConfig) -> dict[s
         **({"augment": cfg.augment} if cfg.augment != UNRECORDED["augment"] else {}),
         **({"warp": cfg.warp} if cfg.warp != UNRECORDED["warp"] else {}),
         **({"seed": cfg.seed} if cfg.augment or cfg.warp else {}),
+        **({"encoder_bundle": weights_digest(cfg.encoder_bundle)} if cfg.encoder_bundle else {}),
     }
+
+
+@functools.cache
+def weights_digest(bundle: str) -> str:
+    """The sha256 of a bundle's weights file: whose encoder blocks a cache folder's states came from
+    (a folder's meta records it as ``encoder_bundle``; none means the pretrained encoder's)."""
+    return hashlib.sha256((Path(bundle) / WEIGHTS_FILE).read_bytes()).hexdigest()
 
 
 def stale_settings(meta: dict[str, Any], want: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -274,6 +285,9 @@ def run_cache(cfg: CacheConfig) -> dict[str, dict]:
         raise SystemExit(f"--warp is the vocal tract length factor's largest change, from 0 to 0.5, got {cfg.warp}")
     torch.set_num_threads(cfg.threads)
     frontend, model = build_model(whisper_ctc_config(tuned_layers=cfg.tuned_layers))
+    if cfg.encoder_bundle:
+        weights = load_bundle(cfg.encoder_bundle).model.trained_state()
+        model.load_state_dict({k: v for k, v in weights.items() if k.startswith("encoder.")}, strict=False)
     model.eval()
     metas = {}
     for arg in cfg.sets:

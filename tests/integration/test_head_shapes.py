@@ -64,8 +64,10 @@ def test_states_of_another_encoder_are_refused(tmp_path: Path) -> None:
         head_shapes.run(
             ["train", "--cache-root", str(tmp_path / "pretrained"), "--bundle", "models/en-whisper-tiny", *sets]
         )
-    with pytest.raises(SystemExit, match="another encoder's states"):
+    with pytest.raises(SystemExit, match="cached with other settings {'encoder_bundle'"):
         head_shapes.cache([f"mine={train}"], str(tmp_path / "pretrained"), threads=1, bundle=str(DEFAULT_MODEL_PATH))
+    with pytest.raises(SystemExit, match="cached with other settings {'encoder_bundle'"):
+        head_shapes.cache([f"mine={train}"], str(tmp_path / "tuned"), threads=1)
     with pytest.raises(SystemExit, match="theirs is not cached"):
         head_shapes.run(["train", "--cache-root", str(tmp_path / "pretrained"), *sets[:5], "theirs", *sets[6:]])
 
