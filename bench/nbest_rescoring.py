@@ -31,7 +31,7 @@ import jiwer
 import numpy as np
 import torch
 
-from app.asr.beam import BeamDecoder, LexiconLM, load_lexicon_lm
+from app.asr.beam import BeamDecoder, load_lexicon_lm
 from app.asr.bundle import load_bundle
 from app.asr.bundle_files import LM_FOLDER
 from app.asr.ctc import spell, spelling_index
@@ -122,7 +122,7 @@ class Measure:
         words = self.words(text)
         spelled = scorer.extend(scorer.empty(), self.config.word_delimiter.join(words))
         decoder = teacher_forced(self.passes, cross, self.passes.tokenizer.encode(" " + written) if written else [])
-        return Scored(words, own, decoder, spelled.end_score, sentence_score(self.lm, words))
+        return Scored(words, own, decoder, spelled.end_score, self.lm.sentence_score(words))
 
 
 @torch.inference_mode()
@@ -137,15 +137,6 @@ def teacher_forced(passes: SecondPass, cross: Any, tokens: list[int]) -> float:
     logits[0, list(rules.suppress_first)] = -torch.inf
     targets = torch.tensor([*tokens, rules.end_of_text])
     return float(torch.log_softmax(logits, -1)[torch.arange(len(targets)), targets].sum())
-
-
-def sentence_score(lm: LexiconLM, words: list[str]) -> float:
-    """The LM's log10-probability of ``words`` as a whole sentence (``<unk>`` for a word outside its lexicon)."""
-    state, total = lm.kenlm.start(False), 0.0
-    for word in words:
-        state, score = lm.kenlm.score(state, lm.word_index.get(word, lm.unk))
-        total += score
-    return total + lm.kenlm.finish(state)[1]
 
 
 def choose(utterance: Utterance, setting: Setting) -> list[str]:

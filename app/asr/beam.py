@@ -179,6 +179,15 @@ class LexiconLM:
         ids = spell(word, self.index, self.longest)
         return None if not ids else [*ids, self.delimiter_id]
 
+    def sentence_score(self, words: list[str]) -> float:
+        """The LM's score of ``words`` as a whole sentence (from the sentence's start to its end;
+        ``<unk>`` for a word outside the lexicon), in the units the beam search weighs by ``lm_weight``."""
+        state, total = self.kenlm.start(False), 0.0
+        for word in words:
+            state, score = self.kenlm.score(state, self.word_index.get(word, self.unk))
+            total += score
+        return total + self.kenlm.finish(state)[1]
+
     def _read_lexicon(self, path: Path) -> tuple[list[str], list[list[int]]]:
         words, spellings = [], []
         for line in path.read_text(encoding="utf-8").splitlines():

@@ -123,6 +123,14 @@ def test_alternatives_are_distinct_and_ranked(lm: LexiconLM) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+def test_a_sentence_scores_above_its_words_shuffled_or_misspelled(lm: LexiconLM) -> None:
+    words = SENTENCES[0].split()
+    score = lm.sentence_score(words)
+    assert score < 0 and score > lm.sentence_score(words[::-1])
+    assert score > lm.sentence_score([*words[:-1], "mornxng"])  # <unk>
+    assert lm.sentence_score([]) < 0  # an empty sentence still ends
+
+
 def test_word_piece_models_search_the_same_lexicon_spelled_in_their_pieces() -> None:
     tokens = [*ENGLISH_CHARS, "th", "the", "er", "ing", "ain", "tr"]
     pieces = load_lexicon_lm(LM_DIR, tokens, 0)
