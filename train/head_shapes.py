@@ -9,8 +9,12 @@ the test sets greedily and with a bundle's beam search and LM (the shipped one's
 own head, the same for every shape).
 
     python -m train.head_shapes cache                       # the frozen encoder's states, about 5 minutes
-    python -m train.head_shapes train --shape conv          # runs/head-shapes/conv/result.json
+    python -m train.head_shapes train --shape conv          # runs/head-shapes/conv/result.json, head.pt
     python -m train.head_shapes report runs/head-shapes/*/result.json
+
+How deep the head reads: ``cache --depth 3 --root R`` and ``train --depth 3 --cache-root R`` read the
+states after three of the four blocks (``ln_post`` still normalises them). ``train.head_fusion``
+combines two runs' heads.
 
 The same on a bundle's tuned encoder (``cache --bundle models/en-whisper-tiny --root R``, then ``train
 --bundle models/en-whisper-tiny --cache-root R``; ``--init-head`` starts a linear or conv head from
@@ -54,11 +58,21 @@ CACHE_ROOT = "data/cache/head-shapes"
 MANIFESTS = Path("data/manifests")
 DATA = Path("../shared/data")
 TEST_SETS = ("cv100_eval", "so762_test200")
+LAYERS = 4  # Whisper tiny.en's encoder blocks
+HEAD_FILE = "head.pt"  # a run's best head (its state dict), beside result.json
 
 
-def frozen_config() -> BundleConfig:
-    """Whisper tiny.en with no block tuned: its cache holds the states after all four blocks."""
-    return whisper_ctc_config(tuned_layers=[])
+def frozen_config(depth: int = LAYERS) -> BundleConfig:
+    """Whisper tiny.en read after its first ``depth`` blocks (all four by default): its cache holds
+    the states there, and the blocks after them are not run."""
+    return whisper_ctc_config(tuned_layers=after(depth))
+
+
+def after(depth: int) -> list[int]:
+    """The encoder blocks after the first ``depth``: those a head reading there leaves out."""
+    if not 1 <= depth <= LAYERS:
+        raise SystemExit(f"--depth is 1 to {LAYERS} blocks, not {depth}")
+    return list(range(depth, LAYERS))
 
 
 class CTCHead(nn.Module):
@@ -116,7 +130,7 @@ class ShapeRun:
     """Settings of one ``train`` run (the rest, SpecAugment and batches, are :class:`HeadConfig`'s defaults)."""
 
     shape: str = field(default="linear", metadata={"choices": SHAPES})
-    out: str = "runs/head-shapes"  # the run writes OUT/<shape>/result.json
+    out: str = "runs/head-shapes"  # the run writes OUT/<shape>/result.json and its best head, head.pt
     cache_root: str = CACHE_ROOT
     train: list[str] = field(default_factory=lambda: ["synth_train", "so762_train:3", "dctts:3"])
     dev: list[str] = field(default_factory=lambda: ["synth_dev", "so762_dev"])
@@ -129,6 +143,7 @@ class ShapeRun:
     hidden: int = 256
     lm_bundle: str = "models/en-whisper-tiny"  # whose LM folder and beam settings score the test sets
     bundle: str = ""  # the states are this bundle's encoder's (``cache --bundle``), not the pretrained one's
+    depth: int = LAYERS  # the states after this many encoder blocks (``cache --depth``)
     init_head: bool = False  # start from --bundle's head (linear or conv); its own dev WER is step 0
     threads: int = 2
     seed: int = 1234
@@ -185,15 +200,17 @@ def new_head(run: ShapeRun, config: BundleConfig, dropout: float) -> CTCHead:
     return head
 
 
-def train_shape(run: ShapeRun) -> dict[str, Any]:
-    """Train one head shape for ``run.steps``; score its best dev checkpoint on the test sets."""
+def train_shape(run: ShapeRun) -> tuple[dict[str, Any], CTCHead]:
+    """Train one head shape for ``run.steps``; score its best dev checkpoint on the test sets.
+
+    Returns the result and that checkpoint's head."""
     torch.manual_seed(run.seed)
     torch.set_num_threads(run.threads)
     torch.set_flush_denormal(True)  # weights started at zero otherwise slow the CPU down step by step
     check_encoder(run)
-    config = frozen_config()
+    config = frozen_config(run.depth)
     cfg = HeadConfig(
-        train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=[], seed=run.seed,
+        train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=after(run.depth), seed=run.seed,
         warmup_steps=run.warmup_steps, max_steps=run.steps,
     )  # fmt: skip
     train_sets, repeats, dev, data = load_data(cfg, config)
@@ -253,7 +270,7 @@ def train_shape(run: ShapeRun) -> dict[str, Any]:
             evaluate(step, round(loss.item(), 3))
     train_seconds = time.time() - started
     head.load_state_dict(best.pop("state"))
-    return {
+    result = {
         "shape": run.shape,
         "settings": asdict(run),
         "trainable_parameters": head.trainable(),
@@ -264,6 +281,7 @@ def train_shape(run: ShapeRun) -> dict[str, Any]:
         "best_dev_greedy": best,
         "test": test_scores(head, config, run),
     }
+    return result, head
 
 
 def test_scores(head: CTCHead, config: BundleConfig, run: ShapeRun) -> dict[str, dict[str, float]]:
@@ -293,9 +311,11 @@ def steps(result: dict[str, Any]) -> int:
 def label(result: dict[str, Any]) -> str:
     """A result's row name: its shape, and whether it started from (or is) a bundle's own head."""
     settings = result.get("settings", {})
+    depth = settings.get("depth", LAYERS)
+    where = f", after {depth} of {LAYERS} blocks" if depth != LAYERS else ""
     if not settings.get("init_head"):
-        return str(result["shape"])
-    return "the bundle's head" if not steps(result) else f"{result['shape']}, from the bundle's head"
+        return f"{result['shape']}{where}"
+    return f"the bundle's head{where}" if not steps(result) else f"{result['shape']}, from the bundle's head{where}"
 
 
 def report(paths: list[Path]) -> str:
@@ -330,11 +350,12 @@ def eval_manifests(data: Path, manifests: Path) -> dict[str, Path]:
     return {"cv100_eval": cv100, "so762_test200": so762}
 
 
-def cache(sets: list[str], root: str, threads: int, bundle: str = "") -> dict[str, dict]:
-    """The last encoder states (before ``ln_post``) of ``name=manifest`` sets under ``root``: the
-    pretrained encoder's, or with ``bundle`` those of that bundle's tuned blocks (each folder's meta
-    records which, so states of two encoders never mix)."""
-    return run_cache(CacheConfig(sets=sets, root=root, tuned_layers=[], threads=threads, encoder_bundle=bundle))
+def cache(sets: list[str], root: str, threads: int, bundle: str = "", depth: int = 4) -> dict[str, dict]:
+    """The encoder states after ``depth`` blocks (before ``ln_post``) of ``name=manifest`` sets under
+    ``root``: the pretrained encoder's, or with ``bundle`` those of that bundle's tuned blocks (each
+    folder's meta records which and how deep, so states of two encoders or depths never mix)."""
+    tuned = after(depth)
+    return run_cache(CacheConfig(sets=sets, root=root, tuned_layers=tuned, threads=threads, encoder_bundle=bundle))
 
 
 def run(argv: list[str] | None = None) -> Any:
@@ -349,11 +370,13 @@ def run(argv: list[str] | None = None) -> Any:
         sub.add_argument("--root", default=CACHE_ROOT)
         sub.add_argument("--threads", type=int, default=2)
         sub.add_argument("--bundle", default="", help="cache this bundle's tuned encoder's states instead")
+        sub.add_argument("--depth", type=int, default=4, help="the states after this many encoder blocks")
         c = sub.parse_args(rest)
         tests = eval_manifests(c.data, c.manifests)
         sets = [f"{name}={path}" for name, path in tests.items()]
         sets += [f"{n}={c.manifests / n}.jsonl" for n in ("synth_dev", "so762_dev", "so762_train", "synth_train")]
-        return cache([*sets, f"dctts={c.data / 'dctts-reader' / 'manifest.jsonl'}"], c.root, c.threads, c.bundle)
+        sets.append(f"dctts={c.data / 'dctts-reader' / 'manifest.jsonl'}")
+        return cache(sets, c.root, c.threads, c.bundle, c.depth)
     if args.step == "report":
         sub = argparse.ArgumentParser(prog="python -m train.head_shapes report")
         sub.add_argument("results", nargs="+", type=Path)
@@ -363,10 +386,11 @@ def run(argv: list[str] | None = None) -> Any:
     sub = argparse.ArgumentParser(prog="python -m train.head_shapes train")
     add_flags(sub, ShapeRun)
     shape_run = ShapeRun(**given(sub.parse_args(rest)))
-    result = train_shape(shape_run)
+    result, head = train_shape(shape_run)
     out = Path(shape_run.out) / shape_run.shape
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(result, indent=1))
+    torch.save(head.state_dict(), out / HEAD_FILE)
     return result
 
 

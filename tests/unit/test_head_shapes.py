@@ -64,7 +64,12 @@ def test_an_unknown_shape_is_refused() -> None:
 
 def test_the_report_has_a_row_per_shape(tmp_path: Path) -> None:
     paths = []
-    runs = (("linear", 0.5, {"init_head": True, "steps": 0}), ("conv", 0.45, {"init_head": True}), ("lstm", 0.4, {}))
+    runs = (
+        ("linear", 0.5, {"init_head": True, "steps": 0}),
+        ("conv", 0.45, {"init_head": True}),
+        ("lstm", 0.4, {}),
+        ("lstm", 0.42, {"depth": 3}),
+    )
     for shape, wer, settings in runs:
         result = {
             "shape": shape,
@@ -74,10 +79,11 @@ def test_the_report_has_a_row_per_shape(tmp_path: Path) -> None:
             "best_dev_greedy": {"synth_dev": wer, "mean": wer, "step": 300},
             "test": {"cv100_eval": {"utterances": 100, "greedy": wer + 0.2, "beam": wer}},
         }
-        paths.append(tmp_path / f"{shape}.json")
+        paths.append(tmp_path / f"{shape}-{len(paths)}.json")
         paths[-1].write_text(json.dumps(result))
     lines = report(paths).splitlines()
     assert lines[0].startswith("| head | trainable parameters | s/step | best step | dev synth_dev greedy")
     assert lines[2] == "| the bundle's head | 11,111 | - | 300 | 50.0 | 50.0 | 70.0 | 50.0 |"
     assert lines[3] == "| conv, from the bundle's head | 11,111 | 0.2 | 300 | 45.0 | 45.0 | 65.0 | 45.0 |"
     assert lines[4] == "| lstm | 11,111 | 0.2 | 300 | 40.0 | 40.0 | 60.0 | 40.0 |"
+    assert lines[5] == "| lstm, after 3 of 4 blocks | 11,111 | 0.2 | 300 | 42.0 | 42.0 | 62.0 | 42.0 |"
