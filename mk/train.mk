@@ -170,7 +170,7 @@ SECOND_PASS_DEV ?= $(MANIFESTS)/synth_dev.jsonl $(MANIFESTS)/so762_dev.jsonl $(M
 	second-pass-tune whisper-deepen whisper-deepen-resume whisper-perturb-cache whisper-perturb whisper-perturb-resume \
 	piper-train whisper-piper whisper-piper-resume whisper-voices whisper-voices-train whisper-voices-resume \
 	whisper-rooms-cache whisper-rooms whisper-rooms-resume whisper-full-cache whisper-full whisper-full-resume \
-	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control finetune held-out-voices head-shapes
+	whisper-vtlp-cache whisper-vtlp whisper-vtlp-control finetune held-out-voices head-shapes head-fusion
 
 whisper: whisper-cache whisper-train whisper-export ## all three steps of $(WHISPER_MODEL)
 
@@ -234,6 +234,19 @@ head-shapes: install ## train a linear, a convolutional and a BiLSTM CTC head on
 		$(PY) -m train.head_shapes train --shape $$shape --steps $(HEAD_SHAPES_STEPS) --out $(HEAD_SHAPES_DIR) || exit 1; \
 	done
 	$(PY) -m train.head_shapes report $(foreach s,$(HEAD_SHAPES),$(HEAD_SHAPES_DIR)/$(s)/result.json)
+
+# two heads on two encoders combined (train/head_fusion.py): head-shapes' BiLSTM on the pretrained
+# encoder and the shipped bundle's own head on its tuned encoder
+HEAD_FUSION_A ?= $(HEAD_SHAPES_DIR)/lstm
+HEAD_FUSION_B ?= $(HEAD_SHAPES_DIR)/tuned/linear
+HEAD_FUSION_TUNED_CACHE ?= data/cache/head-shapes-tuned
+
+head-fusion: install ## combine $(HEAD_FUSION_A) with $(WHISPER_MODEL)'s own head, frame by frame and by candidates
+	$(PY) -m train.head_shapes cache --data $(SHARED_DATA) --manifests $(MANIFESTS) --bundle $(WHISPER_MODEL) \
+		--root $(HEAD_FUSION_TUNED_CACHE)
+	$(PY) -m train.head_shapes train --init-head --steps 0 --bundle $(WHISPER_MODEL) \
+		--cache-root $(HEAD_FUSION_TUNED_CACHE) --out $(HEAD_SHAPES_DIR)/tuned
+	$(PY) -m train.head_fusion $(HEAD_FUSION_A) $(HEAD_FUSION_B) --out $(HEAD_SHAPES_DIR)/fusion.json
 
 test-whisper-head: ## the Whisper head recipe's end-to-end test (cache, train, export on four tiny utterances)
 	$(PY) -m pytest -q tests/integration/test_whisper_head.py
