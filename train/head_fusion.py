@@ -52,8 +52,11 @@ LM_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # of the LM's sentence score, for t
 WORD_SCORES = (-1.0, 0.0, 1.0, 2.0, 3.0)
 CANDIDATES = 8  # transcripts each head's beam search proposes
 
+Member = tuple[ShapeRun, BundleConfig, CTCHead]  # a run's settings, its states' config, its best head
+Pair = tuple[list[np.ndarray], list[np.ndarray], list[str]]  # both heads' log-probs of a set, its texts
 
-def load_member(folder: Path) -> tuple[ShapeRun, BundleConfig, CTCHead]:
+
+def load_member(folder: Path) -> Member:
     """A ``train.head_shapes`` run folder's settings, its states' config and its best head."""
     if not (folder / HEAD_FILE).is_file():
         raise SystemExit(f"{folder} has no {HEAD_FILE}: a train.head_shapes run folder")
@@ -65,7 +68,7 @@ def load_member(folder: Path) -> tuple[ShapeRun, BundleConfig, CTCHead]:
     return run, config, head.eval()
 
 
-def log_probs(member: tuple[ShapeRun, BundleConfig, CTCHead], name: str) -> tuple[list[np.ndarray], list[str]]:
+def log_probs(member: Member, name: str) -> tuple[list[np.ndarray], list[str]]:
     """One member's log-probs of each utterance of a cached set, and the set's texts."""
     run, config, head = member
     cached, _ = load_cached(name, Path(run.cache_root), config)
@@ -82,16 +85,13 @@ def mix(a: list[np.ndarray], b: list[np.ndarray], w: float) -> list[np.ndarray]:
     return out
 
 
-def paired(a: Any, b: Any, name: str) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+def paired(a: Member, b: Member, name: str) -> Pair:
     """Both members' log-probs of a set, checked to be the same utterances in the same order."""
     lp_a, texts = log_probs(a, name)
     lp_b, texts_b = log_probs(b, name)
     if texts != texts_b:
         raise SystemExit(f"{name}: the two cache roots hold other utterances or another order")
     return lp_a, lp_b, texts
-
-
-Pair = tuple[list[np.ndarray], list[np.ndarray], list[str]]  # both heads' log-probs of a set, its texts
 
 
 @dataclass
@@ -143,13 +143,15 @@ def propose(lp_a: np.ndarray, lp_b: np.ndarray, beam: BeamDecoder, config: Bundl
 
 def oracle_wer(texts: list[str], candidates: list[Candidates]) -> float:
     """The WER of the best candidate of each utterance (what no choice among them can beat)."""
-    picked = [min(c.texts, key=lambda h, ref=ref: jiwer.wer(ref, h)) for ref, c in zip(texts, candidates, strict=True)]
+    picked = []
+    for reference, c in zip(texts, candidates, strict=True):
+        picked.append(min(c.texts, key=lambda h: float(jiwer.wer(reference, h))))
     return round(score(texts, picked).wer, 4)
 
 
-def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder) -> dict[str, Any]:
+def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder, config: BundleConfig) -> dict:
     """The frame mixture: ``w`` chosen on ``dev`` by mean greedy WER, ``test`` scored at it and at both ends."""
-    decoder = greedy_decoder(frozen_config())
+    decoder = greedy_decoder(config)
     greedy = {}
     for w in WEIGHTS:
         greedy[w] = {n: wer([decoder.decode(lp).text for lp in mix(*sets[n][:2], w)], sets[n][2]) for n in dev}
@@ -169,9 +171,8 @@ def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDec
     return {"weight_of_a": chosen, "dev_greedy": {str(w): v for w, v in greedy.items()}, "test": tests}
 
 
-def sequences(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder) -> dict[str, Any]:
+def sequences(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder, config: BundleConfig) -> dict:
     """The candidates' choice: its settings chosen on ``dev`` by mean WER, ``test`` scored at them."""
-    config = frozen_config()
     proposed = {n: [propose(a, b, beam, config) for a, b in zip(*sets[n][:2], strict=True)] for n in [*dev, *test]}
     settings = list(itertools.product(WEIGHTS, LM_WEIGHTS, WORD_SCORES))
 
@@ -210,8 +211,8 @@ def fuse(folder_a: Path, folder_b: Path, dev: list[str], test: list[str], lm_bun
     return {
         "a": str(folder_a),
         "b": str(folder_b),
-        "frames": frames(sets, dev, test, beam),
-        "sequences": sequences(sets, dev, test, beam),
+        "frames": frames(sets, dev, test, beam, config),
+        "sequences": sequences(sets, dev, test, beam, config),
     }
 
 
