@@ -41,8 +41,17 @@ from app.asr.bundle_files import LM_FOLDER
 from app.asr.configs import BundleConfig
 from app.asr.ctc import text_to_ids
 from train.config import HeadConfig
-from train.head_shapes import HEAD_FILE, CTCHead, ShapeRun, decode_set, frozen_config, new_head
-from train.scoring import greedy_decoder, score
+from train.head_shapes import (
+    HEAD_FILE,
+    CTCHead,
+    ShapeRun,
+    check_encoder,
+    decode_set,
+    frozen_config,
+    greedy_wer,
+    new_head,
+)
+from train.scoring import score
 from train.whisper_data import load_cached
 
 logger = logging.getLogger(__name__)
@@ -69,8 +78,9 @@ def load_member(folder: Path) -> Member:
 
 
 def log_probs(member: Member, name: str) -> tuple[list[np.ndarray], list[str]]:
-    """One member's log-probs of each utterance of a cached set, and the set's texts."""
+    """One member's log-probs of each utterance of a cached set (of the encoder it trained on), and the set's texts."""
     run, config, head = member
+    check_encoder(run, [name])
     cached, _ = load_cached(name, Path(run.cache_root), config)
     return decode_set(head, cached), cached.texts
 
@@ -151,10 +161,9 @@ def oracle_wer(texts: list[str], candidates: list[Candidates]) -> float:
 
 def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder, config: BundleConfig) -> dict:
     """The frame mixture: ``w`` chosen on ``dev`` by mean greedy WER, ``test`` scored at it and at both ends."""
-    decoder = greedy_decoder(config)
     greedy = {}
     for w in WEIGHTS:
-        greedy[w] = {n: wer([decoder.decode(lp).text for lp in mix(*sets[n][:2], w)], sets[n][2]) for n in dev}
+        greedy[w] = {n: greedy_wer(config, mix(*sets[n][:2], w), sets[n][2]) for n in dev}
         greedy[w]["mean"] = round(sum(greedy[w].values()) / len(dev), 4)
         logger.info("frames, w %.1f: dev greedy %s", w, greedy[w])
     chosen = min(WEIGHTS, key=lambda w: (greedy[w]["mean"], abs(w - 0.5)))
@@ -164,7 +173,7 @@ def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDec
         for w in sorted({0.0, chosen, 1.0}):
             mixed = mix(lp_a, lp_b, w)
             tests.setdefault(name, {})[str(w)] = {
-                "greedy": wer([decoder.decode(lp).text for lp in mixed], texts),
+                "greedy": greedy_wer(config, mixed, texts),
                 "beam": wer([beam.decode(lp).text for lp in mixed], texts),
             }
             logger.info("frames, %s at w %.1f: %s", name, w, tests[name][str(w)])

@@ -171,10 +171,11 @@ def greedy_wer(config: BundleConfig, log_probs: list[np.ndarray], texts: list[st
     return round(score(texts, [decoder.decode(lp).text for lp in log_probs]).wer, 4)
 
 
-def check_encoder(run: ShapeRun) -> None:
-    """Refuse cached sets whose states came from another encoder than ``run.bundle``'s (or the pretrained one)."""
+def check_encoder(run: ShapeRun, sets: list[str] | None = None) -> None:
+    """Refuse cached sets (``run``'s train, dev and test sets by default) whose states came from another
+    encoder than ``run.bundle``'s (or the pretrained one)."""
     want = weights_digest(run.bundle) if run.bundle else ""
-    for arg in [*run.train, *run.dev, *run.test]:
+    for arg in [*run.train, *run.dev, *run.test] if sets is None else sets:
         folder = Path(run.cache_root) / parse_manifest_arg(arg)[0]
         if not (folder / META_FILE).is_file():
             raise SystemExit(f"{folder} is not cached: python -m train.head_shapes cache")

@@ -59,8 +59,8 @@ def test_two_heads_on_two_encoders_are_mixed_and_scored(tmp_path: Path) -> None:
 
 
 def test_heads_on_other_utterances_are_refused(tmp_path: Path) -> None:
-    """Two cache roots must hold the same utterances of a set in the same order; a folder without a
-    head is named."""
+    """Two cache roots must hold the same utterances of a set in the same order, each of the encoder its
+    head trained on; a folder without a head is named."""
     mine = spoken_manifest(tmp_path, "mine", ["open the window please"])
     theirs = spoken_manifest(tmp_path, "theirs", ["turn off the light"])
     head_shapes.cache([f"mine={mine}"], str(tmp_path / "one"), threads=1)
@@ -74,3 +74,11 @@ def test_heads_on_other_utterances_are_refused(tmp_path: Path) -> None:
         head_fusion.run([*runs, "--dev", "mine", "--test", "mine", "--threads", "1"])
     with pytest.raises(SystemExit, match="has no head.pt"):
         head_fusion.run([str(tmp_path), runs[1], "--dev", "mine", "--test", "mine"])
+    # a head that trained on the shipped bundle's encoder, its cache root now holding the pretrained one's states
+    tuned = tmp_path / "tuned-head"
+    shutil.copytree(runs[0], tuned)
+    result = json.loads((tuned / "result.json").read_text())
+    result["settings"]["bundle"] = str(DEFAULT_MODEL_PATH)
+    (tuned / "result.json").write_text(json.dumps(result))
+    with pytest.raises(SystemExit, match="holds the states of another encoder than .*en-whisper-tiny.s"):
+        head_fusion.run([runs[0], str(tuned), "--dev", "mine", "--test", "mine", "--threads", "1"])
