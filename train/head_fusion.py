@@ -45,7 +45,6 @@ from train.head_shapes import (
     HEAD_FILE,
     CTCHead,
     ShapeRun,
-    check_encoder,
     decode_set,
     frozen_config,
     greedy_wer,
@@ -80,8 +79,7 @@ def load_member(folder: Path) -> Member:
 def log_probs(member: Member, name: str) -> tuple[list[np.ndarray], list[str]]:
     """One member's log-probs of each utterance of a cached set (of the encoder it trained on), and the set's texts."""
     run, config, head = member
-    check_encoder(run, [name])
-    cached, _ = load_cached(name, Path(run.cache_root), config)
+    cached, _ = load_cached(name, Path(run.cache_root), config, run.bundle)
     return decode_set(head, cached), cached.texts
 
 

@@ -45,10 +45,10 @@ from app.asr.configs import BundleConfig, whisper_ctc_config
 from app.asr.text import spoken_form
 from train.config import HeadConfig, add_flags, given
 from train.data.audio_io import read_manifest
-from train.data.dataset import BucketBatchSampler, parse_manifest_arg
+from train.data.dataset import BucketBatchSampler
 from train.scoring import greedy_decoder, score
-from train.whisper_cache import META_FILE, CacheConfig, run_cache, weights_digest
-from train.whisper_data import CachedSet, collate, load_cached, load_data
+from train.whisper_cache import CacheConfig, run_cache
+from train.whisper_data import CachedSet, cached_folder, cached_meta, collate, load_cached, load_data
 from train.whisper_head import lr_scale
 
 logger = logging.getLogger(__name__)
@@ -172,17 +172,12 @@ def greedy_wer(config: BundleConfig, log_probs: list[np.ndarray], texts: list[st
 
 
 def check_encoder(run: ShapeRun, sets: list[str] | None = None) -> None:
-    """Refuse cached sets (``run``'s train, dev and test sets by default) whose states came from another
-    encoder than ``run.bundle``'s (or the pretrained one)."""
-    want = weights_digest(run.bundle) if run.bundle else ""
+    """Refuse, before any training, cached sets (``run``'s train, dev and test sets by default) whose
+    states are not those its head reads: of ``run.bundle``'s encoder (or the pretrained one), after
+    ``run.depth`` blocks (:func:`train.whisper_data.cached_meta`)."""
+    config = frozen_config(run.depth)
     for arg in [*run.train, *run.dev, *run.test] if sets is None else sets:
-        folder = Path(run.cache_root) / parse_manifest_arg(arg)[0]
-        if not (folder / META_FILE).is_file():
-            raise SystemExit(f"{folder} is not cached: python -m train.head_shapes cache")
-        had = json.loads((folder / META_FILE).read_text()).get("encoder_bundle", "")
-        if had != want:
-            encoder = f"{run.bundle}'s" if run.bundle else "the pretrained"
-            raise SystemExit(f"{folder} holds the states of another encoder than {encoder} (cache --bundle)")
+        cached_meta(cached_folder(arg, Path(run.cache_root))[0], config, run.bundle)
 
 
 def new_head(run: ShapeRun, config: BundleConfig, dropout: float) -> CTCHead:
@@ -214,7 +209,7 @@ def train_shape(run: ShapeRun) -> tuple[dict[str, Any], CTCHead]:
         train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=after(run.depth), seed=run.seed,
         warmup_steps=run.warmup_steps, max_steps=run.steps,
     )  # fmt: skip
-    train_sets, repeats, dev, data = load_data(cfg, config)
+    train_sets, repeats, dev, data = load_data(cfg, config, run.bundle)
     head = new_head(run, config, cfg.dropout)
     optimizer = torch.optim.AdamW(
         [p for p in head.parameters() if p.requires_grad], lr=run.lr, weight_decay=cfg.weight_decay
@@ -293,7 +288,7 @@ def test_scores(head: CTCHead, config: BundleConfig, run: ShapeRun) -> dict[str,
     beam = BeamDecoder(lm, lm.defaults, config.frame_seconds)
     out = {}
     for name in run.test:
-        cached, _ = load_cached(name, Path(run.cache_root), config)
+        cached, _ = load_cached(name, Path(run.cache_root), config, run.bundle)
         log_probs = decode_set(head, cached)
         beam_hyps = [beam.decode(lp).text for lp in log_probs]
         out[name] = {

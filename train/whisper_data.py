@@ -15,7 +15,7 @@ from torch import Tensor
 from app.asr.configs import BundleConfig
 from train.config import HeadConfig
 from train.data.dataset import parse_manifest_arg
-from train.whisper_cache import META_FILE, first_tuned
+from train.whisper_cache import META_FILE, first_tuned, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +31,32 @@ class CachedSet:
     hours: float
 
 
-def load_cached(arg: str, root: Path, config: BundleConfig) -> tuple[CachedSet, int]:
-    """A cached set named ``name[:repeats]`` (a folder under ``root``, or a path) and its repeats."""
+def cached_folder(arg: str, root: Path) -> tuple[Path, int]:
+    """The folder of a cached set named ``name[:repeats]`` (under ``root``, or a path) and its repeats."""
     path, repeats = parse_manifest_arg(arg)
-    folder = path if path.is_dir() else root / path
-    meta = json.loads((folder / META_FILE).read_text())
+    return (path if path.is_dir() else root / path), repeats
+
+
+def cached_meta(folder: Path, config: BundleConfig, encoder_bundle: str = "") -> dict[str, Any]:
+    """A cached set's meta, refused unless its states are those ``config``'s model reads: of its base,
+    after its frozen blocks, and of ``encoder_bundle``'s tuned encoder (``cache --encoder-bundle``) or,
+    without one, of the pretrained encoder."""
+    if not (folder / META_FILE).is_file():
+        raise SystemExit(f"{folder} is not cached")
+    meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
     if meta["frozen_blocks"] != first_tuned(config.model) or meta["base_sha256"] != config.model.base.sha256:
         raise SystemExit(f"{folder} holds the states after {meta['frozen_blocks']} blocks of another base or depth")
+    if meta.get("encoder_bundle", "") != (weights_digest(encoder_bundle) if encoder_bundle else ""):
+        encoder = f"{encoder_bundle}'s" if encoder_bundle else "the pretrained"
+        raise SystemExit(f"{folder} holds the states of another encoder than {encoder}")
+    return meta
+
+
+def load_cached(arg: str, root: Path, config: BundleConfig, encoder_bundle: str = "") -> tuple[CachedSet, int]:
+    """A cached set named ``name[:repeats]`` (a folder under ``root``, or a path) and its repeats, its
+    states checked by :func:`cached_meta` to be those ``config`` and ``encoder_bundle`` read."""
+    folder, repeats = cached_folder(arg, root)
+    meta = cached_meta(folder, config, encoder_bundle)
     cached = CachedSet(folder.name, [], [], [], 0.0)
     for shard_file in sorted(meta["shards"]):
         shard = torch.load(folder / shard_file, weights_only=True)
@@ -86,13 +105,14 @@ def collate(
 
 
 def load_data(
-    cfg: HeadConfig, config: BundleConfig
+    cfg: HeadConfig, config: BundleConfig, encoder_bundle: str = ""
 ) -> tuple[list[CachedSet], list[int], list[CachedSet], dict[str, Any]]:
-    """The training sets with their repeats, the dev sets (at most ``dev_limit`` utterances each) and a summary."""
+    """The training sets with their repeats, the dev sets (at most ``dev_limit`` utterances each) and a
+    summary; every set's states must be of ``encoder_bundle``'s encoder (the pretrained one without)."""
     root = Path(cfg.cache_root)
-    loaded = [load_cached(arg, root, config) for arg in cfg.train]
+    loaded = [load_cached(arg, root, config, encoder_bundle) for arg in cfg.train]
     train_sets, repeats = [c for c, _ in loaded], [r for _, r in loaded]
-    dev = [load_cached(arg, root, config)[0] for arg in cfg.dev]
+    dev = [load_cached(arg, root, config, encoder_bundle)[0] for arg in cfg.dev]
     for d in dev:
         keep = sorted(random.Random(cfg.seed).sample(range(len(d.states)), min(cfg.dev_limit, len(d.states))))
         d.states, d.targets, d.texts = ([items[i] for i in keep] for items in (d.states, d.targets, d.texts))

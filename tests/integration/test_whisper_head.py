@@ -208,3 +208,14 @@ def test_resume_continues_to_the_step_budget(recipe: dict, tmp_path: Path) -> No
     assert state.step == 5
     checkpoint = whisper_head.load_checkpoint(run_dir / "last.pt")
     assert checkpoint["train_config"]["head_only"] and checkpoint["state"]["step"] == 5
+
+
+def test_states_of_a_bundle_s_encoder_are_refused_for_training(recipe: dict, tmp_path: Path) -> None:
+    """A cache written through a bundle's tuned blocks (``cache --encoder-bundle``) is not what the
+    recipe's model reads (the pretrained blocks below its tuned ones): ``train`` names the folder
+    instead of training a head that the export would pair with the pretrained blocks."""
+    cached_states(recipe["root"] / "tiny.jsonl", "tiny", tmp_path, "--encoder-bundle", str(recipe["bundle"]))
+    args = ["--train", "tiny", "--dev", "tiny", "--cache-root", str(tmp_path), "--out", str(tmp_path / "run")]
+    with pytest.raises(SystemExit, match=r"tiny holds the states of another encoder than the pretrained"):
+        whisper_head.run(["train", *args, "--max-steps", "1", "--threads", "1"])
+    assert not (tmp_path / "run" / "last.pt").exists()
