@@ -42,7 +42,7 @@ def cached_meta(folder: Path, config: BundleConfig, encoder_bundle: str = "") ->
     after its frozen blocks, and of ``encoder_bundle``'s tuned encoder (``cache --encoder-bundle``) or,
     without one, of the pretrained encoder."""
     if not (folder / META_FILE).is_file():
-        raise SystemExit(f"{folder} is not cached")
+        raise SystemExit(f"{folder} is not cached (no {META_FILE}): run the cache step for it first")
     meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
     if meta["frozen_blocks"] != first_tuned(config.model) or meta["base_sha256"] != config.model.base.sha256:
         raise SystemExit(f"{folder} holds the states after {meta['frozen_blocks']} blocks of another base or depth")
