@@ -58,7 +58,7 @@ CACHE_ROOT = "data/cache/head-shapes"
 MANIFESTS = Path("data/manifests")
 DATA = Path("../shared/data")
 TEST_SETS = ("cv100_eval", "so762_test200")
-LAYERS = 4  # Whisper tiny.en's encoder blocks
+LAYERS = whisper_ctc_config().model.encoder_layers  # Whisper tiny.en's encoder blocks (4)
 HEAD_FILE = "head.pt"  # a run's best head (its state dict), beside result.json
 
 
@@ -346,7 +346,7 @@ def eval_manifests(data: Path, manifests: Path) -> dict[str, Path]:
     return {"cv100_eval": cv100, "so762_test200": so762}
 
 
-def cache(sets: list[str], root: str, threads: int, bundle: str = "", depth: int = 4) -> dict[str, dict]:
+def cache(sets: list[str], root: str, threads: int, bundle: str = "", depth: int = LAYERS) -> dict[str, dict]:
     """The encoder states after ``depth`` blocks (before ``ln_post``) of ``name=manifest`` sets under
     ``root``: the pretrained encoder's, or with ``bundle`` those of that bundle's tuned blocks (each
     folder's meta records which and how deep, so states of two encoders or depths never mix)."""
@@ -366,7 +366,7 @@ def run(argv: list[str] | None = None) -> Any:
         sub.add_argument("--root", default=CACHE_ROOT)
         sub.add_argument("--threads", type=int, default=2)
         sub.add_argument("--bundle", default="", help="cache this bundle's tuned encoder's states instead")
-        sub.add_argument("--depth", type=int, default=4, help="the states after this many encoder blocks")
+        sub.add_argument("--depth", type=int, default=LAYERS, help="the states after this many encoder blocks")
         c = sub.parse_args(rest)
         tests = eval_manifests(c.data, c.manifests)
         sets = [f"{name}={path}" for name, path in tests.items()]

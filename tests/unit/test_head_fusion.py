@@ -20,7 +20,7 @@ def test_the_mixture_is_a_distribution_between_the_two_heads() -> None:
         assert [m.shape for m in mixed] == [(7, 29), (3, 29)]
         assert np.allclose(np.exp(mixed[0]).sum(-1), 1.0, atol=1e-5)
     assert np.allclose(mix(a, b, 1.0)[1], a[1], atol=1e-5) and np.allclose(mix(a, b, 0.0)[0], b[0], atol=1e-5)
-    # a frame where both heads agree stays their choice; where they differ the mixture leans to the weight
+    # where both heads are the same, any mixture keeps their choice on every frame
     assert np.argmax(mix(a, a, 0.3)[0], -1).tolist() == np.argmax(a[0], -1).tolist()
 
 
