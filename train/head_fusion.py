@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from app.asr.beam import BeamDecoder, load_lexicon_lm
 from app.asr.bundle_files import LM_FOLDER
 from app.asr.configs import BundleConfig
-from app.asr.ctc import text_to_ids
+from app.asr.ctc import Hypothesis, text_to_ids
 from train.config import HeadConfig
 from train.head_shapes import (
     HEAD_FILE,
@@ -62,6 +62,7 @@ CANDIDATES = 8  # transcripts each head's beam search proposes
 
 Member = tuple[ShapeRun, BundleConfig, CTCHead]  # a run's settings, its states' config, its best head
 Pair = tuple[list[np.ndarray], list[np.ndarray], list[str]]  # both heads' log-probs of a set, its texts
+Alone = tuple[list[Hypothesis], list[Hypothesis]]  # each head's own beam search of a set's utterances
 
 
 def load_member(folder: Path) -> Member:
@@ -129,11 +130,18 @@ def sequence_log_probs(log_probs: np.ndarray, texts: list[str], config: BundleCo
     return -loss.numpy()
 
 
-def propose(lp_a: np.ndarray, lp_b: np.ndarray, beam: BeamDecoder, config: BundleConfig) -> Candidates:
+def search_alone(sets: dict[str, Pair], beam: BeamDecoder) -> dict[str, Alone]:
+    """Each head's own beam search of every set, run once: the frame mixture's ends and the
+    candidates of the sequences' choice both read it."""
+    return {name: ([beam.decode(x) for x in a], [beam.decode(x) for x in b]) for name, (a, b, _) in sets.items()}
+
+
+def propose(
+    lp_a: np.ndarray, lp_b: np.ndarray, hyp_a: Hypothesis, hyp_b: Hypothesis, beam: BeamDecoder, config: BundleConfig
+) -> Candidates:
     """The union of both heads' beam search candidates, each scored by both heads and the LM."""
     texts: list[str] = []
-    for log_probs in (lp_a, lp_b):
-        hyp = beam.decode(log_probs)
+    for hyp in (hyp_a, hyp_b):
         for text in [hyp.text, *(alt.text for alt in hyp.alternatives)]:
             if text not in texts:
                 texts.append(text)
@@ -157,8 +165,16 @@ def oracle_wer(texts: list[str], candidates: list[Candidates]) -> float:
     return round(score(texts, picked).wer, 4)
 
 
-def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder, config: BundleConfig) -> dict:
-    """The frame mixture: ``w`` chosen on ``dev`` by mean greedy WER, ``test`` scored at it and at both ends."""
+def frames(
+    sets: dict[str, Pair],
+    alone: dict[str, Alone],
+    dev: list[str],
+    test: list[str],
+    beam: BeamDecoder,
+    config: BundleConfig,
+) -> dict:
+    """The frame mixture: ``w`` chosen on ``dev`` by mean greedy WER, ``test`` scored at it and at both
+    ends (each head alone, whose beam search ``alone`` holds)."""
     greedy = {}
     for w in WEIGHTS:
         greedy[w] = {n: greedy_wer(config, mix(*sets[n][:2], w), sets[n][2]) for n in dev}
@@ -168,19 +184,31 @@ def frames(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDec
     tests: dict[str, dict[str, dict[str, float]]] = {}
     for name in test:
         lp_a, lp_b, texts = sets[name]
+        ends = {1.0: alone[name][0], 0.0: alone[name][1]}
         for w in sorted({0.0, chosen, 1.0}):
             mixed = mix(lp_a, lp_b, w)
+            hyps = ends[w] if w in ends else [beam.decode(lp) for lp in mixed]
             tests.setdefault(name, {})[str(w)] = {
                 "greedy": greedy_wer(config, mixed, texts),
-                "beam": wer([beam.decode(lp).text for lp in mixed], texts),
+                "beam": wer([h.text for h in hyps], texts),
             }
             logger.info("frames, %s at w %.1f: %s", name, w, tests[name][str(w)])
     return {"weight_of_a": chosen, "dev_greedy": {str(w): v for w, v in greedy.items()}, "test": tests}
 
 
-def sequences(sets: dict[str, Pair], dev: list[str], test: list[str], beam: BeamDecoder, config: BundleConfig) -> dict:
+def sequences(
+    sets: dict[str, Pair],
+    alone: dict[str, Alone],
+    dev: list[str],
+    test: list[str],
+    beam: BeamDecoder,
+    config: BundleConfig,
+) -> dict:
     """The candidates' choice: its settings chosen on ``dev`` by mean WER, ``test`` scored at them."""
-    proposed = {n: [propose(a, b, beam, config) for a, b in zip(*sets[n][:2], strict=True)] for n in [*dev, *test]}
+    proposed = {
+        n: [propose(*x, beam, config) for x in zip(*sets[n][:2], *alone[n], strict=True)]
+        for n in dict.fromkeys([*dev, *test])
+    }
     settings = list(itertools.product(WEIGHTS, LM_WEIGHTS, WORD_SCORES))
 
     def wers(names: list[str], setting: tuple[float, float, float]) -> dict[str, float]:
@@ -215,11 +243,12 @@ def fuse(folder_a: Path, folder_b: Path, dev: list[str], test: list[str], lm_bun
         raise SystemExit(f"no language model in {lm_bundle}/{LM_FOLDER}")
     beam = BeamDecoder(lm, replace(lm.defaults, alternatives=CANDIDATES), config.frame_seconds)
     sets = {name: paired(a, b, name) for name in dict.fromkeys([*dev, *test])}
+    alone = search_alone(sets, beam)
     return {
         "a": str(folder_a),
         "b": str(folder_b),
-        "frames": frames(sets, dev, test, beam, config),
-        "sequences": sequences(sets, dev, test, beam, config),
+        "frames": frames(sets, alone, dev, test, beam, config),
+        "sequences": sequences(sets, alone, dev, test, beam, config),
     }
 
 
