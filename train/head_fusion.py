@@ -130,10 +130,21 @@ def sequence_log_probs(log_probs: np.ndarray, texts: list[str], config: BundleCo
     return -loss.numpy()
 
 
-def search_alone(sets: dict[str, Pair], beam: BeamDecoder) -> dict[str, Alone]:
-    """Each head's own beam search of every set, run once: the frame mixture's ends and the
-    candidates of the sequences' choice both read it."""
-    return {name: ([beam.decode(x) for x in a], [beam.decode(x) for x in b]) for name, (a, b, _) in sets.items()}
+@dataclass
+class Heads:
+    """What both ways of combining the heads read: each set's log-probs of both heads and its texts,
+    each head's own beam search of it (run once: the frame mixture's ends and the candidates both
+    read it), the LM's beam search and the states' config."""
+
+    sets: dict[str, Pair]
+    alone: dict[str, Alone]
+    beam: BeamDecoder
+    config: BundleConfig
+
+    @classmethod
+    def searched(cls, sets: dict[str, Pair], beam: BeamDecoder, config: BundleConfig) -> Heads:
+        alone = {n: ([beam.decode(x) for x in a], [beam.decode(x) for x in b]) for n, (a, b, _) in sets.items()}
+        return cls(sets, alone, beam, config)
 
 
 def propose(
@@ -165,16 +176,10 @@ def oracle_wer(texts: list[str], candidates: list[Candidates]) -> float:
     return round(score(texts, picked).wer, 4)
 
 
-def frames(
-    sets: dict[str, Pair],
-    alone: dict[str, Alone],
-    dev: list[str],
-    test: list[str],
-    beam: BeamDecoder,
-    config: BundleConfig,
-) -> dict:
+def frames(heads: Heads, dev: list[str], test: list[str]) -> dict:
     """The frame mixture: ``w`` chosen on ``dev`` by mean greedy WER, ``test`` scored at it and at both
-    ends (each head alone, whose beam search ``alone`` holds)."""
+    ends (each head alone, whose beam search ``heads.alone`` holds)."""
+    sets, alone, beam, config = heads.sets, heads.alone, heads.beam, heads.config
     greedy = {}
     for w in WEIGHTS:
         greedy[w] = {n: greedy_wer(config, mix(*sets[n][:2], w), sets[n][2]) for n in dev}
@@ -196,15 +201,9 @@ def frames(
     return {"weight_of_a": chosen, "dev_greedy": {str(w): v for w, v in greedy.items()}, "test": tests}
 
 
-def sequences(
-    sets: dict[str, Pair],
-    alone: dict[str, Alone],
-    dev: list[str],
-    test: list[str],
-    beam: BeamDecoder,
-    config: BundleConfig,
-) -> dict:
+def sequences(heads: Heads, dev: list[str], test: list[str]) -> dict:
     """The candidates' choice: its settings chosen on ``dev`` by mean WER, ``test`` scored at them."""
+    sets, alone, beam, config = heads.sets, heads.alone, heads.beam, heads.config
     proposed = {
         n: [propose(*x, beam, config) for x in zip(*sets[n][:2], *alone[n], strict=True)]
         for n in dict.fromkeys([*dev, *test])
@@ -243,12 +242,12 @@ def fuse(folder_a: Path, folder_b: Path, dev: list[str], test: list[str], lm_bun
         raise SystemExit(f"no language model in {lm_bundle}/{LM_FOLDER}")
     beam = BeamDecoder(lm, replace(lm.defaults, alternatives=CANDIDATES), config.frame_seconds)
     sets = {name: paired(a, b, name) for name in dict.fromkeys([*dev, *test])}
-    alone = search_alone(sets, beam)
+    heads = Heads.searched(sets, beam, config)
     return {
         "a": str(folder_a),
         "b": str(folder_b),
-        "frames": frames(sets, alone, dev, test, beam, config),
-        "sequences": sequences(sets, alone, dev, test, beam, config),
+        "frames": frames(heads, dev, test),
+        "sequences": sequences(heads, dev, test),
     }
 
 
