@@ -127,7 +127,7 @@ class CTCHead(nn.Module):
 
 @dataclass
 class ShapeRun:
-    """Settings of one ``train`` run (the rest, SpecAugment and batches, are :class:`HeadConfig`'s defaults)."""
+    """Settings of one ``train`` run (the rest, batches among them, are :class:`HeadConfig`'s defaults)."""
 
     shape: str = field(default="linear", metadata={"choices": SHAPES})
     out: str = "runs/head-shapes"  # the run writes OUT/<shape>/result.json and its best head, head.pt
@@ -145,6 +145,11 @@ class ShapeRun:
     bundle: str = ""  # the states are this bundle's encoder's (``cache --bundle``), not the pretrained one's
     depth: int = LAYERS  # the states after this many encoder blocks (``cache --depth``)
     init_head: bool = False  # start from --bundle's head (linear or conv); its own dev WER is step 0
+    dropout: float = HeadConfig.dropout  # before the output layer
+    time_masks: int = HeadConfig.time_masks  # SpecAugment on the states, as HeadConfig's
+    time_mask_frames: int = HeadConfig.time_mask_frames
+    channel_masks: int = HeadConfig.channel_masks
+    channel_mask_width: int = HeadConfig.channel_mask_width
     threads: int = 2
     seed: int = 1234
 
@@ -196,6 +201,16 @@ def new_head(run: ShapeRun, config: BundleConfig, dropout: float) -> CTCHead:
     return head
 
 
+def head_config(run: ShapeRun) -> HeadConfig:
+    """The recipe's settings for ``run``: its data, schedule, dropout and SpecAugment, the rest HeadConfig's."""
+    return HeadConfig(
+        train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=after(run.depth), seed=run.seed,
+        warmup_steps=run.warmup_steps, max_steps=run.steps, dropout=run.dropout, time_masks=run.time_masks,
+        time_mask_frames=run.time_mask_frames, channel_masks=run.channel_masks,
+        channel_mask_width=run.channel_mask_width,
+    )  # fmt: skip
+
+
 def train_shape(run: ShapeRun) -> tuple[dict[str, Any], CTCHead]:
     """Train one head shape for ``run.steps``; score its best dev checkpoint on the test sets.
 
@@ -205,10 +220,7 @@ def train_shape(run: ShapeRun) -> tuple[dict[str, Any], CTCHead]:
     torch.set_flush_denormal(True)  # weights started at zero otherwise slow the CPU down step by step
     check_encoder(run)
     config = frozen_config(run.depth)
-    cfg = HeadConfig(
-        train=run.train, dev=run.dev, cache_root=run.cache_root, tuned_layers=after(run.depth), seed=run.seed,
-        warmup_steps=run.warmup_steps, max_steps=run.steps,
-    )  # fmt: skip
+    cfg = head_config(run)
     train_sets, repeats, dev, data = load_data(cfg, config, run.bundle)
     head = new_head(run, config, cfg.dropout)
     optimizer = torch.optim.AdamW(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.head_shapes import SHAPES, CTCHead, report
+from train.config import HeadConfig
+from train.head_shapes import SHAPES, CTCHead, ShapeRun, head_config, report
 
 D_MODEL, VOCAB = 32, 7
 
@@ -87,3 +89,16 @@ def test_the_report_has_a_row_per_shape(tmp_path: Path) -> None:
     assert lines[3] == "| conv, from the bundle's head | 11,111 | 0.2 | 300 | 45.0 | 45.0 | 65.0 | 45.0 |"
     assert lines[4] == "| lstm | 11,111 | 0.2 | 300 | 40.0 | 40.0 | 60.0 | 40.0 |"
     assert lines[5] == "| lstm, after 3 of 4 blocks | 11,111 | 0.2 | 300 | 42.0 | 42.0 | 62.0 | 42.0 |"
+
+
+def test_a_run_s_dropout_and_spec_augment_reach_the_recipe_s_settings() -> None:
+    """Unset, they are the recipe's own; set, the batches and the head get them."""
+    assert head_config(ShapeRun()) == replace(
+        HeadConfig(), train=ShapeRun().train, dev=ShapeRun().dev, cache_root=ShapeRun().cache_root,
+        tuned_layers=[], max_steps=ShapeRun().steps,
+    )  # fmt: skip
+    run = ShapeRun(dropout=0.3, time_masks=4, time_mask_frames=15, channel_masks=6, channel_mask_width=48)
+    cfg = head_config(run)
+    assert (cfg.dropout, cfg.time_masks, cfg.time_mask_frames, cfg.channel_masks, cfg.channel_mask_width) == (
+        0.3, 4, 15, 6, 48,
+    )  # fmt: skip
