@@ -40,7 +40,6 @@ from app.asr.beam import BeamDecoder, load_lexicon_lm
 from app.asr.bundle_files import LM_FOLDER
 from app.asr.configs import BundleConfig
 from app.asr.ctc import Hypothesis, text_to_ids
-from train.config import HeadConfig
 from train.head_shapes import (
     HEAD_FILE,
     CTCHead,
@@ -72,7 +71,7 @@ def load_member(folder: Path) -> Member:
     settings = json.loads((folder / "result.json").read_text())["settings"]
     run = ShapeRun(**{f.name: settings[f.name] for f in fields(ShapeRun) if f.name in settings})
     config = frozen_config(run.depth)
-    head = new_head(run, config, HeadConfig().dropout)
+    head = new_head(run, config)
     head.load_state_dict(torch.load(folder / HEAD_FILE, weights_only=True))
     return run, config, head.eval()
 

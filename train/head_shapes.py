@@ -185,11 +185,11 @@ def check_encoder(run: ShapeRun, sets: list[str] | None = None) -> None:
         cached_meta(cached_folder(arg, Path(run.cache_root))[0], config, run.bundle)
 
 
-def new_head(run: ShapeRun, config: BundleConfig, dropout: float) -> CTCHead:
+def new_head(run: ShapeRun, config: BundleConfig) -> CTCHead:
     """The head to train: from scratch, or with ``init_head`` as ``run.bundle``'s head exactly (a
     convolution starts at zero, so only the linear layer reads at first)."""
     _, model = build_model(config)
-    head = CTCHead(run.shape, model.encoder.ln_post, config.model.vocab_size, dropout, run.kernel, run.hidden)
+    head = CTCHead(run.shape, model.encoder.ln_post, config.model.vocab_size, run.dropout, run.kernel, run.hidden)
     if run.init_head:
         if run.shape == "lstm" or not run.bundle:
             raise SystemExit("--init-head starts a linear or conv head from --bundle's head")
@@ -222,7 +222,7 @@ def train_shape(run: ShapeRun) -> tuple[dict[str, Any], CTCHead]:
     config = frozen_config(run.depth)
     cfg = head_config(run)
     train_sets, repeats, dev, data = load_data(cfg, config, run.bundle)
-    head = new_head(run, config, cfg.dropout)
+    head = new_head(run, config)
     optimizer = torch.optim.AdamW(
         [p for p in head.parameters() if p.requires_grad], lr=run.lr, weight_decay=cfg.weight_decay
     )
